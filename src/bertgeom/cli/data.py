@@ -1,0 +1,119 @@
+"""``bertgeom data``: prepare real spikes, synthesise spikes, split by unique sequence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from bertgeom.atomic import atomic_file
+from bertgeom.cli.common import console, user_errors
+from bertgeom.errors import InputError
+
+data_app = typer.Typer(
+    help="Build the case study's dataset: prepare, synthesize, split.", no_args_is_help=True
+)
+
+
+def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+    with atomic_file(path) as partial:
+        table.to_parquet(partial, index=False)
+
+
+@data_app.command()
+def prepare(
+    out: Annotated[
+        Path, typer.Option("--out", help="Dataset directory (real.parquet is written).")
+    ],
+    fasta: Annotated[
+        list[Path] | None,
+        typer.Option("--fasta", help="Your genomes (repeatable); default: the embedded ones."),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="TSV with record_id and label, for --fasta.")
+    ] = None,
+) -> None:
+    """Align labelled genomes and cut out their spikes, with QC (one row per record)."""
+    with user_errors():
+        from bertgeom.genomics.dataset import read_labels, real_spikes
+
+        if fasta and labels is None:
+            raise InputError("--fasta needs --labels (a TSV with columns record_id and label)")
+        with console.status("aligning genomes"):
+            table = real_spikes(fasta or None, read_labels(labels) if labels else None)
+        if table.empty:
+            raise InputError(
+                "no labelled record found: check that --labels names the FASTA record ids"
+            )
+        _write_parquet(table, out / "real.parquet")
+        counts = table.groupby(["label", "status"]).size().to_dict()
+        console.print(f"{len(table)} records -> {out / 'real.parquet'}; {counts}", highlight=False)
+
+
+@data_app.command()
+def synthesize(
+    out: Annotated[
+        Path, typer.Option("--out", help="Dataset directory (synthetic.parquet is written).")
+    ],
+    train: Annotated[int, typer.Option(help="Spikes per class for training.")] = 250,
+    validation: Annotated[int, typer.Option(help="Spikes per class for validation.")] = 40,
+    test: Annotated[int, typer.Option(help="Spikes per class for testing.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    fasta: Annotated[
+        Path | None, typer.Option("--fasta", help="Also write the spikes as FASTA.")
+    ] = None,
+) -> None:
+    """Draw synthetic spikes for the eight classes from the mutation profiles (seeded)."""
+    with user_errors():
+        from bertgeom.genomics.dataset import synthetic_spikes
+        from bertgeom.genomics.fasta import write_fasta
+
+        if min(train, validation, test) < 0:
+            raise InputError("spike counts must not be negative")
+        table = synthetic_spikes((train, validation, test), seed)
+        _write_parquet(table, out / "synthetic.parquet")
+        if fasta is not None:
+            with atomic_file(fasta) as partial:
+                write_fasta(
+                    [
+                        (f"{r.record_id} class={r.label} mutations={r.mutations}", str(r.sequence))
+                        for r in table.itertuples()
+                    ],
+                    partial,
+                )
+        console.print(
+            f"{len(table)} synthetic spikes -> {out / 'synthetic.parquet'}", highlight=False
+        )
+
+
+@data_app.command()
+def split(
+    directory: Annotated[
+        Path, typer.Argument(help="Dataset directory with real.parquet (and synthetic.parquet).")
+    ],
+    fractions: Annotated[
+        tuple[float, float, float],
+        typer.Option(help="Train, validation, test shares of unique real spikes."),
+    ] = (0.7, 0.15, 0.15),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """Split by unique spike sequence, stratified by class: dataset.parquet and outside.parquet."""
+    with user_errors():
+        from bertgeom.genomics.dataset import split_dataset
+
+        real_path, synthetic_path = directory / "real.parquet", directory / "synthetic.parquet"
+        if not real_path.is_file():
+            raise InputError(
+                f"{directory}: no real.parquet; run 'bertgeom data prepare --out {directory}' first"
+            )
+        synthetic = pd.read_parquet(synthetic_path) if synthetic_path.is_file() else None
+        try:
+            dataset, outside = split_dataset(pd.read_parquet(real_path), synthetic, fractions, seed)
+        except ValueError as error:
+            raise InputError(f"{directory}: cannot split ({error})") from error
+        _write_parquet(outside, directory / "outside.parquet")
+        _write_parquet(dataset, directory / "dataset.parquet")
+        table = pd.crosstab(dataset["label"] + " (" + dataset["source"] + ")", dataset["split"])
+        console.print(table.to_string(), highlight=False)

@@ -1,0 +1,216 @@
+"""The case study's dataset: real spikes from the embedded genomes, synthetic spikes, and
+train/validation/test splits by unique spike sequence, stratified by class, seeded.
+
+One row per unique (spike sequence, label); ``n_records`` counts the genomes behind it. Splitting
+unique sequences, not records, is what keeps identical pre-VOC spikes out of two splits, which
+would inflate accuracy. A synthetic spike identical to a real one is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bertgeom.genomics.fasta import read_fasta
+from bertgeom.genomics.mutations import CLASSES
+from bertgeom.genomics.reference import data_path
+from bertgeom.genomics.spike import QCStatus, extract_spike
+from bertgeom.genomics.synthetic import synthesize_table
+
+GENOME_FILES = ("genomes_ncbi.fasta.xz", "genomes_nextstrain_early.fasta.xz")
+OUTSIDE_LABELS = ("other-VOI", "disputed")
+"""Labels of real genomes outside the eight classes: kept apart to test ``unassigned``."""
+SPLITS = ("train", "validation", "test")
+DATASET_COLUMNS = [
+    "sequence_id",
+    "label",
+    "source",
+    "split",
+    "n_records",
+    "record_ids",
+    "status",
+    "sequence",
+]
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    """A labels TSV with columns ``record_id`` and ``label`` as a dict (InputError if unusable)."""
+    from bertgeom.errors import InputError
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: labels file not found")
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a readable TSV ({error})") from error
+    if not {"record_id", "label"} <= set(table.columns):
+        raise InputError(f"{path}: a labels TSV needs the columns record_id and label")
+    return dict(zip(table["record_id"], table["label"], strict=True))
+
+
+def _labelled_records(
+    fasta_paths: Sequence[Path] | None, labels: dict[str, str] | None
+) -> Iterator[tuple[str, str, str]]:
+    """``(record_id, label, raw sequence)`` of every labelled record (default: embedded data)."""
+    if fasta_paths is None:
+        table = pd.read_csv(data_path("labels.tsv"), sep="\t")
+        embedded = {(row.file, row.record_name): str(row.label) for row in table.itertuples()}
+        for file_name in GENOME_FILES:
+            for record in read_fasta(data_path(file_name)):
+                label = embedded.get((file_name, record.description)) or embedded.get(
+                    (file_name, record.record_id)
+                )
+                if label is not None:
+                    yield record.record_id, label, record.sequence
+        return
+    for path in fasta_paths:
+        for record in read_fasta(path):
+            label = (labels or {}).get(record.record_id)
+            if label is not None:
+                yield record.record_id, label, record.sequence
+
+
+def real_spikes(
+    fasta_paths: Sequence[Path] | None = None, labels: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """Spikes of labelled records, one row per record: ``record_id, label, status, sequence``.
+
+    Default: the embedded genomes and ``labels.tsv``; else the given FASTA files, labelled by
+    ``labels`` (record id to class; unlabelled records are skipped).
+    """
+    rows = []
+    for record_id, label, raw in _labelled_records(fasta_paths, labels):
+        spike = extract_spike(record_id, raw)
+        rows.append(
+            {
+                "record_id": record_id,
+                "label": label,
+                "status": spike.status.value,
+                "sequence": spike.sequence,
+            }
+        )
+    return pd.DataFrame(rows, columns=["record_id", "label", "status", "sequence"])
+
+
+def unique_sequences(records: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Collapse records to one row per (sequence, label); a sequence with two labels is dropped."""
+    usable = records[records["sequence"].str.len() > 0]
+    grouped = usable.groupby("sequence", sort=False)
+    table = grouped.agg(
+        label=("label", "first"),
+        n_labels=("label", "nunique"),
+        n_records=("label", "size"),
+        record_ids=("record_id", lambda ids: ",".join(ids)),
+        status=("status", "first"),
+    ).reset_index()
+    table = table[table["n_labels"] == 1].drop(columns="n_labels")
+    table["source"] = source
+    return table
+
+
+def split_by_sequence(
+    table: pd.DataFrame, fractions: tuple[float, float, float], seed: int
+) -> pd.Series:
+    """Assign each row (a unique sequence) to a split, stratified by ``label``, seeded.
+
+    Within each class the rows are shuffled and cut at the fractions, rounding so that a class
+    with three or more sequences has at least one in validation and one in test (a class with
+    two puts one in train and one in test; a class with one, in train).
+    """
+    train_share, validation_share, test_share = fractions
+    if not np.isclose(train_share + validation_share + test_share, 1.0) or min(fractions) <= 0:
+        raise ValueError(f"split fractions must be positive and sum to 1, got {fractions}")
+    rng = np.random.default_rng(seed)
+    split = pd.Series("train", index=table.index, dtype=object)
+    for label in sorted(table["label"].unique()):
+        members = table.index[table["label"] == label].to_numpy()
+        members = members[rng.permutation(len(members))]
+        count = len(members)
+        n_test = max(round(count * test_share), 1) if count >= 2 else 0
+        n_validation = max(round(count * validation_share), 1) if count >= 3 else 0
+        split[members[:n_test]] = "test"
+        split[members[n_test : n_test + n_validation]] = "validation"
+    return split
+
+
+def synthetic_spikes(
+    per_split: tuple[int, int, int] = (250, 40, 60), seed: int = 42
+) -> pd.DataFrame:
+    """Synthetic spikes per class for each split (drawn with separate seeds): columns
+    ``record_id, label, status, sequence, mutations, split``."""
+    parts = []
+    for offset, (split, count) in enumerate(zip(SPLITS, per_split, strict=True)):
+        if count == 0:
+            continue
+        drawn = synthesize_table(count, seed=seed * 1000 + offset)
+        drawn["record_id"] = [f"synthetic-{split}-{i}" for i in range(len(drawn))]
+        drawn["status"] = QCStatus.OK.value
+        drawn["split"] = split
+        parts.append(drawn)
+    return pd.concat(parts, ignore_index=True)
+
+
+def split_dataset(
+    real: pd.DataFrame,
+    synthetic: pd.DataFrame | None,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 42,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The dataset (eight classes, split) and the real spikes outside the eight classes.
+
+    Real unique spikes of the classes are split ``fractions``, stratified by class; synthetic
+    spikes keep the split they were drawn for, and any synthetic spike equal to a real one, or
+    to one drawn for another split, is dropped: no sequence is in two splits.
+    """
+    hard = [status.value for status in QCStatus if status.is_hard_failure]
+    usable = real[~real["status"].isin(hard)]
+    real_table = unique_sequences(usable[usable["label"].isin(CLASSES)], "real")
+    if real_table.empty:
+        raise ValueError("no usable labelled spikes of the eight classes")
+    real_table["split"] = split_by_sequence(real_table, fractions, seed)
+    seen = set(real_table["sequence"])
+    parts = [real_table]
+    drawn = synthetic if synthetic is not None else real.iloc[:0].assign(split="")
+    for split in SPLITS:
+        part = unique_sequences(drawn[drawn["split"] == split], "synthetic")
+        part = part[~part["sequence"].isin(seen)].copy()
+        seen.update(part["sequence"])
+        part["split"] = split
+        parts.append(part)
+    dataset = pd.concat(parts, ignore_index=True)
+    dataset["sequence_id"] = [f"{source}-{i:05d}" for i, source in enumerate(dataset["source"])]
+    outside = unique_sequences(usable[usable["label"].isin(OUTSIDE_LABELS)], "real")
+    outside["split"] = "outside"
+    outside["sequence_id"] = [f"outside-{i:05d}" for i in range(len(outside))]
+    return dataset[DATASET_COLUMNS], outside[DATASET_COLUMNS]
+
+
+def build_dataset(
+    synthetic_per_split: tuple[int, int, int] = (250, 40, 60),
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 42,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The embedded dataset, prepared, synthesised and split in one call."""
+    return split_dataset(
+        real_spikes(), synthetic_spikes(synthetic_per_split, seed), fractions, seed
+    )
+
+
+def save_dataset(dataset: pd.DataFrame, outside: pd.DataFrame, directory: Path) -> None:
+    """Write ``dataset.parquet`` and ``outside.parquet`` into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    dataset.to_parquet(directory / "dataset.parquet", index=False)
+    outside.to_parquet(directory / "outside.parquet", index=False)
+
+
+def load_dataset(directory: Path) -> pd.DataFrame:
+    """Read a dataset written by :func:`save_dataset` (raises InputError when absent)."""
+    from bertgeom.errors import InputError
+
+    path = directory / "dataset.parquet"
+    if not path.is_file():
+        raise InputError(f"{directory}: no dataset.parquet here; run 'bertgeom data prepare' first")
+    return pd.read_parquet(path)

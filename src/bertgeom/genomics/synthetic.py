@@ -1,0 +1,151 @@
+"""A seeded generator of synthetic spikes for the eight classes.
+
+Each spike is the reference spike edited with (1) the class's core mutations (frequency >= 0.9
+in the profile; each dropped with a small probability, as sequencing and reversions do), (2) its
+accessory mutations, each drawn with its profile frequency, (3) background noise: random
+substitutions anywhere, and other classes' markers (including the convergent ones E484K, P681H,
+T478K, N501Y, L452R, K417N, P681R, which occur outside their variants), so that a model must learn
+combinations rather than single markers, and (4) runs of ``N`` like amplicon drop-outs and
+incomplete ends. Lambda and Mu come only from their public definitions: they are synthetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bertgeom.genomics.mutations import (
+    CLASSES,
+    EditedSpike,
+    Mutation,
+    apply_mutations,
+    mutation_profiles,
+)
+from bertgeom.genomics.reference import SPIKE_END, SPIKE_START, reference_spike
+
+CONVERGENT_MARKERS: tuple[str, ...] = (
+    "G23012A",  # E484K
+    "C23604A",  # P681H
+    "C22995A",  # T478K
+    "A23063T",  # N501Y
+    "T22917G",  # L452R
+    "G22813T",  # K417N
+    "C23604G",  # P681R
+    "A23403G",  # D614G
+)
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """Documented, overridable rates of the synthetic generator (see the module docstring)."""
+
+    core_frequency: float = 0.9
+    core_dropout: float = 0.02
+    background_substitutions: float = 1.5
+    convergent_marker_rate: float = 0.06
+    foreign_marker_rate: float = 0.015
+    n_run_probability: float = 0.35
+    n_run_length: tuple[int, int] = (30, 400)
+    incomplete_end_probability: float = 0.1
+    incomplete_end_length: tuple[int, int] = (20, 600)
+
+
+def _class_mutations(label: str) -> tuple[list[tuple[Mutation, float]], list[Mutation]]:
+    """The class's own (mutation, frequency) list and every other class's markers."""
+    profiles = mutation_profiles()
+    own = profiles[profiles["class"] == label]
+    if own.empty and label not in CLASSES:
+        raise ValueError(f"unknown class {label!r}; expected one of {', '.join(CLASSES)}")
+    own_pairs = [
+        (Mutation.parse(name), float(f))
+        for name, f in zip(own.mutation, own.frequency, strict=True)
+    ]
+    own_names = set(own.mutation)
+    foreign = profiles[(profiles["class"] != label) & (profiles["frequency"] >= 0.5)]
+    foreign_mutations = sorted(set(foreign.mutation) - own_names)
+    return own_pairs, [Mutation.parse(name) for name in foreign_mutations]
+
+
+def _add_if_free(chosen: list[Mutation], candidate: Mutation) -> None:
+    if not any(candidate.overlaps(existing) for existing in chosen):
+        chosen.append(candidate)
+
+
+def draw_mutations(
+    label: str, rng: np.random.Generator, settings: GeneratorSettings
+) -> list[Mutation]:
+    """Draw one synthetic spike's mutation set for class ``label``."""
+    own, foreign = _class_mutations(label)
+    chosen: list[Mutation] = []
+    for mutation, frequency in own:
+        core = frequency >= settings.core_frequency
+        probability = 1.0 - settings.core_dropout if core else frequency
+        if rng.random() < probability:
+            _add_if_free(chosen, mutation)
+    for name in CONVERGENT_MARKERS:
+        if rng.random() < settings.convergent_marker_rate:
+            _add_if_free(chosen, Mutation.parse(name))
+    for mutation in foreign:
+        if rng.random() < settings.foreign_marker_rate:
+            _add_if_free(chosen, mutation)
+    spike = reference_spike()
+    for _ in range(rng.poisson(settings.background_substitutions)):
+        offset = int(rng.integers(0, len(spike)))
+        alternatives = [base for base in "ACGT" if base != spike[offset]]
+        alt = alternatives[int(rng.integers(0, 3))]
+        position = SPIKE_START + offset
+        _add_if_free(
+            chosen, Mutation(f"{spike[offset]}{position}{alt}", "sub", position, position, alt)
+        )
+    return chosen
+
+
+def mask_with_n(sequence: str, rng: np.random.Generator, settings: GeneratorSettings) -> str:
+    """Replace random runs (drop-outs) and, sometimes, one end of ``sequence`` with ``N``."""
+    bases = list(sequence)
+    runs = 0
+    while rng.random() < settings.n_run_probability and runs < 3:
+        length = int(rng.integers(*settings.n_run_length))
+        start = int(rng.integers(0, max(len(bases) - length, 1)))
+        bases[start : start + length] = ["N"] * len(bases[start : start + length])
+        runs += 1
+    if rng.random() < settings.incomplete_end_probability:
+        length = min(int(rng.integers(*settings.incomplete_end_length)), len(bases))
+        if rng.random() < 0.5:
+            bases[:length] = ["N"] * length
+        else:
+            bases[len(bases) - length :] = ["N"] * length
+    return "".join(bases)
+
+
+def synthesize(
+    label: str, rng: np.random.Generator, settings: GeneratorSettings | None = None
+) -> tuple[EditedSpike, list[Mutation]]:
+    """One synthetic spike of class ``label`` (N runs included) and the mutations it carries."""
+    settings = settings or GeneratorSettings()
+    mutations = draw_mutations(label, rng, settings)
+    edited = apply_mutations(mutations)
+    masked = mask_with_n(edited.sequence, rng, settings)
+    return EditedSpike(masked, edited.reference_positions, edited.is_insertion), mutations
+
+
+def synthesize_table(
+    per_class: int,
+    seed: int,
+    classes: tuple[str, ...] = CLASSES,
+    settings: GeneratorSettings | None = None,
+) -> pd.DataFrame:
+    """``per_class`` synthetic spikes of each class: columns ``label, sequence, mutations``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in classes:
+        for _ in range(per_class):
+            edited, mutations = synthesize(label, rng, settings)
+            names = ",".join(mutation.name for mutation in sorted(mutations, key=lambda m: m.start))
+            rows.append({"label": label, "sequence": edited.sequence, "mutations": names})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["CONVERGENT_MARKERS", "SPIKE_END", "GeneratorSettings", "synthesize", "synthesize_table"]

@@ -1,0 +1,343 @@
+"""Directionality of subspace selection from the weights (DESIGN 3.3).
+
+Head h of a layer scores query token x_i against key token x_j with the bilinear form
+``x_i^T M_h x_j`` plus bias terms, ``M_h = W_q^h^T W_k^h`` (d x d, rank <= dk). Weights are in
+Hugging Face layout: ``W_q`` is (d x d, out x in), head h owns rows ``h*dk:(h+1)*dk``
+(``W_q^h``, dk x d); ``W_O^h`` is the d x dk block of the output projection's *columns*.
+Every function takes plain tensors, so any BERT-family model can be measured.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import torch
+from torch import Tensor
+
+from bertgeom.measures.base import ALL_CLASSES
+
+F64 = torch.float64
+OVERLAP_KINDS = ("query", "key", "value", "write", "query_key")
+
+
+def split_heads(weight: Tensor, n_heads: int) -> Tensor:
+    """Per-head row blocks of an input projection: ``weight (n_heads*dk, d)`` ->
+    ``(head, dk, d)``; block h is ``weight[h*dk:(h+1)*dk, :]``."""
+    out_features, in_features = weight.shape
+    if out_features % n_heads:
+        raise ValueError(f"{out_features} output features do not split into {n_heads} heads")
+    return weight.reshape(n_heads, out_features // n_heads, in_features)
+
+
+def split_output_heads(weight_o: Tensor, n_heads: int) -> Tensor:
+    """Per-head column blocks of the output projection: ``W_o (d, n_heads*dk)`` ->
+    ``(head, d, dk)``; block h is ``W_o[:, h*dk:(h+1)*dk]`` (= ``W_O^h``)."""
+    out_features, in_features = weight_o.shape
+    if in_features % n_heads:
+        raise ValueError(f"{in_features} input features do not split into {n_heads} heads")
+    return weight_o.reshape(out_features, n_heads, in_features // n_heads).permute(1, 0, 2)
+
+
+def bilinear_forms(weight_q: Tensor, weight_k: Tensor, n_heads: int) -> Tensor:
+    """``M_h = W_q^h^T W_k^h`` for every head: ``(head, d, d)``, float64."""
+    q = split_heads(weight_q.to(F64), n_heads)
+    k = split_heads(weight_k.to(F64), n_heads)
+    return torch.einsum("hri,hrj->hij", q, k)
+
+
+def attention_scores(
+    hidden: Tensor,
+    weight_q: Tensor,
+    bias_q: Tensor | None,
+    weight_k: Tensor,
+    bias_k: Tensor | None,
+    n_heads: int,
+) -> Tensor:
+    """Pre-softmax scores through the bilinear form, ``hidden (batch, seq, d)`` ->
+    ``(batch, head, query, key)``:
+    ``(x_i^T M_h x_j + x_i^T W_q^h^T b_k^h + b_q^h^T W_k^h x_j + b_q^h . b_k^h) / sqrt(dk)``.
+
+    Only the key-side term ``b_q^h^T W_k^h x_j`` changes the softmax; the other two are constant
+    along each row.
+    """
+    x = hidden.to(F64)
+    forms = bilinear_forms(weight_q, weight_k, n_heads)
+    q_heads = split_heads(weight_q.to(F64), n_heads)
+    k_heads = split_heads(weight_k.to(F64), n_heads)
+    dk = q_heads.shape[1]
+    scores = torch.einsum("bid,hde,bje->bhij", x, forms, x)
+    if bias_k is not None:
+        query_side = torch.einsum("hrd,hr->hd", q_heads, bias_k.to(F64).reshape(n_heads, dk))
+        scores = scores + torch.einsum("bid,hd->bhi", x, query_side)[..., None]
+    if bias_q is not None:
+        key_side = torch.einsum("hrd,hr->hd", k_heads, bias_q.to(F64).reshape(n_heads, dk))
+        scores = scores + torch.einsum("bjd,hd->bhj", x, key_side)[:, :, None, :]
+    if bias_q is not None and bias_k is not None:
+        constant = (bias_q.to(F64) * bias_k.to(F64)).reshape(n_heads, dk).sum(-1)
+        scores = scores + constant[None, :, None, None]
+    return scores / math.sqrt(dk)
+
+
+def head_singular_values(weight_q: Tensor, weight_k: Tensor, n_heads: int) -> Tensor:
+    """The dk largest singular values of each ``M_h`` (the rest are zero), ``(head, dk)``,
+    descending. With ``W_q^h^T = Q_q R_q`` and ``W_k^h^T = Q_k R_k`` (thin QR),
+    ``M_h = Q_q (R_q R_k^T) Q_k^T``, so sigma(M_h) = sigma(R_q R_k^T) (dk x dk)."""
+    q = split_heads(weight_q.to(F64), n_heads).transpose(1, 2)
+    k = split_heads(weight_k.to(F64), n_heads).transpose(1, 2)
+    r_q = torch.linalg.qr(q).R
+    r_k = torch.linalg.qr(k).R
+    return torch.linalg.svdvals(r_q @ r_k.transpose(1, 2))
+
+
+def effective_rank(singular_values: Tensor) -> Tensor:
+    """exp of the Shannon entropy of p_i = sigma_i / sum sigma (Roy and Vetterli 2007), over the
+    last axis; in [1, number of values]. NaN for an all-zero spectrum."""
+    s = singular_values.to(F64)
+    total = s.sum(-1, keepdim=True)
+    p = s / total
+    entropy = -torch.where(p > 0, p * torch.log(p), torch.zeros_like(p)).sum(-1)
+    return torch.where(total.squeeze(-1) > 0, torch.exp(entropy), torch.nan)
+
+
+def asymmetry(matrix: Tensor) -> float:
+    """``||M - M^T||_F / ||M||_F`` in [0, 2]: 0 for symmetric, sqrt(2 (1 - s)) with s the
+    symmetry score."""
+    m = matrix.to(F64)
+    return float(torch.linalg.matrix_norm(m - m.T) / torch.linalg.matrix_norm(m))
+
+
+def symmetry_score(matrix: Tensor) -> float:
+    """Symmetry score of Saponati et al. 2025 (arXiv 2502.10927, Definition 3.1; their released
+    code computes ||M_s||_F^2 / ||M||_F^2 and reports 2 x - 1):
+    ``s = (||M_s||_F^2 - ||M_n||_F^2) / ||M||_F^2 = tr(M M) / ||M||_F^2`` in [-1, 1], with
+    ``M_s = (M + M^T) / 2``, ``M_n = (M - M^T) / 2``: 1 symmetric, -1 skew-symmetric, ~0 random."""
+    m = matrix.to(F64)
+    return float((m * m.T).sum() / (m * m).sum())  # tr(M M) = sum_ij M_ij M_ji
+
+
+def directionality_score(matrix: Tensor, num_std: float = 2.0, mode: str = "excess") -> float:
+    """Directionality score of Saponati et al. 2025 (Definition 3.2), as plotted in their paper:
+    ``d = (r - c) / (r + c)`` in [-1, 1], 0 when no row or column stands out.
+
+    Row norms ``||M_{i,:}||`` and column norms ``||M_{:,j}||``; threshold mean + num_std * std
+    (sample std) of each set. ``mode="excess"`` (their released code): r, c = sums of
+    (norm - threshold) over the rows / columns above threshold; ``mode="norm"``: sums of those
+    norms. Negative = column-dominant (a few key directions attract every query, the decoder
+    pattern); positive = row-dominant.
+    """
+    if mode not in ("excess", "norm"):
+        raise ValueError(f"mode must be 'excess' or 'norm', got {mode!r}")
+    m = matrix.to(F64)
+    totals = []
+    for norms in (torch.linalg.vector_norm(m, dim=1), torch.linalg.vector_norm(m, dim=0)):
+        threshold = norms.mean() + num_std * norms.std()
+        above = norms[norms > threshold]
+        totals.append(float((above - threshold).sum() if mode == "excess" else above.sum()))
+    rows, columns = totals
+    return 0.0 if rows + columns == 0 else (rows - columns) / (rows + columns)
+
+
+def symmetric_part_eigenvalues(weight_q: Tensor, weight_k: Tensor, n_heads: int) -> Tensor:
+    """Eigenvalues of ``S_h = (M_h + M_h^T) / 2`` on its support, ``(head, 2 dk)`` ascending.
+
+    S_h vanishes on the complement of U = col(W_q^h^T) + col(W_k^h^T) (dimension <= 2 dk), so with
+    B an orthonormal basis of U its nonzero eigenvalues are those of B^T S_h B; the other
+    d - 2 dk eigenvalues are exactly 0.
+    """
+    forms = bilinear_forms(weight_q, weight_k, n_heads)
+    q = split_heads(weight_q.to(F64), n_heads)
+    k = split_heads(weight_k.to(F64), n_heads)
+    basis = torch.linalg.qr(torch.cat([q, k], dim=1).transpose(1, 2)).Q
+    sym = (forms + forms.transpose(1, 2)) / 2
+    return torch.linalg.eigvalsh(basis.transpose(1, 2) @ sym @ basis)
+
+
+def eigen_signature(eigenvalues: Tensor, d: int, rtol: float = 1e-3) -> tuple[int, int, int]:
+    """(positive, negative, near-zero) counts of a symmetric d x d matrix whose eigenvalues off
+    ``eigenvalues`` are 0; near zero means |lambda| <= rtol * max |lambda|."""
+    tol = rtol * float(eigenvalues.abs().max()) if eigenvalues.numel() else 0.0
+    positive = int((eigenvalues > tol).sum())
+    negative = int((eigenvalues < -tol).sum())
+    return positive, negative, d - positive - negative
+
+
+def orthonormal_basis(matrix: Tensor, rtol: float | None = None) -> Tensor:
+    """Orthonormal basis ``(d, r)`` of the column space of ``matrix (d, p)`` (left singular
+    vectors with sigma > rtol * sigma_max; default rtol = eps * max(d, p), as scipy.linalg.orth)."""
+    u, s, _ = torch.linalg.svd(matrix.to(F64), full_matrices=False)
+    if rtol is None:
+        rtol = torch.finfo(F64).eps * max(matrix.shape)
+    keep = s > rtol * s.max() if s.numel() and s.max() > 0 else s > math.inf
+    return u[:, keep]
+
+
+def principal_angles(a: Tensor, b: Tensor) -> Tensor:
+    """Principal angles (radians, ascending) between col(a) and col(b), ``a (d, p)``,
+    ``b (d, q)``: arccos of the singular values of Q_a^T Q_b, and for angles below 45 degrees
+    the arcsin of the singular values of the residual (accurate for small angles; the method of
+    scipy.linalg.subspace_angles, which returns them descending)."""
+    qa, qb = orthonormal_basis(a), orthonormal_basis(b)
+    if qa.shape[1] < qb.shape[1]:
+        qa, qb = qb, qa
+    cross = qa.T @ qb
+    cosines = torch.linalg.svdvals(cross).clamp(-1.0, 1.0)
+    sines = torch.linalg.svdvals(qb - qa @ cross).clamp(-1.0, 1.0)
+    from_cos = torch.arccos(cosines)
+    from_sin = torch.arcsin(sines.flip(0))
+    return torch.where(cosines**2 >= 0.5, from_sin, from_cos)
+
+
+def subspace_overlap(a: Tensor, b: Tensor) -> float:
+    """Mean cos^2 of the principal angles between col(a) and col(b):
+    ``||Q_a^T Q_b||_F^2 / min(r_a, r_b)`` in [0, 1]; 1 = one contains the other, 0 = orthogonal,
+    about max(r_a, r_b) / d for random subspaces."""
+    qa, qb = orthonormal_basis(a), orthonormal_basis(b)
+    return float((qa.T @ qb).square().sum() / min(qa.shape[1], qb.shape[1]))
+
+
+def _overlap_matrix(bases_a: Tensor, bases_b: Tensor) -> Tensor:
+    """Overlaps between every pair of (head, d, dk) orthonormal bases: ``(head, head)``."""
+    cross = torch.einsum("hdi,gdj->hgij", bases_a, bases_b).square().sum((-1, -2))
+    return cross / min(bases_a.shape[2], bases_b.shape[2])
+
+
+def head_bases(blocks: Tensor) -> Tensor:
+    """Orthonormal bases ``(head, d, dk)`` of the column spaces of ``blocks (head, d, dk)``."""
+    return torch.linalg.qr(blocks.to(F64)).Q
+
+
+@dataclass(frozen=True)
+class AttentionWeights:
+    """The attention weights of one layer, Hugging Face layout (out x in)."""
+
+    weight_q: Tensor
+    weight_k: Tensor
+    weight_v: Tensor
+    weight_o: Tensor
+    n_heads: int
+
+
+@dataclass(frozen=True)
+class WeightSubspaceResult:
+    """``table``: long table ``layer, head, class, metric, value`` (class ``"all"``; head -1 =
+    the whole layer); ``overlaps``: kind -> ``(layer, head, head)`` overlap matrices;
+    ``singular_values``: ``(layer, head, dk)``."""
+
+    table: pd.DataFrame
+    overlaps: dict[str, npt.NDArray[np.float64]]
+    singular_values: npt.NDArray[np.float64]
+
+
+def layer_overlaps(weights: AttentionWeights) -> dict[str, Tensor]:
+    """Head x head overlap matrices of one layer: ``query`` (row(W_q^h) vs row(W_q^g)), ``key``,
+    ``value`` (row(W_v^h)), ``write`` (col(W_O^h)), ``query_key`` (row(W_q^h) vs row(W_k^g))."""
+    n = weights.n_heads
+    spaces = {
+        name: head_bases(split_heads(w, n).transpose(1, 2))
+        for name, w in (
+            ("query", weights.weight_q),
+            ("key", weights.weight_k),
+            ("value", weights.weight_v),
+        )
+    }
+    spaces["write"] = head_bases(split_output_heads(weights.weight_o, n))
+    out = {name: _overlap_matrix(basis, basis) for name, basis in spaces.items()}
+    out["query_key"] = _overlap_matrix(spaces["query"], spaces["key"])
+    return out
+
+
+def layer_weight_measures(
+    weights: AttentionWeights, layer: int, num_std: float = 2.0, eig_rtol: float = 1e-3
+) -> tuple[list[tuple[object, ...]], dict[str, Tensor], Tensor]:
+    """Rows ``(layer, head, "all", metric, value)``, overlap matrices and singular values of one
+    layer (see ``weight_subspace_measures``)."""
+    n = weights.n_heads
+    d = weights.weight_q.shape[1]
+    forms = bilinear_forms(weights.weight_q, weights.weight_k, n)
+    singular = head_singular_values(weights.weight_q, weights.weight_k, n)
+    eigenvalues = symmetric_part_eigenvalues(weights.weight_q, weights.weight_k, n)
+    overlaps = layer_overlaps(weights)
+    off_diagonal = ~torch.eye(n, dtype=torch.bool)
+    rows: list[tuple[object, ...]] = []
+    for head in range(n):
+        positive, negative, zero = eigen_signature(eigenvalues[head], d, eig_rtol)
+        lam = eigenvalues[head]
+        qk_cos = torch.linalg.svdvals(
+            orthonormal_basis(split_heads(weights.weight_q, n)[head].T).T
+            @ orthonormal_basis(split_heads(weights.weight_k, n)[head].T)
+        )
+        values = {
+            "norm_frobenius": float(torch.linalg.matrix_norm(forms[head])),
+            "spectral_norm": float(singular[head, 0]),
+            "effective_rank": float(effective_rank(singular[head])),
+            "asymmetry": asymmetry(forms[head]),
+            "symmetry_score": symmetry_score(forms[head]),
+            "directionality_score": directionality_score(forms[head], num_std),
+            "eig_positive": positive,
+            "eig_negative": negative,
+            "eig_zero": zero,
+            "eig_positive_mass": float(lam.clamp_min(0).sum() / lam.abs().sum()),
+            "query_key_overlap": float(overlaps["query_key"][head, head]),
+            "query_key_max_cos": float(qk_cos.max()),
+        }
+        for kind in ("query", "key", "value", "write"):
+            values[f"{kind}_overlap_mean"] = float(overlaps[kind][head][off_diagonal[head]].mean())
+        rows.extend(
+            (layer, head, ALL_CLASSES, f"subspace.{k}", float(v)) for k, v in values.items()
+        )
+    full = weights.weight_q.to(F64).T @ weights.weight_k.to(F64)
+    layer_values = {
+        "symmetry_score": symmetry_score(full),
+        "directionality_score": directionality_score(full, num_std),
+        "asymmetry": asymmetry(full),
+        "effective_rank": float(effective_rank(torch.linalg.svdvals(full))),
+        "overlap_chance": singular.shape[1] / d,
+    }
+    for kind in OVERLAP_KINDS:
+        matrix = overlaps[kind]
+        layer_values[f"{kind}_overlap_mean"] = float(
+            matrix[off_diagonal].mean() if kind != "query_key" else matrix.diagonal().mean()
+        )
+    rows.extend(
+        (layer, -1, ALL_CLASSES, f"subspace.layer.{k}", float(v)) for k, v in layer_values.items()
+    )
+    return rows, overlaps, singular
+
+
+def weight_subspace_measures(
+    layers: Sequence[AttentionWeights], num_std: float = 2.0, eig_rtol: float = 1e-3
+) -> WeightSubspaceResult:
+    """All weight-based measures of DESIGN 3.3 for a stack of layers.
+
+    Per head (metric ``subspace.<name>``): ``norm_frobenius``, ``spectral_norm``,
+    ``effective_rank``, ``asymmetry``, ``symmetry_score``, ``directionality_score`` (Saponati et
+    al., on M_h), ``eig_positive`` / ``eig_negative`` / ``eig_zero`` and ``eig_positive_mass`` =
+    sum lambda_+ / sum |lambda| of the symmetric part, ``query_key_overlap`` and
+    ``query_key_max_cos`` (own query vs key subspace), ``<kind>_overlap_mean`` (mean overlap with
+    the other heads). Per layer (head -1, ``subspace.layer.<name>``): the Saponati scores,
+    asymmetry and effective rank of the full ``W_qk = W_q^T W_k = sum_h M_h`` (the matrix their
+    paper scores), mean off-diagonal overlaps, and ``overlap_chance`` = dk / d.
+    """
+    rows: list[tuple[object, ...]] = []
+    overlaps: dict[str, list[npt.NDArray[np.float64]]] = {k: [] for k in OVERLAP_KINDS}
+    singular_values = []
+    for layer, weights in enumerate(layers):
+        layer_rows, layer_overlap, singular = layer_weight_measures(
+            weights, layer, num_std, eig_rtol
+        )
+        rows.extend(layer_rows)
+        for kind in OVERLAP_KINDS:
+            overlaps[kind].append(layer_overlap[kind].cpu().numpy())
+        singular_values.append(singular.cpu().numpy())
+    table = pd.DataFrame(rows, columns=["layer", "head", "class", "metric", "value"])
+    table["value"] = table["value"].astype(np.float64)
+    return WeightSubspaceResult(
+        table,
+        {kind: np.stack(mats) for kind, mats in overlaps.items()},
+        np.stack(singular_values),
+    )

@@ -1,0 +1,163 @@
+"""Training a BERT variant classifier from scratch on a split dataset.
+
+AdamW with linear warm-up (10 % of steps) and linear decay, gradient clipping at 1.0, seeded;
+validation after each epoch; the checkpoint with the best validation macro-F1 is kept and saved
+in Hugging Face format, with the ``unassigned`` threshold calibrated on the validation split.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from bertgeom.genomics.kmers import DEFAULT_K, DEFAULT_STRIDE
+from bertgeom.genomics.mutations import CLASSES
+from bertgeom.model.evaluate import (
+    calibrate_unassigned_threshold,
+    classification_metrics,
+    predict_probabilities,
+)
+from bertgeom.model.presets import PRESETS
+from bertgeom.model.storage import ClassifierSettings, new_classifier, save_classifier
+from bertgeom.model.tokenizer import build_vocabulary, encode, make_tokenizer
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``callback(stage, done, total)``, called as training advances (for progress bars)."""
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Everything that decides a training run; ``None`` takes the preset's value."""
+
+    preset: str = "small"
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    seed: int = 42
+    k: int = DEFAULT_K
+    stride: int = DEFAULT_STRIDE
+    min_count: int = 1
+    warmup_share: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainingReport:
+    """What happened: per-epoch history, best epoch, wall time, the calibrated threshold."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+    unassigned_threshold: float = 0.5
+    vocabulary_size: int = 0
+    n_parameters: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def train_classifier(
+    dataset: pd.DataFrame,
+    out: Path,
+    options: TrainingOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrainingReport:
+    """Train on ``split == 'train'``, select on ``'validation'``, save the best model to ``out``."""
+    options = options or TrainingOptions()
+    if options.preset not in PRESETS:
+        raise ValueError(f"unknown preset {options.preset!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[options.preset]
+    epochs = options.epochs or preset.epochs
+    batch_size = options.batch_size or preset.batch_size
+    learning_rate = options.learning_rate or preset.learning_rate
+    started = time.perf_counter()
+    train = dataset[dataset["split"] == "train"]
+    validation = dataset[dataset["split"] == "validation"]
+    if train.empty or validation.empty:
+        raise ValueError("the dataset needs both 'train' and 'validation' rows")
+    classes = CLASSES
+    class_index = {label: index for index, label in enumerate(classes)}
+    vocabulary = build_vocabulary(train["sequence"], options.k, options.stride, options.min_count)
+    tokenizer = make_tokenizer(vocabulary)
+    model = new_classifier(preset.architecture(), len(vocabulary), classes, options.seed)
+    encoded = encode(tokenizer, list(train["sequence"]), options.k, options.stride)
+    targets = torch.tensor([class_index[label] for label in train["label"]])
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=learning_rate, weight_decay=options.weight_decay
+    )
+    steps_per_epoch = -(-len(train) // batch_size)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(options.warmup_share * epochs * steps_per_epoch), epochs * steps_per_epoch
+    )
+    generator = torch.Generator().manual_seed(options.seed)
+    report = TrainingReport(
+        vocabulary_size=len(vocabulary),
+        n_parameters=sum(parameter.numel() for parameter in model.parameters()),
+        options={
+            **options.__dict__,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+        },
+    )
+    best_f1, best_state = -1.0, copy.deepcopy(model.state_dict())
+    validation_true = np.array([class_index[label] for label in validation["label"]])
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        total_loss = 0.0
+        for step, start in enumerate(range(0, len(train), batch_size), start=1):
+            index = order[start : start + batch_size]
+            mask = encoded["attention_mask"][index]
+            width = int(mask.sum(dim=1).max())
+            output = model(
+                input_ids=encoded["input_ids"][index, :width],
+                attention_mask=mask[:, :width],
+                labels=targets[index],
+            )
+            output.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total_loss += float(output.loss.detach()) * len(index)
+            if progress:
+                progress(f"epoch {epoch}/{epochs}", step, steps_per_epoch)
+        probabilities = predict_probabilities(
+            model, tokenizer, list(validation["sequence"]), options.k, options.stride
+        )
+        predicted = [classes[i] for i in probabilities.argmax(axis=1)]
+        metrics = classification_metrics(list(validation["label"]), predicted, classes)
+        picked = probabilities[np.arange(len(validation_true)), validation_true]
+        validation_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
+        report.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total_loss / len(train),
+                "validation_loss": validation_loss,
+                "validation_accuracy": metrics["accuracy"],
+                "validation_macro_f1": metrics["macro_f1"],
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        if metrics["macro_f1"] > best_f1:
+            best_f1, report.best_epoch = metrics["macro_f1"], epoch
+            best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    probabilities = predict_probabilities(
+        model, tokenizer, list(validation["sequence"]), options.k, options.stride
+    )
+    report.unassigned_threshold = calibrate_unassigned_threshold(probabilities, validation_true)
+    settings = ClassifierSettings(options.k, options.stride, classes, report.unassigned_threshold)
+    save_classifier(model, tokenizer, settings, out)
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,166 @@
+"""End to end through the command line: data, train, evaluate, predict, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bertgeom.cli.main import app
+from bertgeom.genomics.fasta import write_fasta
+from bertgeom.genomics.mutations import CLASSES
+from bertgeom.genomics.reference import SPIKE_END, SPIKE_START, reference_genome
+from bertgeom.genomics.synthetic import synthesize_table
+
+runner = CliRunner()
+
+
+def run(*arguments: str | Path) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in arguments])
+    return result.exit_code, result.output
+
+
+def genomes_fasta(path: Path, per_class: int = 3, seed: int = 11) -> pd.DataFrame:
+    """Whole genomes made by putting synthetic spikes into the reference genome."""
+    table = synthesize_table(per_class, seed=seed)
+    genome = reference_genome()
+    table["record_id"] = [f"genome{i}" for i in range(len(table))]
+    records = [
+        (
+            f"{r.record_id} class={r.label}",
+            genome[: SPIKE_START - 1] + r.sequence + genome[SPIKE_END:],
+        )
+        for r in table.itertuples()
+    ]
+    write_fasta(records, path)
+    return table
+
+
+@pytest.mark.slow
+def test_data_train_evaluate_predict(tmp_path: Path) -> None:
+    fasta = tmp_path / "genomes.fa"
+    table = genomes_fasta(fasta, per_class=6)
+    labels = tmp_path / "labels.tsv"
+    table[["record_id", "label"]].to_csv(labels, sep="\t", index=False)
+    data = tmp_path / "data"
+    assert run("data", "prepare", "--out", data, "--fasta", fasta, "--labels", labels)[0] == 0
+    assert (
+        run("data", "synthesize", "--out", data, "--train", 4, "--validation", 2, "--test", 2)[0]
+        == 0
+    )
+    code, output = run("data", "split", data)
+    assert code == 0, output
+    dataset = pd.read_parquet(data / "dataset.parquet")
+    assert dataset.groupby("sequence")["split"].nunique().max() == 1
+    model = tmp_path / "model"
+    code, output = run("train", "--data", data, "--out", model, "--preset", "tiny", "--epochs", 1)
+    assert code == 0, output
+    assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()
+    code, output = run("evaluate", "--model", model, "--data", data, "--out", tmp_path / "eval")
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0 <= metrics["test_real"]["macro_f1"] <= 1
+    assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
+    code, output = run(
+        "predict", "--fasta", fasta, "--model", model, "--out", tmp_path / "calls.tsv"
+    )
+    assert code == 0, output
+    calls = pd.read_csv(tmp_path / "calls.tsv", sep="\t")
+    assert list(calls["record_id"]) == list(table["record_id"])
+    assert list(calls.columns[-len(CLASSES) :]) == [f"p_{c}" for c in CLASSES]
+    assert calls[[f"p_{c}" for c in CLASSES]].sum(axis=1).round(4).eq(1).all()
+
+
+def test_predict_keeps_bad_records_with_a_status(tmp_path: Path, tiny_model: Path) -> None:
+    genome = reference_genome()
+    fasta = tmp_path / "mixed.fa"
+    write_fasta(
+        [
+            ("good", genome),
+            ("empty", ""),
+            ("junk", "HELLO WORLD 123"),
+            ("no_spike", genome[:9000]),
+            ("spike_only", genome[SPIKE_START - 1 : SPIKE_END]),
+            ("half", genome[: SPIKE_START + 1900]),
+        ],
+        fasta,
+    )
+    out = tmp_path / "calls.tsv"
+    code, output = run("predict", "--fasta", fasta, "--model", tiny_model, "--out", out)
+    assert code == 0, output
+    calls = pd.read_csv(out, sep="\t", keep_default_na=False)
+    assert list(calls["record_id"]) == ["good", "empty", "junk", "no_spike", "spike_only", "half"]
+    assert list(calls["status"]) == [
+        "ok",
+        "empty",
+        "invalid_characters",
+        "no_alignment",
+        "ok",
+        "spike_incomplete",
+    ]
+    assert list(calls["input_kind"])[4] == "spike"
+    hard = calls["status"].isin(["empty", "invalid_characters", "no_alignment"])
+    assert (calls.loc[hard, "predicted_class"] == "").all()
+    assert (calls.loc[~hard, "predicted_class"] != "").all()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        (b"", "empty"),
+        (b"just text\n", "not FASTA"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "not FASTA"),
+    ],
+)
+def test_predict_bad_input_is_one_line_and_no_output(
+    tmp_path: Path, tiny_model: Path, content: bytes | None, message: str
+) -> None:
+    fasta = tmp_path / "input.fa"
+    if content is not None:
+        fasta.write_bytes(content)
+    out = tmp_path / "calls.tsv"
+    code, output = run("predict", "--fasta", fasta, "--model", tiny_model, "--out", out)
+    assert code == 1
+    assert message in output
+    assert "Traceback" not in output
+    assert not out.exists()
+    assert not list(tmp_path.glob(".calls.tsv*"))
+
+
+def test_bad_model_directories(tmp_path: Path) -> None:
+    fasta = tmp_path / "g.fa"
+    write_fasta([("g", reference_genome())], fasta)
+    not_bert = tmp_path / "not_bert"
+    not_bert.mkdir()
+    (not_bert / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text(json.dumps({"model_type": "bert", "bertgeom": {}}))
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    cases = {
+        tmp_path / "absent": "not found",
+        fasta: "not a directory",
+        tmp_path: "no config.json",
+        not_bert: "not a bertgeom variant classifier",
+        pickled: "pickled",
+        broken: "unreadable config",
+    }
+    for model, message in cases.items():
+        code, output = run(
+            "predict", "--fasta", fasta, "--model", model, "--out", tmp_path / "o.tsv"
+        )
+        assert code == 1, (model, output)
+        assert message in output, (model, output)
+        assert "Traceback" not in output
+
+
+def test_data_split_without_prepare_is_a_clear_error(tmp_path: Path) -> None:
+    code, output = run("data", "split", tmp_path)
+    assert code == 1 and "run 'bertgeom data prepare" in output
