@@ -164,3 +164,16 @@ def test_bad_model_directories(tmp_path: Path) -> None:
 def test_data_split_without_prepare_is_a_clear_error(tmp_path: Path) -> None:
     code, output = run("data", "split", tmp_path)
     assert code == 1 and "run 'bertgeom data prepare" in output
+
+
+@pytest.mark.slow
+def test_demo_writes_model_metrics_and_confusion_matrix(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    code, output = run("demo", "--out", out, "--preset", "tiny", "--epochs", 1)
+    assert code == 0, output
+    assert (out / "model" / "model.safetensors").is_file()
+    assert (out / "confusion_matrix.png").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"test_real", "test_synthetic", "outside", "training"} <= set(metrics)
+    assert metrics["test_real"]["n"] > 50
+    assert not list(out.glob(".*partial"))

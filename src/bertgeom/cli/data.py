@@ -64,6 +64,12 @@ def synthesize(
     fasta: Annotated[
         Path | None, typer.Option("--fasta", help="Also write the spikes as FASTA.")
     ] = None,
+    outliers: Annotated[
+        bool,
+        typer.Option(
+            help="Add spikes of no class (recombinants, novel lineages), trained towards uncertainty."
+        ),
+    ] = False,
 ) -> None:
     """Draw synthetic spikes for the eight classes from the mutation profiles (seeded)."""
     with user_errors():
@@ -72,7 +78,7 @@ def synthesize(
 
         if min(train, validation, test) < 0:
             raise InputError("spike counts must not be negative")
-        table = synthetic_spikes((train, validation, test), seed)
+        table = synthetic_spikes((train, validation, test), seed, outliers)
         _write_parquet(table, out / "synthetic.parquet")
         if fasta is not None:
             with atomic_file(fasta) as partial:

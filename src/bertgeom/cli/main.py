@@ -201,11 +201,14 @@ def _print_metrics(metrics: dict[str, object], out: Path) -> None:
                 f"macro-F1={part['macro_f1']:.4f} unassigned={part['unassigned_share']:.3f}",
                 highlight=False,
             )
-    outside = metrics.get("outside")
-    if isinstance(outside, dict):
-        console.print(
-            f"outside the eight classes: n={outside['n']} "
-            f"unassigned={outside['unassigned_share']:.2f}",
-            highlight=False,
-        )
+    for key, title in (
+        ("test_synthetic_outliers", "synthetic outliers"),
+        ("outside", "real genomes outside the eight classes"),
+    ):
+        part = metrics.get(key)
+        if isinstance(part, dict):
+            console.print(
+                f"{title}: n={part['n']} unassigned={part['unassigned_share']:.2f}",
+                highlight=False,
+            )
     console.print(f"-> {out / 'metrics.json'}, {out / 'confusion_matrix.png'}", highlight=False)

@@ -137,15 +137,18 @@ def split_by_sequence(
 
 
 def synthetic_spikes(
-    per_split: tuple[int, int, int] = (250, 40, 60), seed: int = 42
+    per_split: tuple[int, int, int] = (250, 40, 60), seed: int = 42, outliers: bool = False
 ) -> pd.DataFrame:
-    """Synthetic spikes per class for each split (drawn with separate seeds): columns
+    """Synthetic spikes per class for each split (drawn with separate seeds), and as many
+    spikes of no class (label ``outlier``) when ``outliers``: columns
     ``record_id, label, status, sequence, mutations, split``."""
     parts = []
     for offset, (split, count) in enumerate(zip(SPLITS, per_split, strict=True)):
         if count == 0:
             continue
-        drawn = synthesize_table(count, seed=seed * 1000 + offset)
+        drawn = synthesize_table(
+            count, seed=seed * 1000 + offset, outliers=count if outliers else 0
+        )
         drawn["record_id"] = [f"synthetic-{split}-{i}" for i in range(len(drawn))]
         drawn["status"] = QCStatus.OK.value
         drawn["split"] = split
@@ -167,7 +170,9 @@ def split_dataset(
     """
     hard = [status.value for status in QCStatus if status.is_hard_failure]
     usable = real[~real["status"].isin(hard)]
-    real_table = unique_sequences(usable[usable["label"].isin(CLASSES)], "real")
+    real_table = unique_sequences(usable[usable["label"].isin(CLASSES)], "real").reset_index(
+        drop=True
+    )
     if real_table.empty:
         raise ValueError("no usable labelled spikes of the eight classes")
     real_table["split"] = split_by_sequence(real_table, fractions, seed)

@@ -1,7 +1,7 @@
 """A seeded generator of synthetic spikes for the eight classes.
 
 Each spike is the reference spike edited with (1) the class's core mutations (frequency >= 0.9
-in the profile; each dropped with a small probability, as sequencing and reversions do), (2) its
+in the profile; each dropped with probability 0.1, as sequencing gaps and reversions do, so that no single marker is necessary), (2) its
 accessory mutations, each drawn with its profile frequency, (3) background noise: random
 substitutions anywhere, and other classes' markers (including the convergent ones E484K, P681H,
 T478K, N501Y, L452R, K417N, P681R, which occur outside their variants), so that a model must learn
@@ -23,7 +23,7 @@ from bertgeom.genomics.mutations import (
     apply_mutations,
     mutation_profiles,
 )
-from bertgeom.genomics.reference import SPIKE_END, SPIKE_START, reference_spike
+from bertgeom.genomics.reference import SPIKE_START, reference_spike
 
 CONVERGENT_MARKERS: tuple[str, ...] = (
     "G23012A",  # E484K
@@ -42,7 +42,7 @@ class GeneratorSettings:
     """Documented, overridable rates of the synthetic generator (see the module docstring)."""
 
     core_frequency: float = 0.9
-    core_dropout: float = 0.02
+    core_dropout: float = 0.1
     background_substitutions: float = 1.5
     convergent_marker_rate: float = 0.06
     foreign_marker_rate: float = 0.015
@@ -131,21 +131,72 @@ def synthesize(
     return EditedSpike(masked, edited.reference_positions, edited.is_insertion), mutations
 
 
+OUTLIER = "outlier"
+"""Label of synthetic spikes that belong to none of the eight classes (see :func:`synthesize_outlier`)."""
+
+
+def synthesize_outlier(
+    rng: np.random.Generator, settings: GeneratorSettings | None = None
+) -> tuple[EditedSpike, list[Mutation], str]:
+    """A spike of no class: a ``recombinant`` or a ``novel`` lineage (N runs included).
+
+    A recombinant takes one class's mutations before a random breakpoint and another's after
+    it, each side keeping at least one of its class's core mutations. A novel lineage carries
+    D614G (p = 0.9), 4-10 random substitutions and 2-4 convergent markers. Trained towards the
+    uniform distribution (outlier exposure, Hendrycks et al. 2019), they teach the model to be
+    unsure of spikes like the variants outside its classes, which then come out ``unassigned``.
+    """
+    settings = settings or GeneratorSettings()
+    spike = reference_spike()
+    if rng.random() < 0.5:
+        # Parents among the variants: a pre-VOC side would carry no marker to recombine.
+        chosen, kind = [], "recombinant"
+        while not chosen:
+            first, second = rng.choice(CLASSES[1:], size=2, replace=False)
+            breakpoint_ = SPIKE_START + int(rng.integers(600, len(spike) - 600))
+            left = [m for m in draw_mutations(first, rng, settings) if m.end < breakpoint_]
+            right = [m for m in draw_mutations(second, rng, settings) if m.start > breakpoint_]
+            if left and right:
+                chosen, kind = [*left, *right], f"recombinant {first}/{second}"
+    else:
+        chosen = [Mutation.parse("A23403G")] if rng.random() < 0.9 else []
+        for name in rng.choice(CONVERGENT_MARKERS, size=int(rng.integers(2, 5)), replace=False):
+            _add_if_free(chosen, Mutation.parse(str(name)))
+        for _ in range(int(rng.integers(4, 11))):
+            offset = int(rng.integers(0, len(spike)))
+            alt = [base for base in "ACGT" if base != spike[offset]][int(rng.integers(0, 3))]
+            position = SPIKE_START + offset
+            _add_if_free(
+                chosen, Mutation(f"{spike[offset]}{position}{alt}", "sub", position, position, alt)
+            )
+        kind = "novel"
+    edited = apply_mutations(chosen)
+    masked = mask_with_n(edited.sequence, rng, settings)
+    return EditedSpike(masked, edited.reference_positions, edited.is_insertion), chosen, kind
+
+
 def synthesize_table(
     per_class: int,
     seed: int,
     classes: tuple[str, ...] = CLASSES,
     settings: GeneratorSettings | None = None,
+    outliers: int = 0,
 ) -> pd.DataFrame:
-    """``per_class`` synthetic spikes of each class: columns ``label, sequence, mutations``."""
+    """``per_class`` synthetic spikes of each class and ``outliers`` spikes labelled
+    :data:`OUTLIER`: columns ``label, sequence, mutations``."""
     rng = np.random.default_rng(seed)
     rows = []
     for label in classes:
         for _ in range(per_class):
             edited, mutations = synthesize(label, rng, settings)
-            names = ",".join(mutation.name for mutation in sorted(mutations, key=lambda m: m.start))
-            rows.append({"label": label, "sequence": edited.sequence, "mutations": names})
-    return pd.DataFrame(rows)
+            rows.append(
+                {"label": label, "sequence": edited.sequence, "mutations": _names(mutations)}
+            )
+    for _ in range(outliers):
+        edited, mutations, kind = synthesize_outlier(rng, settings)
+        rows.append({"label": OUTLIER, "sequence": edited.sequence, "mutations": _names(mutations)})
+    return pd.DataFrame(rows, columns=["label", "sequence", "mutations"])
 
 
-__all__ = ["CONVERGENT_MARKERS", "SPIKE_END", "GeneratorSettings", "synthesize", "synthesize_table"]
+def _names(mutations: list[Mutation]) -> str:
+    return ",".join(mutation.name for mutation in sorted(mutations, key=lambda m: m.start))

@@ -12,6 +12,7 @@ import pandas as pd
 
 from bertgeom.atomic import atomic_file
 from bertgeom.genomics.mutations import SYNTHETIC_ONLY_CLASSES
+from bertgeom.genomics.synthetic import OUTLIER
 from bertgeom.model.evaluate import (
     classification_metrics,
     plot_confusion_matrix,
@@ -46,7 +47,9 @@ def evaluate_classifier(
     """Metrics on the test split: real spikes (classes with real data), synthetic spikes (Lambda
     and Mu apart: they exist only synthetically here), and the outside-the-classes genomes."""
     classes = classifier.settings.classes
-    test = dataset[dataset["split"] == "test"]
+    all_test = dataset[dataset["split"] == "test"]
+    test = all_test[all_test["label"].isin(classes)]
+    outliers = all_test[all_test["label"] == OUTLIER]
     result: dict[str, Any] = {
         "unassigned_threshold": classifier.settings.unassigned_threshold,
         "note": "Lambda and Mu have no real sequences in the embedded data: their numbers are on "
@@ -80,15 +83,20 @@ def evaluate_classifier(
             )
             for label in sorted(SYNTHETIC_ONLY_CLASSES)
         }
-    if outside is not None and not outside.empty:
-        argmax, called, best = calls(classifier, list(outside["sequence"]))
-        result["outside"] = {
-            "n": len(outside),
-            "unassigned_share": float(np.mean([c == UNASSIGNED for c in called])),
-            "calls": pd.Series(called).value_counts().to_dict(),
-            "median_best_probability": float(np.median(best)),
-        }
+    for key, part in (("test_synthetic_outliers", outliers), ("outside", outside)):
+        if part is not None and not part.empty:
+            result[key] = _unassigned_summary(classifier, part)
     return result
+
+
+def _unassigned_summary(classifier: Classifier, part: pd.DataFrame) -> dict[str, Any]:
+    _, called, best = calls(classifier, list(part["sequence"]))
+    return {
+        "n": len(part),
+        "unassigned_share": float(np.mean([c == UNASSIGNED for c in called])),
+        "calls": pd.Series(called).value_counts().to_dict(),
+        "median_best_probability": float(np.median(best)),
+    }
 
 
 def write_evaluation(metrics: dict[str, Any], directory: Path, title: str) -> None:

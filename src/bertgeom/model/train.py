@@ -3,6 +3,9 @@
 AdamW with linear warm-up (10 % of steps) and linear decay, gradient clipping at 1.0, seeded;
 validation after each epoch; the checkpoint with the best validation macro-F1 is kept and saved
 in Hugging Face format, with the ``unassigned`` threshold calibrated on the validation split.
+Rows labelled ``outlier`` (synthetic spikes of no class) are trained towards the uniform
+distribution over the classes (outlier exposure), so that spikes unlike every class get low
+confidence; they are left out of the validation macro-F1.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from bertgeom.genomics.kmers import DEFAULT_K, DEFAULT_STRIDE
 from bertgeom.genomics.mutations import CLASSES
+from bertgeom.genomics.synthetic import OUTLIER
 from bertgeom.model.evaluate import (
     calibrate_unassigned_threshold,
     classification_metrics,
@@ -64,6 +68,20 @@ class TrainingReport:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def soft_targets(labels: list[str], classes: tuple[str, ...]) -> torch.Tensor:
+    """``(n, n_classes)`` targets: one-hot for a class, uniform for :data:`OUTLIER`."""
+    index = {label: position for position, label in enumerate(classes)}
+    targets = torch.zeros(len(labels), len(classes))
+    for row, label in enumerate(labels):
+        if label == OUTLIER:
+            targets[row] = 1.0 / len(classes)
+        elif label in index:
+            targets[row, index[label]] = 1.0
+        else:
+            raise ValueError(f"label {label!r} is neither a class nor {OUTLIER!r}")
+    return targets
+
+
 def train_classifier(
     dataset: pd.DataFrame,
     out: Path,
@@ -80,7 +98,7 @@ def train_classifier(
     learning_rate = options.learning_rate or preset.learning_rate
     started = time.perf_counter()
     train = dataset[dataset["split"] == "train"]
-    validation = dataset[dataset["split"] == "validation"]
+    validation = dataset[(dataset["split"] == "validation") & dataset["label"].isin(CLASSES)]
     if train.empty or validation.empty:
         raise ValueError("the dataset needs both 'train' and 'validation' rows")
     classes = CLASSES
@@ -89,7 +107,7 @@ def train_classifier(
     tokenizer = make_tokenizer(vocabulary)
     model = new_classifier(preset.architecture(), len(vocabulary), classes, options.seed)
     encoded = encode(tokenizer, list(train["sequence"]), options.k, options.stride)
-    targets = torch.tensor([class_index[label] for label in train["label"]])
+    targets = soft_targets(list(train["label"]), classes)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=learning_rate, weight_decay=options.weight_decay
     )
@@ -118,17 +136,16 @@ def train_classifier(
             index = order[start : start + batch_size]
             mask = encoded["attention_mask"][index]
             width = int(mask.sum(dim=1).max())
-            output = model(
-                input_ids=encoded["input_ids"][index, :width],
-                attention_mask=mask[:, :width],
-                labels=targets[index],
-            )
-            output.loss.backward()
+            logits = model(
+                input_ids=encoded["input_ids"][index, :width], attention_mask=mask[:, :width]
+            ).logits
+            loss = -(targets[index] * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            total_loss += float(output.loss.detach()) * len(index)
+            total_loss += float(loss.detach()) * len(index)
             if progress:
                 progress(f"epoch {epoch}/{epochs}", step, steps_per_epoch)
         probabilities = predict_probabilities(

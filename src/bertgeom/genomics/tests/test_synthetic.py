@@ -69,3 +69,15 @@ def test_apply_mutations_substitution_deletion_insertion() -> None:
 def test_overlapping_mutations_are_refused() -> None:
     with pytest.raises(ValueError, match="overlap"):
         apply_mutations([Mutation.parse("del21765-21770"), Mutation.parse("C21767T")])
+
+
+def test_outliers_are_recombinants_or_novel_lineages() -> None:
+    from bertgeom.genomics.synthetic import OUTLIER, synthesize_outlier
+
+    rng = np.random.default_rng(5)
+    kinds = [synthesize_outlier(rng)[2] for _ in range(40)]
+    assert any(kind.startswith("recombinant") for kind in kinds)
+    assert "novel" in kinds
+    assert all("pre-VOC" not in kind for kind in kinds)
+    table = synthesize_table(2, seed=1, outliers=5)
+    assert (table["label"] == OUTLIER).sum() == 5
