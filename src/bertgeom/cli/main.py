@@ -12,6 +12,7 @@ import typer
 from rich.progress import TaskID
 
 from bertgeom.atomic import atomic_file
+from bertgeom.cli.analyze import analyze
 from bertgeom.cli.common import console, progress_bar, user_errors
 from bertgeom.cli.data import data_app
 from bertgeom.errors import InputError
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app, name="data")
+app.command()(analyze)
 
 ModelOption = Annotated[
     Path | None, typer.Option("--model", help="Classifier directory (default: the shipped model).")

@@ -18,7 +18,7 @@ from bertgeom.genomics.fasta import read_fasta
 from bertgeom.genomics.mutations import CLASSES
 from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.spike import QCStatus, extract_spike
-from bertgeom.genomics.synthetic import synthesize_table
+from bertgeom.genomics.synthetic import GeneratorSettings, synthesize_table
 
 GENOME_FILES = ("genomes_ncbi.fasta.xz", "genomes_nextstrain_early.fasta.xz")
 OUTSIDE_LABELS = ("other-VOI", "disputed")
@@ -137,7 +137,10 @@ def split_by_sequence(
 
 
 def synthetic_spikes(
-    per_split: tuple[int, int, int] = (250, 40, 60), seed: int = 42, outliers: bool = False
+    per_split: tuple[int, int, int] = (250, 40, 60),
+    seed: int = 42,
+    outliers: bool = False,
+    settings: GeneratorSettings | None = None,
 ) -> pd.DataFrame:
     """Synthetic spikes per class for each split (drawn with separate seeds), and as many
     spikes of no class (label ``outlier``) when ``outliers``: columns
@@ -147,7 +150,7 @@ def synthetic_spikes(
         if count == 0:
             continue
         drawn = synthesize_table(
-            count, seed=seed * 1000 + offset, outliers=count if outliers else 0
+            count, seed=seed * 1000 + offset, settings=settings, outliers=count if outliers else 0
         )
         drawn["record_id"] = [f"synthetic-{split}-{i}" for i in range(len(drawn))]
         drawn["status"] = QCStatus.OK.value
@@ -197,11 +200,11 @@ def build_dataset(
     synthetic_per_split: tuple[int, int, int] = (250, 40, 60),
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 42,
+    settings: GeneratorSettings | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The embedded dataset, prepared, synthesised and split in one call."""
-    return split_dataset(
-        real_spikes(), synthetic_spikes(synthetic_per_split, seed), fractions, seed
-    )
+    synthetic = synthetic_spikes(synthetic_per_split, seed, settings=settings)
+    return split_dataset(real_spikes(), synthetic, fractions, seed)
 
 
 def save_dataset(dataset: pd.DataFrame, outside: pd.DataFrame, directory: Path) -> None:

