@@ -67,7 +67,7 @@ def synthesize(
     outliers: Annotated[
         bool,
         typer.Option(
-            help="Add spikes of no class (recombinants, novel lineages), trained towards uncertainty."
+            help="Add spikes of no class (recombinants, novel lineages), trained to be uncertain."
         ),
     ] = False,
 ) -> None:

@@ -1,12 +1,13 @@
 """A seeded generator of synthetic spikes for the eight classes.
 
 Each spike is the reference spike edited with (1) the class's core mutations (frequency >= 0.9
-in the profile; each dropped with probability 0.1, as sequencing gaps and reversions do, so that no single marker is necessary), (2) its
-accessory mutations, each drawn with its profile frequency, (3) background noise: random
-substitutions anywhere, and other classes' markers (including the convergent ones E484K, P681H,
-T478K, N501Y, L452R, K417N, P681R, which occur outside their variants), so that a model must learn
-combinations rather than single markers, and (4) runs of ``N`` like amplicon drop-outs and
-incomplete ends. Lambda and Mu come only from their public definitions: they are synthetic.
+in the profile), each dropped with probability 0.1, as sequencing gaps and reversions do, so that
+no single marker is necessary, (2) its accessory mutations, each drawn with its profile
+frequency, (3) background noise: random substitutions anywhere, and other classes' markers
+(including the convergent ones E484K, P681H, T478K, N501Y, L452R, K417N, P681R, which occur
+outside their variants), so that a model must learn combinations rather than single markers, and
+(4) runs of ``N`` like amplicon drop-outs and incomplete ends. Lambda and Mu come only from their
+public definitions: they are synthetic.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def synthesize(
 
 
 OUTLIER = "outlier"
-"""Label of synthetic spikes that belong to none of the eight classes (see :func:`synthesize_outlier`)."""
+"""Label of synthetic spikes of none of the eight classes (see :func:`synthesize_outlier`)."""
 
 
 def synthesize_outlier(
@@ -150,7 +151,8 @@ def synthesize_outlier(
     spike = reference_spike()
     if rng.random() < 0.5:
         # Parents among the variants: a pre-VOC side would carry no marker to recombine.
-        chosen, kind = [], "recombinant"
+        chosen: list[Mutation] = []
+        kind = "recombinant"
         while not chosen:
             first, second = rng.choice(CLASSES[1:], size=2, replace=False)
             breakpoint_ = SPIKE_START + int(rng.integers(600, len(spike) - 600))
@@ -193,7 +195,7 @@ def synthesize_table(
                 {"label": label, "sequence": edited.sequence, "mutations": _names(mutations)}
             )
     for _ in range(outliers):
-        edited, mutations, kind = synthesize_outlier(rng, settings)
+        edited, mutations, _ = synthesize_outlier(rng, settings)
         rows.append({"label": OUTLIER, "sequence": edited.sequence, "mutations": _names(mutations)})
     return pd.DataFrame(rows, columns=["label", "sequence", "mutations"])
 

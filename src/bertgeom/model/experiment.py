@@ -83,9 +83,10 @@ def evaluate_classifier(
             )
             for label in sorted(SYNTHETIC_ONLY_CLASSES)
         }
-    for key, part in (("test_synthetic_outliers", outliers), ("outside", outside)):
-        if part is not None and not part.empty:
-            result[key] = _unassigned_summary(classifier, part)
+    if not outliers.empty:
+        result["test_synthetic_outliers"] = _unassigned_summary(classifier, outliers)
+    if outside is not None and not outside.empty:
+        result["outside"] = _unassigned_summary(classifier, outside)
     return result
 
 

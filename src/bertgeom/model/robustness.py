@@ -29,6 +29,6 @@ def partial_spike(sequence: str, fraction: float, rng: np.random.Generator) -> s
     """A contiguous window holding ``fraction`` of ``sequence``, at a random offset."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    length = max(int(round(len(sequence) * fraction)), 1)
+    length = max(round(len(sequence) * fraction), 1)
     start = int(rng.integers(0, len(sequence) - length + 1))
     return sequence[start : start + length]
