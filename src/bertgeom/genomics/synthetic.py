@@ -3,11 +3,11 @@
 Each spike is the reference spike edited with (1) the class's core mutations (frequency >= 0.9
 in the profile), each dropped with probability 0.1, as sequencing gaps and reversions do, so that
 no single marker is necessary, (2) its accessory mutations, each drawn with its profile
-frequency, (3) background noise: random substitutions anywhere, and other classes' markers
-(including the convergent ones E484K, P681H, T478K, N501Y, L452R, K417N, P681R, which occur
-outside their variants), so that a model must learn combinations rather than single markers, and
-(4) runs of ``N`` like amplicon drop-outs and incomplete ends. Lambda and Mu come only from their
-public definitions: they are synthetic.
+frequency, (3) background noise: random substitutions and in-frame deletions anywhere, and other
+classes' markers (including the convergent ones E484K, P681H, T478K, N501Y, L452R, K417N, P681R,
+which occur outside their variants), so that a model must learn combinations rather than single
+markers, and (4) runs of ``N`` like amplicon drop-outs and incomplete ends. Lambda and Mu come
+only from their public definitions: they are synthetic.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class GeneratorSettings:
     core_frequency: float = 0.9
     core_dropout: float = 0.1
     background_substitutions: float = 1.5
+    background_deletion_probability: float = 0.3
     convergent_marker_rate: float = 0.06
     foreign_marker_rate: float = 0.015
     n_run_probability: float = 0.35
@@ -100,6 +101,12 @@ def draw_mutations(
         _add_if_free(
             chosen, Mutation(f"{spike[offset]}{position}{alt}", "sub", position, position, alt)
         )
+    if rng.random() < settings.background_deletion_probability:
+        # An in-frame deletion of 1-3 codons anywhere: it shifts every later token by up to one
+        # stride, as a class's own deletions do, so that a shift alone does not define a class.
+        start = SPIKE_START + 3 * int(rng.integers(1, len(spike) // 3 - 4))
+        end = start + 3 * int(rng.integers(1, 4)) - 1
+        _add_if_free(chosen, Mutation(f"del{start}-{end}", "del", start, end))
     return chosen
 
 
