@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.errors import InputError, ModelError
+from bertgeom.model.tokenizer import tokenize
 
 UNLABELLED = "unlabelled"
 """Class of an input that the labels file does not name (when a labels file is given)."""
@@ -193,15 +194,7 @@ def _tokenise(
 ) -> dict[str, Tensor]:
     full = tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
     on_truncated(sum(len(ids) > max_length for ids in full))
-    encoded = tokenizer(
-        list(texts),
-        padding=True,
-        truncation=True,
-        max_length=max_length,
-        return_tensors="pt",
-        return_token_type_ids=False,
-    )
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    return tokenize(tokenizer, texts, max_length)
 
 
 class TextSource(InputSource):

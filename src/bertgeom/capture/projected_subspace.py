@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from bertgeom.measures.cone import cone_stats_from_unit_sum, valid_tokens
+from bertgeom.measures.subspace_data import mean_over_valid
 from bertgeom.measures.subspace_weights import split_heads
 
 F64 = torch.float64
@@ -91,10 +92,7 @@ def _mean_share(inside: Tensor, total: Tensor, valid: Tensor) -> Tensor:
     """Mean over valid non-zero tokens of ``inside / total``: ``(batch, head)`` (as
     ``subspace_data.energy_share``)."""
     shares = torch.where(total > 0, inside / total.clamp_min(torch.finfo(F64).tiny), torch.nan)
-    keep = valid & ~torch.isnan(shares)
-    summed = torch.where(keep, shares, torch.zeros_like(shares)).sum(-1)
-    count = keep.sum(-1)
-    return torch.where(count > 0, summed / count.clamp_min(1), torch.nan)
+    return mean_over_valid(shares, valid)
 
 
 def projected_subspace_measures(

@@ -58,6 +58,12 @@ def energy_share(
     batch, seq, _ = hidden.shape
     valid = valid_tokens(attention_mask, batch, seq, include_padding)[:, None, :]
     shares = token_energy_share(hidden, bases)
+    return mean_over_valid(shares, valid)
+
+
+def mean_over_valid(shares: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``shares (..., token)`` over the tokens that are ``valid`` and not NaN; NaN where
+    none is."""
     keep = valid & ~torch.isnan(shares)
     total = torch.where(keep, shares, torch.zeros_like(shares)).sum(-1)
     count = keep.sum(-1)

@@ -51,8 +51,16 @@ def encode(
 ) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` ``(batch, seq)`` for spike sequences, right-padded."""
     sentences = [kmer_sentence(sequence, k, stride) for sequence in sequences]
+    return tokenize(tokenizer, sentences, max_length)
+
+
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` ``(batch, seq)`` for texts: truncated to
+    ``max_length`` tokens and right-padded to the longest."""
     encoded = tokenizer(
-        sentences,
+        list(texts),
         padding=True,
         truncation=True,
         max_length=max_length,
