@@ -34,6 +34,7 @@ from bertgeom.genomics.spike import extract_spike
 from bertgeom.model.baseline import KmerLogisticRegression
 from bertgeom.model.evaluate import calibrate_unassigned_threshold, classification_metrics
 from bertgeom.model.experiment import calls
+from bertgeom.model.predict import call_classes
 from bertgeom.model.robustness import mask_domain, partial_spike
 from bertgeom.model.storage import load_classifier
 
@@ -76,12 +77,8 @@ def baseline_predictor(
     )
 
     def predict(sequences: list[str]) -> tuple[list[str], list[str]]:
-        p = model.predict_proba(sequences)
-        argmax = [model.classes_[i] for i in p.argmax(axis=1)]
-        return argmax, [
-            a if b >= threshold else "unassigned"
-            for a, b in zip(argmax, p.max(axis=1), strict=True)
-        ]
+        argmax, called, _ = call_classes(model.predict_proba(sequences), model.classes_, threshold)
+        return argmax, called
 
     return predict, {
         "C": C,

@@ -18,7 +18,7 @@ from bertgeom.model.evaluate import (
     plot_confusion_matrix,
     predict_probabilities,
 )
-from bertgeom.model.predict import UNASSIGNED
+from bertgeom.model.predict import UNASSIGNED, call_classes
 from bertgeom.model.storage import Classifier
 
 
@@ -30,15 +30,7 @@ def calls(
     probabilities = predict_probabilities(
         classifier.model, classifier.tokenizer, sequences, settings.k, settings.stride, batch_size
     )
-    if len(sequences) == 0:
-        return [], [], np.zeros(0)
-    best = probabilities.max(axis=1)
-    argmax = [settings.classes[i] for i in probabilities.argmax(axis=1)]
-    called = [
-        UNASSIGNED if p < settings.unassigned_threshold else c
-        for c, p in zip(argmax, best, strict=True)
-    ]
-    return argmax, called, best
+    return call_classes(probabilities, settings.classes, settings.unassigned_threshold)
 
 
 def evaluate_classifier(

@@ -8,7 +8,7 @@ so recombinants and lineages outside the eight classes are not forced into one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 
 import numpy as np
@@ -31,6 +31,17 @@ BASE_COLUMNS = (
     "predicted_class",
     "probability",
 )
+
+
+def call_classes(
+    probabilities: np.ndarray, classes: Sequence[str], threshold: float
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Arg-max classes, calls with :data:`UNASSIGNED` below ``threshold``, best probabilities,
+    for ``probabilities (n_sequences, n_classes)``."""
+    best = probabilities.max(axis=1) if len(probabilities) else np.zeros(0)
+    argmax = [classes[index] for index in probabilities.argmax(axis=1)] if len(best) else []
+    called = [UNASSIGNED if p < threshold else c for c, p in zip(argmax, best, strict=True)]
+    return argmax, called, best
 
 
 def prediction_columns(classes: Iterable[str]) -> list[str]:
@@ -80,9 +91,9 @@ def classify_spikes(
     full = np.full((len(spikes), len(settings.classes)), np.nan)
     if usable:
         full[usable] = probabilities
-        best = probabilities.max(axis=1)
-        called = np.array(settings.classes, dtype=object)[probabilities.argmax(axis=1)]
-        called[best < settings.unassigned_threshold] = UNASSIGNED
+        _, called, best = call_classes(
+            probabilities, settings.classes, settings.unassigned_threshold
+        )
         table.loc[usable, "predicted_class"] = called
         table.loc[usable, "probability"] = best
     for column, label in enumerate(settings.classes):
