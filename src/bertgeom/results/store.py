@@ -181,6 +181,12 @@ class Results:
     predictions: pd.DataFrame | None
     array_index: dict[str, dict[str, Any]] = field(default_factory=dict)
     arrays: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    pca: pd.DataFrame | None = None
+    """``pca.parquet``: layer, class, pc1, pc2 of the ``[CLS]`` vectors (global measures)."""
+    histograms: pd.DataFrame | None = None
+    """``histograms.parquet``: layer, point, class, kind, bin_left, bin_right, count."""
+    mutations: pd.DataFrame | None = None
+    """``mutations.parquet``: attention on variant-defining mutations (classifiers on spikes)."""
 
     def inputs(self, columns: list[str] | None = None, **filters: object) -> pd.DataFrame:
         """Rows of ``inputs.parquet`` (read on demand: it can be large), optionally only some
@@ -248,6 +254,9 @@ def load_results(path: Path) -> Results:
         heads=pd.read_parquet(path / "heads.parquet"),
         layers=optional("layers"),
         predictions=optional("predictions"),
+        pca=optional("pca"),
+        histograms=optional("histograms"),
+        mutations=optional("mutations"),
         array_index=index,
         arrays=arrays,
     )
