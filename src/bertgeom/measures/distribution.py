@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -138,11 +138,48 @@ def dagostino_k2(n: float, skewness: float, excess_kurtosis: float) -> tuple[flo
 
 def histogram_counts(values: Tensor, edges: FloatArray) -> npt.NDArray[np.int64]:
     """Counts of ``values`` (any shape) in the bins ``[e_i, e_{i+1})`` of ``edges`` (length B+1),
-    with underflow (``< e_0``) first and overflow (``>= e_B``) last: length B + 2."""
-    edge_tensor = torch.as_tensor(edges, dtype=torch.float64, device=values.device)
-    index = torch.bucketize(values.detach().to(torch.float64).reshape(-1), edge_tensor, right=True)
-    counts = torch.bincount(index, minlength=len(edges) + 1)
+    with underflow (``< e_0``) first and overflow (``>= e_B``) last: length B + 2.
+
+    Equal-width edges (the accumulators' case) take the bin ``floor((x - e_0) / width)`` in
+    float64, several times faster than a binary search over the edges (``torch.bucketize``,
+    used for other edges); a value within float64 rounding (~1e-15 relative) of an edge may
+    count in the bin next to it.
+    """
+    flat = values.detach().reshape(-1).to(torch.float64)
+    n_bins = len(edges) - 1
+    widths = np.diff(edges)
+    if n_bins >= 1 and np.allclose(widths, widths[0], rtol=1e-12, atol=0):
+        scale = float(n_bins / (edges[-1] - edges[0]))
+        position = (flat - float(edges[0])).mul_(scale).floor_()
+        index = position.clamp_(-1, n_bins).to(torch.long) + 1  # 0 = underflow, B+1 = overflow
+    else:
+        edge_tensor = torch.as_tensor(edges, dtype=torch.float64, device=values.device)
+        index = torch.bucketize(flat, edge_tensor, right=True)
+    counts = torch.bincount(index, minlength=n_bins + 2)
     return counts.cpu().numpy().astype(np.int64)
+
+
+def gram_matrix(tokens: Tensor) -> FloatArray:
+    """``sum_i x_i x_i^T`` of the rows of ``tokens (n, d)``, float64 ``(d, d)``.
+
+    Float64 input: the product itself. Otherwise the product is taken in the input's precision
+    (float32 is twice as fast) about a centre m, the float32 mean, and the exact identity
+    ``sum x x^T = sum (x - m)(x - m)^T + m s^T + s m^T - n m m^T`` (s = sum x, in float64)
+    restores it: centring keeps the rounding relative to the spread of the tokens rather than
+    to their mean, which can be large in outlier dimensions.
+    """
+    x = tokens.detach()
+    if x.dtype == torch.float64 or x.shape[0] == 0:
+        x = x.to(torch.float64)
+        return (x.T @ x).cpu().numpy()
+    centre = x.mean(dim=0)
+    centred = x - centre
+    product = (centred.T @ centred).to(torch.float64)
+    m = centre.to(torch.float64)
+    total = x.to(torch.float64).sum(dim=0)
+    cross = torch.outer(m, total)
+    gram = product + cross + cross.T - x.shape[0] * torch.outer(m, m)
+    return gram.cpu().numpy()
 
 
 def covariance_from_sums(n: float, total: FloatArray, gram: FloatArray) -> FloatArray:
@@ -214,7 +251,9 @@ class DistributionAccumulator:
     ``effective_rank`` (participation ratio of the token covariance), ``outlier_count``,
     ``max_mean_abs_ratio`` (largest mean |x_j| over its median).
 
-    Memory is O(keys x d^2) with ``covariance`` (4.7 MB per key at d = 768), else O(keys x d).
+    Memory is O(keys x d^2) with ``covariance`` (4.7 MB per key at d = 768), else O(keys x d);
+    ``class_covariance=False`` keeps the covariance of the ``all`` keys only (the per-class
+    ``dist.effective_rank`` is then NaN).
     """
 
     def __init__(
@@ -225,8 +264,10 @@ class DistributionAccumulator:
         per_class: bool = False,
         covariance: bool = True,
         include_padding: bool = False,
+        class_covariance: bool = True,
     ) -> None:
         self.histogram_range = histogram_range
+        self.class_covariance = class_covariance
         self.n_bins = n_bins
         self.outlier_factor = outlier_factor
         self.per_class = per_class
@@ -243,6 +284,7 @@ class DistributionAccumulator:
             self.per_class,
             self.covariance,
             self.include_padding,
+            self.class_covariance,
         )
 
     def update(
@@ -258,18 +300,23 @@ class DistributionAccumulator:
         valid = valid_tokens(attention_mask, batch, seq, self.include_padding)
         groups = list(class_groups(labels if self.per_class else None, batch))
         for label, idx in groups[1:] if len(groups) > 1 else groups:
-            rows = torch.as_tensor(idx, dtype=torch.long, device=hidden.device)
-            tokens = hidden[rows][valid[rows]]
+            if len(idx) == batch:
+                tokens = hidden[valid]
+            else:
+                rows = torch.as_tensor(idx, dtype=torch.long, device=hidden.device)
+                tokens = hidden[rows][valid[rows]]
             state = self._state_of(tokens)
             for key_label in {label, ALL_CLASSES}:
                 key = (layer, point, key_label)
-                self.states_[key] = self.states_[key] + state if key in self.states_ else state
+                kept = state
+                if key_label != ALL_CLASSES and not self.class_covariance:
+                    kept = replace(state, gram=None)
+                self.states_[key] = self.states_[key] + kept if key in self.states_ else kept
 
     def _state_of(self, tokens: Tensor) -> _StreamState:
         gram = None
         if self.covariance:
-            x = tokens.detach().to(torch.float64)
-            gram = (x.T @ x).cpu().numpy()
+            gram = gram_matrix(tokens)
         histogram = histogram_counts(tokens, self.bin_edges)
         return _StreamState(float(tokens.shape[0]), PowerSums.of(tokens), histogram, gram)
 
@@ -286,6 +333,7 @@ class DistributionAccumulator:
             self.per_class,
             self.covariance,
             self.include_padding,
+            self.class_covariance,
         )
         out.states_ = dict(self.states_)
         for key, state in other.states_.items():

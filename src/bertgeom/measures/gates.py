@@ -166,7 +166,9 @@ def open_score(attn: Tensor, layout: TokenLayout) -> Tensor:
     ``H(A_i) = -sum_j A[i, j] log A[i, j]`` over the n valid keys (0 log 0 = 0).
     ``attn (batch, head, query, key)`` -> ``(batch, head)``.
     """
-    entropy = torch.einsum("bhqk,bk->bhq", torch.special.entr(attn), layout.valid.to(attn.dtype))
+    # -a log a, with 0 log 0 = 0 (log of the clamped 0 is finite): faster than special.entr.
+    plogp = attn * attn.clamp_min(torch.finfo(attn.dtype).tiny).log()
+    entropy = -torch.einsum("bhqk,bk->bhq", plogp, layout.valid.to(attn.dtype))
     log_n = torch.log(layout.n_valid.clamp_min(2).to(attn.dtype))
     return _content_mean(entropy / log_n[:, None, None], layout)
 
@@ -231,7 +233,7 @@ def _cluster_rows(layout: TokenLayout, max_rows: int | None) -> tuple[Tensor, Te
     return positions, row_valid
 
 
-def _pair_similarity(block: Tensor, positions: Tensor, power: int) -> Tensor:
+def _pair_similarity(block: Tensor, positions: Tensor | None, power: int) -> Tensor:
     """``s_ij = cos(r_i, r_j) ** power``: do the queries i and j attend alike?
 
     ``r_i`` is the content row of i without its self-attention ``B_ii``, ``r_j`` that of j
@@ -243,25 +245,32 @@ def _pair_similarity(block: Tensor, positions: Tensor, power: int) -> Tensor:
 
     The cosine is clipped to [0, 1], and is 0 for a row with less than ``CLUSTER_SELF_TOLERANCE``
     of its squared norm outside its diagonal. ``block (batch, head, seq, seq)`` has the
-    non-content columns zeroed; ``positions (batch, rows)`` are the queries i. Returns
-    ``(batch, head, rows, seq)``.
+    non-content columns zeroed; ``positions (batch, rows)`` are the queries i (None: every
+    position, read without gathering). Returns ``(batch, head, rows, seq)``.
     """
     batch, heads, seq, _ = block.shape
-    rows = positions.shape[1]
-    row_index = positions.view(batch, 1, rows).expand(batch, heads, rows)
-    query_rows = block.gather(2, row_index[..., None].expand(batch, heads, rows, seq))  # B_ij
-    key_to_query = block.gather(3, row_index[:, :, None, :].expand(batch, heads, seq, rows))
-    key_to_query = key_to_query.transpose(-1, -2)  # B_ji
     diagonal = torch.diagonal(block, 0, -2, -1)  # B_jj
-    query_diagonal = diagonal.gather(2, row_index)[..., None]  # B_ii
     squared = torch.linalg.vector_norm(block, dim=-1).square()
     rest = squared - diagonal.square()
     norm = torch.where(rest > CLUSTER_SELF_TOLERANCE * squared, rest.clamp_min(0).sqrt(), 0.0)
+    if positions is None:
+        query_rows, key_to_query = block, block.transpose(-1, -2)
+        query_diagonal, query_norm = diagonal[..., None], norm[..., None]
+    else:
+        rows = positions.shape[1]
+        row_index = positions.view(batch, 1, rows).expand(batch, heads, rows)
+        query_rows = block.gather(2, row_index[..., None].expand(batch, heads, rows, seq))  # B_ij
+        key_to_query = block.gather(3, row_index[:, :, None, :].expand(batch, heads, seq, rows))
+        key_to_query = key_to_query.transpose(-1, -2)  # B_ji
+        query_diagonal = diagonal.gather(2, row_index)[..., None]  # B_ii
+        query_norm = norm.gather(2, row_index)[..., None]
     dot = query_rows @ block.transpose(-1, -2)
     dot += query_rows * (key_to_query - diagonal[:, :, None, :]) - query_diagonal * key_to_query
-    scale = norm.gather(2, row_index)[..., None] * norm[:, :, None, :]
-    cosine = torch.where(scale > 0, dot / torch.where(scale > 0, scale, 1.0), 0.0)
-    return cosine.clamp_(0.0, 1.0).pow_(power)
+    scale = query_norm * norm[:, :, None, :]
+    cosine = dot.div_(torch.where(scale > 0, scale, torch.inf)).clamp_(0.0, 1.0)
+    if power == 4:  # the default: two squarings are several times faster than pow
+        return cosine.square_().square_()
+    return cosine.pow_(power)
 
 
 def cluster_score(
@@ -294,15 +303,22 @@ def cluster_score(
     off_mass = torch.einsum("bhqk,bk->bhq", attn, content) - torch.diagonal(block, 0, -2, -1)
     mean_off = off_mass / (layout.n_content - 1).clamp_min(1)[:, None, None]
 
-    positions, row_valid = _cluster_rows(layout, max_rows)
-    rows = positions.shape[1]
-    similarity = _pair_similarity(block, positions, power)
-    row_index = positions.view(batch, 1, rows).expand(batch, heads, rows)
-    deviation = block.gather(2, row_index[..., None].expand(batch, heads, rows, seq))
-    deviation -= mean_off.gather(2, row_index)[..., None]
-
     keys = torch.arange(seq, device=attn.device)
-    pairs = layout.content[:, None, :] & (keys[None, None, :] != positions[:, :, None])
+    if max_rows is None or max_rows >= int(layout.n_content.max()):
+        # Every content query is used: take all rows as they lie (no gathers), and let
+        # row_valid drop the non-content ones. Same sums as the gathered form.
+        row_valid = layout.content
+        similarity = _pair_similarity(block, None, power)
+        deviation = block - mean_off[..., None]
+        pairs = layout.content[:, None, :] & (keys[None, None, :] != keys[None, :, None])
+    else:
+        positions, row_valid = _cluster_rows(layout, max_rows)
+        rows = positions.shape[1]
+        similarity = _pair_similarity(block, positions, power)
+        row_index = positions.view(batch, 1, rows).expand(batch, heads, rows)
+        deviation = block.gather(2, row_index[..., None].expand(batch, heads, rows, seq))
+        deviation -= mean_off.gather(2, row_index)[..., None]
+        pairs = layout.content[:, None, :] & (keys[None, None, :] != positions[:, :, None])
     pairs = pairs & row_valid[:, :, None]
     deviation = deviation.mul_(pairs[:, None].to(attn.dtype))
     denominator = deviation.clamp_min(0.0).sum(dim=(-1, -2))

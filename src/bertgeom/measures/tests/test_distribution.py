@@ -13,7 +13,9 @@ from bertgeom.measures.base import Accumulator
 from bertgeom.measures.distribution import (
     DistributionAccumulator,
     PowerSums,
+    covariance_from_sums,
     dagostino_k2,
+    gram_matrix,
     histogram_counts,
     layernorm_outlier_dimensions,
     moments_from_power_sums,
@@ -155,7 +157,8 @@ def test_values_match_scipy_on_concatenated_valid_tokens() -> None:
     assert table[("all", "dist.normaltest_k2")] == pytest.approx(expected.statistic, rel=1e-8)
     eigenvalues = np.linalg.eigvalsh(np.cov(tokens, rowvar=False))
     ratio = eigenvalues.sum() ** 2 / (eigenvalues**2).sum()
-    assert table[("all", "dist.effective_rank")] == pytest.approx(ratio, rel=1e-10)
+    # float32 tokens: the Gram matrix is a float32 product (gram_matrix), ~1e-7 relative.
+    assert table[("all", "dist.effective_rank")] == pytest.approx(ratio, rel=1e-6)
     class_b = tokens[labels == "b"].ravel()
     assert table[("b", "dist.skewness")] == pytest.approx(stats.skew(class_b), rel=1e-9)
     assert table[("all", "dist.outlier_count")] == 1
@@ -178,3 +181,30 @@ def test_include_padding_uses_every_position() -> None:
     table = acc.result().set_index("metric")["value"]
     assert table["dist.n_tokens"] == 8
     assert table["dist.mean"] == pytest.approx(float(hidden.double().mean()), rel=1e-12)
+
+
+def test_histogram_counts_equal_width_fast_path_matches_binary_search() -> None:
+    edges = np.linspace(-10.0, 10.0, 201)
+    generator = torch.Generator().manual_seed(3)
+    values = torch.cat(
+        [torch.randn(20_000, generator=generator) * 6, torch.tensor([-np.inf, np.inf, 1e30])]
+    )
+    index = torch.bucketize(values.to(torch.float64), torch.as_tensor(edges), right=True)
+    expected = torch.bincount(index, minlength=202).numpy()
+    np.testing.assert_array_equal(histogram_counts(values, edges), expected)
+    uneven = np.array([-1.0, 0.0, 0.5, 2.0])
+    assert histogram_counts(values, uneven).sum() == values.numel()
+
+
+def test_gram_matrix_of_float32_tokens_with_a_large_mean() -> None:
+    generator = torch.Generator().manual_seed(4)
+    tokens = torch.randn(500, 16, generator=generator) + torch.linspace(0, 300, 16)
+    exact = tokens.double().T @ tokens.double()
+    gram = gram_matrix(tokens)
+    np.testing.assert_allclose(gram, exact.numpy(), rtol=1e-6)
+    n = tokens.shape[0]
+    total = tokens.double().sum(0).numpy()
+    covariance = covariance_from_sums(n, total, gram)
+    expected = np.cov(tokens.double().numpy(), rowvar=False)
+    np.testing.assert_allclose(covariance, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(gram_matrix(tokens.double()), exact.numpy())

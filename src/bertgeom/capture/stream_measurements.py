@@ -1,0 +1,130 @@
+"""Measurements of the token stream as a distribution (DESIGN 3.4), for the ``layers`` table.
+
+- :class:`DistributionMeasurement`: moments, normality test, histograms, outlier dimensions and
+  effective rank of the hidden coordinates at each measuring point (``DistributionAccumulator``);
+- :class:`ClsSeparabilityMeasurement`: how separable the classes are in the ``[CLS]`` vectors
+  of every layer, and their 2-D PCA (``ClsSeparabilityAccumulator``).
+
+Both read the stream at the points of ``capture.stream_points`` (the embedding output is layer
+-1); the distribution also at ``head_output``, the heads' outputs side by side.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bertgeom.capture.engine import BatchContext
+from bertgeom.capture.hooks import CapturedLayer
+from bertgeom.capture.inputs import UNLABELLED
+from bertgeom.capture.stream_points import stream_points, with_layer_inputs
+from bertgeom.measures.distribution import DistributionAccumulator
+from bertgeom.measures.histograms import histogram_frame
+from bertgeom.measures.separability import ClsSeparabilityAccumulator
+
+PCA_COLUMNS = ["layer", "class", "pc1", "pc2"]
+
+
+class DistributionMeasurement:
+    """The distribution of the hidden coordinates per (layer, point, class); ``point`` is one of
+    ``layer_input``, ``head_output`` (the heads' outputs ``Z_h`` concatenated, before ``W_O``),
+    ``multihead_output``, ``layer_output``. ``class_covariance=False`` keeps the covariance
+    (for the effective rank) of ``all`` only, as it costs d^2 floats per key."""
+
+    table = "layers"
+
+    def __init__(
+        self,
+        include_padding: bool = False,
+        per_class: bool = True,
+        class_covariance: bool = True,
+    ) -> None:
+        self.accumulator = DistributionAccumulator(
+            per_class=per_class,
+            include_padding=include_padding,
+            class_covariance=class_covariance,
+        )
+
+    def update(self, captured: CapturedLayer, context: BatchContext) -> None:
+        mask, labels = context.attention_mask, context.labels
+        for layer, point, hidden in stream_points(captured):
+            self.accumulator.update(layer, point, hidden, mask, labels)
+        heads = captured.head_outputs  # (batch, head, seq, dk) -> (batch, seq, head * dk)
+        side_by_side = heads.transpose(1, 2).reshape(heads.shape[0], heads.shape[2], -1)
+        self.accumulator.update(captured.layer, "head_output", side_by_side, mask, labels)
+
+    def merge(self, other: DistributionMeasurement) -> DistributionMeasurement:
+        merged = DistributionMeasurement.__new__(DistributionMeasurement)
+        merged.accumulator = self.accumulator.merge(other.accumulator)
+        return merged
+
+    def result(self) -> pd.DataFrame:
+        return with_layer_inputs(self.accumulator.result())
+
+    def histograms(self) -> pd.DataFrame:
+        """Counts of the hidden coordinates (kind ``values``), ``histogram_frame`` format."""
+        accumulator = self.accumulator
+        frame = histogram_frame(accumulator.histograms(), accumulator.bin_edges, "values")
+        return with_layer_inputs(frame)
+
+    def outlier_dimensions(self) -> pd.DataFrame:
+        """The outlier coordinates: rows ``layer, point, class, coordinate`` (class ``all``)."""
+        table = with_layer_inputs(self.accumulator.per_coordinate())
+        if table.empty:
+            return pd.DataFrame(columns=["layer", "point", "class", "coordinate"])
+        rows = table[table["is_outlier"] & (table["class"] == "all")]
+        return rows[["layer", "point", "class", "coordinate"]].reset_index(drop=True)
+
+
+class ClsSeparabilityMeasurement:
+    """Separability of the classes in the ``[CLS]`` vectors at every ``layer_output`` (and the
+    embedding output, layer -1): silhouette, Fisher ratio, held-out probe accuracy (rows at point
+    ``layer_output``, class ``all``) and the 2-D PCA (:meth:`pca`, with the explained variance
+    ratios as ``cls.pca.explained_1`` and ``_2``). Inputs without a class are left out."""
+
+    table = "layers"
+
+    def __init__(self, max_points: int | None = 4000, seed: int = 0) -> None:
+        self.accumulator = ClsSeparabilityAccumulator(max_points=max_points, seed=seed)
+
+    def update(self, captured: CapturedLayer, context: BatchContext) -> None:
+        labels = context.labels
+        if labels is None:
+            return
+        keep = [i for i, label in enumerate(labels) if label != UNLABELLED]
+        if not keep:
+            return
+        kept_labels = [labels[i] for i in keep]
+        for layer, point, hidden in stream_points(captured):
+            if point == "layer_output":
+                cls = hidden[:, 0] if len(keep) == len(labels) else hidden[keep, 0]
+                self.accumulator.update(layer, cls, kept_labels)
+
+    def merge(self, other: ClsSeparabilityMeasurement) -> ClsSeparabilityMeasurement:
+        merged = ClsSeparabilityMeasurement.__new__(ClsSeparabilityMeasurement)
+        merged.accumulator = self.accumulator.merge(other.accumulator)
+        return merged
+
+    def result(self) -> pd.DataFrame:
+        table = self.accumulator.result()
+        explained = [
+            (layer, "all", f"cls.pca.explained_{axis + 1}", float(ratios[axis]))
+            for layer, (_, _, ratios) in self.accumulator.pca().items()
+            for axis in range(2)
+        ]
+        table = pd.concat(
+            [table, pd.DataFrame(explained, columns=["layer", "class", "metric", "value"])],
+            ignore_index=True,
+        )
+        table.insert(1, "point", "layer_output")
+        return table
+
+    def pca(self) -> pd.DataFrame:
+        """The ``[CLS]`` vectors of each layer on their first two principal axes: columns
+        ``layer, class, pc1, pc2``."""
+        frames = [
+            pd.DataFrame(
+                {"layer": layer, "class": labels, "pc1": coords[:, 0], "pc2": coords[:, 1]}
+            )
+            for layer, (coords, labels, _) in self.accumulator.pca().items()
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PCA_COLUMNS)
