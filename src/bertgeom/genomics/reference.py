@@ -27,6 +27,21 @@ SPIKE_DOMAINS: tuple[tuple[str, int, int], ...] = (
     ("TM / CT", 1214, 1273),
 )
 
+SPIKE_DOMAIN_SLUGS: dict[str, str] = {
+    "signal peptide": "signal_peptide",
+    "NTD": "NTD",
+    "RBD": "RBD",
+    "SD1/SD2": "SD1_SD2",
+    "S2' / FP": "S2_FP",
+    "HR1": "HR1",
+    "CH / CD": "CH_CD",
+    "HR2": "HR2",
+    "TM / CT": "TM_CT",
+}
+"""Names of the domains in metric names (``spike.domain.<slug>.share``)."""
+SPIKE_CODONS = SPIKE_LENGTH // 3 - 1
+"""Amino acids of the spike protein (1,273; the last codon of S is the stop codon)."""
+
 
 def data_path(name: str) -> Path:
     """Path of a file of the embedded dataset (``bertgeom/genomics/data``)."""
