@@ -36,6 +36,7 @@ from bertgeom.capture.measurements import (
     ConeMeasurement,
     GateMeasurement,
     HeadConeMeasurement,
+    SpikeAttentionMeasurement,
     SubspaceDataMeasurement,
 )
 from bertgeom.errors import InputError
@@ -143,6 +144,8 @@ def parse_heads(text: str, n_layers: int, n_heads: int) -> tuple[tuple[int, int]
 def open_source(loaded: LoadedModel, spec: InputSpec, options: AnalysisOptions) -> InputSource:
     """The input source of ``spec`` for ``loaded``."""
     common: dict[str, Any] = {"max_length": options.max_length, "max_inputs": options.max_inputs}
+    if loaded.kmers is not None and options.global_measures and spec.kind != "text":
+        common["spike_layouts"] = True  # DESIGN 3.5: place the tokens on the spike
     if spec.kind == "data":
         if spec.labels is not None:
             raise InputError("--labels is for --text and --fasta; a dataset has its own labels")
@@ -256,6 +259,7 @@ def analyze(
         weights = weight_subspace_measures(loaded.attention_weights())
         weights_s = time.perf_counter() - weights_started
         _write_tables(writer, measurements, weights.table)
+        _write_spike(writer, measurements)
         _write_arrays(writer, measurements, weights, source.stats.longest)
         writer.write_manifest(
             {
@@ -320,6 +324,10 @@ def _measurements(
     if options.global_measures:
         measurements["head_cone"] = HeadConeMeasurement(padding)
         measurements["cone"] = ConeMeasurement(padding)
+    if source.spike_layouts:
+        measurements["spike_attention"] = SpikeAttentionMeasurement(
+            loaded.n_layers, loaded.n_heads, classes, padding
+        )
     return measurements
 
 
@@ -331,6 +339,24 @@ def _write_tables(
     layers = [m.result() for m in measurements.values() if m.table == "layers"]
     if layers:
         writer.write_table("layers", tidy(pd.concat(layers), LAYER_COLUMNS))
+
+
+def _write_spike(writer: ResultsWriter, measurements: dict[str, Measurement]) -> None:
+    """``mutations.parquet`` and the ``spike_attention_profile`` array (``docs/spike.md``),
+    when the spike measures ran (their heads metrics are in ``heads.parquet``)."""
+    spike = measurements.get("spike_attention")
+    if not isinstance(spike, SpikeAttentionMeasurement):
+        return
+    writer.write_table("mutations", spike.mutations())
+    classes, profile = spike.profile()
+    writer.write_array(
+        "spike_attention_profile",
+        profile,
+        ["class", "layer", "head", "codon"],
+        "mean over the inputs covering each spike codon of the mean attention received (column "
+        "sum over queries) by the tokens covering it, float32; NaN where no input covers it",
+        {"class": classes, "codon": f"1..{profile.shape[-1]}"},
+    )
 
 
 def _write_arrays(

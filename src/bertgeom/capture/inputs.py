@@ -9,12 +9,12 @@ manifest). Classes come from a ``--labels`` TSV (text, FASTA) or the dataset's `
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,10 @@ from bertgeom.capture.loading import LoadedModel
 from bertgeom.errors import InputError, ModelError
 from bertgeom.model.tokenizer import tokenize
 
+if TYPE_CHECKING:
+    from bertgeom.genomics.spike import SpikeRecord
+    from bertgeom.genomics.token_map import SpikeLayout
+
 UNLABELLED = "unlabelled"
 """Class of an input that the labels file does not name (when a labels file is given)."""
 
@@ -37,12 +41,14 @@ class InputBatch:
     """One batch: ``indices (batch,)`` running input numbers from 0, ``input_ids`` (line
     number, record id or sequence id), ``labels`` (one class per input, or ``None`` when the
     analysis has no classes), ``encoding``: ``input_ids`` and ``attention_mask`` ``(batch, seq)``,
-    right-padded, ``[CLS] ... [SEP]`` (or the model's equivalents)."""
+    right-padded, ``[CLS] ... [SEP]`` (or the model's equivalents); ``spike``: where the
+    tokens sit on the reference spike (k-mer sources opened with ``spike_layouts``)."""
 
     indices: npt.NDArray[np.int64]
     input_ids: tuple[str, ...]
     labels: tuple[str, ...] | None
     encoding: dict[str, Tensor]
+    spike: SpikeLayout | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -101,6 +107,9 @@ class InputSource:
     """Base of the three sources: ``batches(batch_size)`` streams, ``stats`` counts,
     ``declared_classes`` are the classes known before streaming (reported even if empty)."""
 
+    spike_layouts = False
+    """Whether batches carry a ``SpikeLayout`` (k-mer sources opened with ``spike_layouts``)."""
+
     def __init__(
         self,
         loaded: LoadedModel,
@@ -145,6 +154,12 @@ class InputSource:
         """Tokenise payloads into ``(batch, seq)`` tensors, counting truncations."""
         raise NotImplementedError
 
+    def spike_layout(
+        self, chunk: Sequence[tuple[str, str, str | None]], encoding: dict[str, Tensor]
+    ) -> SpikeLayout | None:
+        """Where the tokens of a batch sit on the spike (only k-mer sources place them)."""
+        return None
+
     def label_of(self, input_id: str) -> str | None:
         if self.labels is None:
             return None
@@ -172,7 +187,7 @@ class InputSource:
                 self.stats.classes.update(labels)
             indices = np.arange(start, start + len(chunk), dtype=np.int64)
             start += len(chunk)
-            yield InputBatch(indices, ids, labels, encoding)
+            yield InputBatch(indices, ids, labels, encoding, self.spike_layout(chunk, encoding))
         if self.stats.analysed == 0:
             skipped = f" ({_describe(self.stats.skipped)} skipped)" if self.stats.skipped else ""
             raise InputError(f"{self.stats.path}: no input to analyse{skipped}")
@@ -248,9 +263,22 @@ class TextSource(InputSource):
 
 
 class _KmerSource(InputSource):
-    """Shared by FASTA and dataset inputs: spike sequences to the classifier's k-mer tokens."""
+    """Shared by FASTA and dataset inputs: spike sequences to the classifier's k-mer tokens.
 
-    def __init__(self, loaded: LoadedModel, stats: InputStats, flag: str, **options: Any) -> None:
+    With ``spike_layouts``, each batch carries a ``SpikeLayout`` (DESIGN 3.5) from each input's
+    alignment; inputs without a usable alignment are analysed with no token placed and counted
+    in ``stats.extra["spike_unmapped"]``, those whose aligned spike differs from the analysed
+    sequence (only part placed) in ``spike_partly_mapped``.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        stats: InputStats,
+        flag: str,
+        spike_layouts: bool = False,
+        **options: Any,
+    ) -> None:
         if loaded.kmers is None:
             raise ModelError(
                 f"{loaded.directory}: {flag} needs a bertgeom variant classifier (config.json "
@@ -259,6 +287,34 @@ class _KmerSource(InputSource):
         super().__init__(loaded, stats, **options)
         self.tokenizer = loaded.require_tokenizer()
         self.kmers = loaded.kmers
+        self.spike_layouts = spike_layouts
+        if spike_layouts:
+            self.stats.extra.update(spike_unmapped=0, spike_partly_mapped=0)
+
+    def alignments(self, chunk: Sequence[tuple[str, str, str | None]]) -> list[SpikeRecord]:
+        """The alignment of each input of a batch to the reference spike."""
+        from bertgeom.genomics.spike import extract_spike
+
+        return [extract_spike(input_id, sequence) for input_id, sequence, _ in chunk]
+
+    def spike_layout(
+        self, chunk: Sequence[tuple[str, str, str | None]], encoding: dict[str, Tensor]
+    ) -> SpikeLayout | None:
+        if not self.spike_layouts:
+            return None
+        from bertgeom.genomics.token_map import layout_mutations, spike_layout
+
+        records = self.alignments(chunk)
+        sequences = [sequence for _, sequence, _ in chunk]
+        unmapped = [not record.usable for record in records]
+        self.stats.extra["spike_unmapped"] += sum(unmapped)
+        self.stats.extra["spike_partly_mapped"] += sum(
+            not failed and record.sequence != sequence.upper()
+            for failed, record, sequence in zip(unmapped, records, sequences, strict=True)
+        )
+        lengths = encoding["attention_mask"].sum(dim=1).tolist()
+        k, stride = self.kmers.k, self.kmers.stride
+        return spike_layout(sequences, records, lengths, k, stride, layout_mutations())
 
     def longest_hint(self) -> int | None:
         """Tokens of a whole spike with two k-mers to spare for insertions (longer inputs are
@@ -291,6 +347,11 @@ class FastaSource(_KmerSource):
         _require_file(path, "FASTA")
         super().__init__(loaded, InputStats("fasta", str(path)), "--fasta", **options)
         self.path = path
+        self._aligned: deque[SpikeRecord] = deque()
+
+    def alignments(self, chunk: Sequence[tuple[str, str, str | None]]) -> list[SpikeRecord]:
+        """The records' alignments, made when they were read (``items`` keeps them in order)."""
+        return [self._aligned.popleft() for _ in chunk]
 
     def items(self) -> Iterator[tuple[str, str, str | None]]:
         from bertgeom.genomics.fasta import read_fasta
@@ -302,6 +363,8 @@ class FastaSource(_KmerSource):
             if not spike.usable:
                 self.stats.skipped[spike.status.value] += 1
                 continue
+            if self.spike_layouts:
+                self._aligned.append(spike)
             yield record.record_id, spike.sequence, self.label_of(record.record_id)
 
 

@@ -6,7 +6,9 @@
 - :class:`ClassMeanMapMeasurement`: class-mean attention maps of chosen heads;
 - :class:`SubspaceDataMeasurement`: the data-based subspace measures (DESIGN 3.3);
 - :class:`ConeMeasurement`, :class:`HeadConeMeasurement`: the cone index (DESIGN 3.1) at the
-  measuring points, of each head's output and attention rows, and of the ``[CLS]`` vectors.
+  measuring points, of each head's output and attention rows, and of the ``[CLS]`` vectors;
+- :class:`SpikeAttentionMeasurement`: attention received by spike domains, codons and defining
+  mutations (DESIGN 3.5).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import torch
 from torch import Tensor
@@ -21,6 +24,7 @@ from torch import Tensor
 from bertgeom.capture.engine import BatchContext
 from bertgeom.capture.hooks import CapturedLayer
 from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures
+from bertgeom.genomics.token_map import defining_mutations, layout_mutations, mutation_effects
 from bertgeom.measures.cone import ClassConeAccumulator, ConeAccumulator, HeadConeAccumulator
 from bertgeom.measures.gate_accumulators import (
     ClassMeanAttentionAccumulator,
@@ -35,6 +39,7 @@ from bertgeom.measures.gates import (
     GATE_NAMES,
     gate_scores,
 )
+from bertgeom.measures.spike_attention import SpikeAttentionAccumulator
 from bertgeom.measures.subspace_data import SubspaceDataAccumulator
 
 RecordSink = Callable[[pd.DataFrame], None]
@@ -284,3 +289,53 @@ class HeadConeMeasurement:
 
     def result(self) -> pd.DataFrame:
         return self.accumulator.result()
+
+
+class SpikeAttentionMeasurement:
+    """Attention received by spike domains, positions and defining mutations per (layer, head,
+    class) (DESIGN 3.5, ``docs/spike.md``): needs batches with a spike layout (k-mer sources
+    opened with ``spike_layouts=True``)."""
+
+    table = "heads"
+
+    def __init__(
+        self,
+        n_layers: int,
+        n_heads: int,
+        classes: Sequence[str] = (),
+        include_padding: bool = False,
+    ) -> None:
+        self.accumulator = SpikeAttentionAccumulator(
+            n_layers, n_heads, layout_mutations(), defining_mutations(), classes, include_padding
+        )
+
+    def update(self, captured: CapturedLayer, context: BatchContext) -> None:
+        layout = context.batch.spike
+        if layout is None:
+            raise ValueError(
+                "spike attention needs batches with a spike layout: open the FASTA or dataset "
+                "source with spike_layouts=True"
+            )
+        self.accumulator.update(
+            captured.layer, captured.attention, context.attention_mask, layout, context.labels
+        )
+
+    def merge(self, other: SpikeAttentionMeasurement) -> SpikeAttentionMeasurement:
+        merged = SpikeAttentionMeasurement.__new__(SpikeAttentionMeasurement)
+        merged.accumulator = self.accumulator.merge(other.accumulator)
+        return merged
+
+    def result(self) -> pd.DataFrame:
+        return self.accumulator.result()
+
+    def mutations(self) -> pd.DataFrame:
+        """``mutations.parquet``: the accumulator's mutation table with each mutation's
+        amino-acid effect after its name."""
+        table = self.accumulator.mutation_table()
+        effects = mutation_effects()
+        table.insert(4, "aa_effect", [effects.get(name, "") for name in table["mutation"]])
+        return table
+
+    def profile(self) -> tuple[list[str], npt.NDArray[np.float32]]:
+        """Classes and the ``(class, layer, head, codon)`` float32 per-codon profile."""
+        return self.accumulator.codon_profile()
