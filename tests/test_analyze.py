@@ -77,6 +77,7 @@ def test_analyze_text_writes_every_table(
         out,
         "--batch-size",
         4,
+        "--no-global",
     )
     assert code == 0, output
     assert "11 inputs" in output and "truncated" in output
@@ -116,7 +117,8 @@ def test_analyze_global_measures_write_layers(
         text[0],
         "--out",
         tmp_path / "r",
-        "--global",
+        "--labels",
+        text[1],
         "--max-inputs",
         5,
         "--heads",
@@ -127,7 +129,24 @@ def test_analyze_global_measures_write_layers(
     results = load_results(tmp_path / "r")
     assert results.layers is not None
     assert list(results.layers.columns) == ["layer", "point", "class", "metric", "value"]
-    assert set(results.layers["point"]) == {"layer_input", "multihead_output", "layer_output"}
+    points = {"layer_input", "head_output", "multihead_output", "layer_output"}
+    assert set(results.layers["point"]) == points
+    layers = results.layers.set_index(["layer", "point", "class", "metric"])["value"]
+    # The embedding output is layer -1; each layer's input is the previous layer's output.
+    assert {-1, 0, LAYERS - 1} <= set(results.layers["layer"])
+    for layer in range(LAYERS):
+        for metric in ("cone.index_mean", "dist.variance", "dist.effective_rank"):
+            key = ("all", metric)
+            assert layers[(layer, "layer_input", *key)] == layers[(layer - 1, "layer_output", *key)]
+    metrics = set(results.layers["metric"])
+    assert {"cone.index_mean", "cone.index_std", "cone.normalized_mean", "cone.mean_cosine"} <= metrics
+    assert {"cls.cone.index", "cls.silhouette", "cls.probe_accuracy", "cls.fisher_ratio"} <= metrics
+    assert {"dist.skewness", "dist.excess_kurtosis", "dist.normaltest_k2"} <= metrics
+    head_metrics = set(results.heads["metric"])
+    assert {"cone.head_output.index_mean", "cone.attention_rows.index_mean"} <= head_metrics
+    assert results.histograms is not None and results.pca is not None
+    assert set(results.histograms["kind"]) == {"values", "cone_normalized"}
+    assert set(results.pca["layer"]) == set(range(-1, LAYERS))
     assert results.array_index["class_mean_maps"]["labels"]["pair"] == [[1, h] for h in range(4)]
     assert results.manifest["parameters"]["include_padding"] is True
     assert results.manifest["data"]["analysed"] == 5

@@ -39,6 +39,10 @@ from bertgeom.capture.measurements import (
     SpikeAttentionMeasurement,
     SubspaceDataMeasurement,
 )
+from bertgeom.capture.stream_measurements import (
+    ClsSeparabilityMeasurement,
+    DistributionMeasurement,
+)
 from bertgeom.errors import InputError
 from bertgeom.measures.gates import (
     DEFAULT_CLUSTER_ROWS,
@@ -76,8 +80,9 @@ class AnalysisOptions:
     ``map_heads``: (layer, head) pairs whose class-mean maps are kept, or their text form for
     ``parse_heads`` (None: see ``default_map_heads``); ``map_length``: positions kept in the
     maps (default: the longest input when the source knows it up front, else the maximum
-    input length); ``global_measures``: also the cone index
-    (``layers.parquet`` and the head cone metrics); ``input_records``: write
+    input length); ``global_measures``: also the cone index, the distribution of the stream
+    and the ``[CLS]`` separability (``layers.parquet``, the head cone metrics, histograms and
+    PCA); ``input_records``: write
     ``inputs.parquet``; ``overlap``: measure on a second thread while the forward pass goes on
     (same results, see ``capture.engine``).
     """
@@ -88,7 +93,7 @@ class AnalysisOptions:
     include_padding: bool = False
     map_heads: str | tuple[tuple[int, int], ...] | None = None
     map_length: int | None = None
-    global_measures: bool = False
+    global_measures: bool = True
     input_records: bool = True
     device: str = "cpu"
     overlap: bool = False
@@ -260,6 +265,7 @@ def analyze(
         weights_s = time.perf_counter() - weights_started
         _write_tables(writer, measurements, weights.table)
         _write_spike(writer, measurements)
+        _write_global(writer, measurements)
         _write_arrays(writer, measurements, weights, source.stats.longest)
         writer.write_manifest(
             {
@@ -324,11 +330,39 @@ def _measurements(
     if options.global_measures:
         measurements["head_cone"] = HeadConeMeasurement(padding)
         measurements["cone"] = ConeMeasurement(padding)
+        measurements["distribution"] = DistributionMeasurement(
+            padding, class_covariance=_class_covariance_fits(loaded, len(classes))
+        )
+        if classes:
+            measurements["cls_separability"] = ClsSeparabilityMeasurement()
     if source.spike_layouts:
         measurements["spike_attention"] = SpikeAttentionMeasurement(
             loaded.n_layers, loaded.n_heads, classes, padding
         )
     return measurements
+
+
+CLASS_COVARIANCE_BUDGET = 256 * 2**20
+"""Bytes allowed for per-class covariance matrices (d^2 float64 per layer, point and class);
+above it only the ``all`` covariance is kept (per-class effective rank NaN)."""
+
+
+def _class_covariance_fits(loaded: LoadedModel, n_classes: int) -> bool:
+    keys = (3 * loaded.n_layers + 1) * n_classes
+    return keys * loaded.hidden_size**2 * 8 <= CLASS_COVARIANCE_BUDGET
+
+
+def _write_global(writer: ResultsWriter, measurements: dict[str, Measurement]) -> None:
+    """``histograms.parquet``, ``pca.parquet`` and ``outlier_dimensions.parquet`` of the
+    global measures (when they ran)."""
+    cone, distribution = measurements.get("cone"), measurements.get("distribution")
+    if isinstance(cone, ConeMeasurement) and isinstance(distribution, DistributionMeasurement):
+        histograms = pd.concat([cone.histograms(), distribution.histograms()], ignore_index=True)
+        writer.write_table("histograms", histograms)
+        writer.write_table("outlier_dimensions", distribution.outlier_dimensions())
+    separability = measurements.get("cls_separability")
+    if isinstance(separability, ClsSeparabilityMeasurement):
+        writer.write_table("pca", separability.pca())
 
 
 def _write_tables(

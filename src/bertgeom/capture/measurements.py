@@ -24,6 +24,7 @@ from torch import Tensor
 from bertgeom.capture.engine import BatchContext
 from bertgeom.capture.hooks import CapturedLayer
 from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures
+from bertgeom.capture.stream_points import stream_points, with_layer_inputs
 from bertgeom.genomics.token_map import defining_mutations, layout_mutations, mutation_effects
 from bertgeom.measures.cone import ClassConeAccumulator, ConeAccumulator, HeadConeAccumulator
 from bertgeom.measures.gate_accumulators import (
@@ -39,6 +40,7 @@ from bertgeom.measures.gates import (
     GATE_NAMES,
     gate_scores,
 )
+from bertgeom.measures.histograms import histogram_frame
 from bertgeom.measures.spike_attention import SpikeAttentionAccumulator
 from bertgeom.measures.subspace_data import SubspaceDataAccumulator
 
@@ -241,12 +243,13 @@ class SubspaceDataMeasurement:
 
 
 class ConeMeasurement:
-    """Cone index of the token vectors at ``layer_input``, ``multihead_output`` and
-    ``layer_output`` (the ``head_output`` point is per head: :class:`HeadConeMeasurement`), and
-    of the ``[CLS]`` vectors of each class at ``layer_output``: the ``layers`` table."""
+    """Cone index of the token vectors at the measuring points (``stream_points``: the
+    embedding output as layer -1, then each layer's ``multihead_output`` and ``layer_output``;
+    ``layer_input`` rows are copies, ``with_layer_inputs``), and of the ``[CLS]`` vectors of
+    each class at each ``layer_output``: the ``layers`` table. The ``head_output`` point is per
+    head: :class:`HeadConeMeasurement`."""
 
     table = "layers"
-    POINTS = ("layer_input", "multihead_output", "layer_output")
 
     def __init__(self, include_padding: bool = False) -> None:
         self.tokens = ConeAccumulator(include_padding=include_padding)
@@ -254,10 +257,10 @@ class ConeMeasurement:
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
         labels = context.labels
-        for point in self.POINTS:
-            hidden = getattr(captured, point)
-            self.tokens.update(captured.layer, point, hidden, context.attention_mask, labels)
-        self.cls.update(captured.layer, captured.layer_output[:, 0], labels)
+        for layer, point, hidden in stream_points(captured):
+            self.tokens.update(layer, point, hidden, context.attention_mask, labels)
+            if point == "layer_output":
+                self.cls.update(layer, hidden[:, 0], labels)
 
     def merge(self, other: ConeMeasurement) -> ConeMeasurement:
         merged = ConeMeasurement.__new__(ConeMeasurement)
@@ -266,7 +269,14 @@ class ConeMeasurement:
         return merged
 
     def result(self) -> pd.DataFrame:
-        return pd.concat([self.tokens.result(), self.cls.result()], ignore_index=True)
+        tokens = with_layer_inputs(self.tokens.result())
+        return pd.concat([tokens, self.cls.result()], ignore_index=True)
+
+    def histograms(self) -> pd.DataFrame:
+        """Counts of the per-input ``I / n`` (kind ``cone_normalized``) in the long format of
+        ``histogram_frame``."""
+        frame = histogram_frame(self.tokens.histograms(), self.tokens.bin_edges, "cone_normalized")
+        return with_layer_inputs(frame)
 
 
 class HeadConeMeasurement:

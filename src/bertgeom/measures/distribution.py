@@ -41,7 +41,7 @@ class PowerSums:
         x = values.detach().to(torch.float64)
         x2 = x * x
         sums = [x.sum(0), x2.sum(0), (x2 * x).sum(0), (x2 * x2).sum(0), x.abs().sum(0)]
-        arrays = [s.cpu().numpy() for s in sums]
+        arrays = [s.cpu().numpy().copy() for s in sums]  # owned: no tensor kept alive
         n = np.full(arrays[0].shape, float(x.shape[0]))
         return cls(n, *arrays)
 
@@ -171,7 +171,7 @@ def gram_matrix(tokens: Tensor) -> FloatArray:
     x = tokens.detach()
     if x.dtype == torch.float64 or x.shape[0] == 0:
         x = x.to(torch.float64)
-        return (x.T @ x).cpu().numpy()
+        return (x.T @ x).cpu().numpy().copy()
     centre = x.mean(dim=0)
     centred = x - centre
     product = (centred.T @ centred).to(torch.float64)
@@ -179,7 +179,7 @@ def gram_matrix(tokens: Tensor) -> FloatArray:
     total = x.to(torch.float64).sum(dim=0)
     cross = torch.outer(m, total)
     gram = product + cross + cross.T - x.shape[0] * torch.outer(m, m)
-    return gram.cpu().numpy()
+    return gram.cpu().numpy().copy()
 
 
 def covariance_from_sums(n: float, total: FloatArray, gram: FloatArray) -> FloatArray:

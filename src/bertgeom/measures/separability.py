@@ -30,8 +30,8 @@ Labels = npt.NDArray[np.str_]
 
 
 def _points(vectors: Tensor | FloatArray) -> FloatArray:
-    if isinstance(vectors, Tensor):
-        return vectors.detach().to(torch.float64).cpu().numpy()
+    if isinstance(vectors, Tensor):  # a copy: a view would keep the whole batch's tensor alive
+        return np.array(vectors.detach().to(torch.float64).cpu().numpy(), copy=True)
     return np.asarray(vectors, dtype=np.float64)
 
 
@@ -107,9 +107,12 @@ def linear_probe_accuracy(
 
 def pca_2d(vectors: Tensor | FloatArray) -> tuple[FloatArray, FloatArray]:
     """Projection of ``vectors (n, d)`` on their first two principal axes, ``(n, 2)``, and the
-    explained variance ratios ``(2,)`` (sklearn PCA, deterministic signs)."""
+    explained variance ratios ``(2,)`` (sklearn PCA, deterministic signs); zeros when all the
+    points are equal."""
     x = _points(vectors)
     components = min(2, x.shape[0], x.shape[1])
+    if not np.ptp(x, axis=0).any():  # all points equal (e.g. [CLS] at the embedding output)
+        return np.zeros((x.shape[0], 2)), np.zeros(2)
     pca = PCA(n_components=components, svd_solver="full").fit(x)
     coords = np.zeros((x.shape[0], 2))
     ratios = np.zeros(2)

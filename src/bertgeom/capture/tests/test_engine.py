@@ -25,6 +25,10 @@ from bertgeom.capture.measurements import (
     SubspaceDataMeasurement,
 )
 from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures
+from bertgeom.capture.stream_measurements import (
+    ClsSeparabilityMeasurement,
+    DistributionMeasurement,
+)
 from bertgeom.capture.tests.tiny_models import ARCHITECTURES, HEADS, LAYERS, POSITIONS, sentences
 from bertgeom.measures.subspace_data import subspace_data_measures
 
@@ -55,6 +59,8 @@ def _measurements(loaded: LoadedModel, padding: bool = False) -> list[Measuremen
         SubspaceDataMeasurement(loaded.query_key_weights(), HEADS, padding),
         HeadConeMeasurement(padding),
         ConeMeasurement(padding),
+        DistributionMeasurement(padding),
+        ClsSeparabilityMeasurement(),
     ]
 
 
@@ -68,11 +74,11 @@ def _tables(measurements: list[Measurement]) -> list[pd.DataFrame]:
 
 
 def _assert_tables_close(
-    left: list[pd.DataFrame], right: list[pd.DataFrame], tolerance: float
+    left: list[pd.DataFrame], right: list[pd.DataFrame], tolerance: float, rtol: float = 0.0
 ) -> None:
     for a, b in zip(left, right, strict=True):
         pd.testing.assert_frame_equal(a.drop(columns="value"), b.drop(columns="value"))
-        np.testing.assert_allclose(a["value"], b["value"], rtol=0, atol=tolerance)
+        np.testing.assert_allclose(a["value"], b["value"], rtol=rtol, atol=tolerance)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -156,7 +162,10 @@ def test_results_do_not_depend_on_the_batch_size(
         measurements = _measurements(loaded)
         run_measurements(loaded, _source(loaded, text).batches(batch_size), measurements)
         tables.append(_tables(measurements))
-    _assert_tables_close(tables[0], tables[1], 1e-5)
+    # Float32 products (forward pass, Gram matrices) over other groupings of the tokens round
+    # to ~1e-7 relative; the Fisher ratio of 13 [CLS] points in 32 dimensions (a regularised
+    # inverse of a rank-deficient scatter) amplifies that to ~1e-5.
+    _assert_tables_close(tables[0], tables[1], 1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
