@@ -139,7 +139,12 @@ def test_analyze_global_measures_write_layers(
             key = ("all", metric)
             assert layers[(layer, "layer_input", *key)] == layers[(layer - 1, "layer_output", *key)]
     metrics = set(results.layers["metric"])
-    assert {"cone.index_mean", "cone.index_std", "cone.normalized_mean", "cone.mean_cosine"} <= metrics
+    assert {
+        "cone.index_mean",
+        "cone.index_std",
+        "cone.normalized_mean",
+        "cone.mean_cosine",
+    } <= metrics
     assert {"cls.cone.index", "cls.silhouette", "cls.probe_accuracy", "cls.fisher_ratio"} <= metrics
     assert {"dist.skewness", "dist.excess_kurtosis", "dist.normaltest_k2"} <= metrics
     head_metrics = set(results.heads["metric"])

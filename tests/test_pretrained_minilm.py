@@ -103,7 +103,16 @@ def test_minilm_cone_index_matches_an_independent_computation(
         options = ["--batch-size", str(batch_size)]
         result = CliRunner().invoke(
             app,
-            ["analyze", "--model", str(directory), "--text", str(text), "--out", str(out), *options],
+            [
+                "analyze",
+                "--model",
+                str(directory),
+                "--text",
+                str(text),
+                "--out",
+                str(out),
+                *options,
+            ],
         )
         assert result.exit_code == 0, result.output
         layers = load_results(out).layers
