@@ -15,6 +15,7 @@ from bertgeom.atomic import atomic_file
 from bertgeom.cli.analyze import analyze
 from bertgeom.cli.common import console, progress_bar, user_errors
 from bertgeom.cli.data import data_app
+from bertgeom.cli.report import report
 from bertgeom.errors import InputError
 
 if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command()(analyze)
+app.command()(report)
 
 ModelOption = Annotated[
     Path | None, typer.Option("--model", help="Classifier directory (default: the shipped model).")

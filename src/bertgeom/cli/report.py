@@ -1,0 +1,46 @@
+"""``bertgeom report``: one self-contained HTML file from a results directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bertgeom.cli.common import console, user_errors
+
+
+def report(
+    results: Annotated[
+        Path, typer.Argument(help="Results directory written by 'bertgeom analyze'.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="HTML file to write (default: RESULTS/report.html)."),
+    ] = None,
+) -> None:
+    """Build one self-contained HTML report (figures embedded, opens offline) from results."""
+    with user_errors():
+        from bertgeom.report.build import SECTION_IDS, build_report_summary
+
+        with console.status("reading the results") as status:
+
+            def progress(section_id: str) -> None:
+                step = SECTION_IDS.index(section_id) + 1
+                status.update(f"drawing {section_id} ({step}/{len(SECTION_IDS)})")
+
+            summary = build_report_summary(results, out, progress)
+        for section_id, problem in summary.problems.items():
+            console.print(
+                f"[bold yellow]warning:[/] section {section_id} could not be drawn: {problem}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        missing = [section for section in summary.missing if section not in summary.problems]
+        console.print(
+            f"{summary.figures} figures, {summary.size_bytes / 1e6:.1f} MB"
+            + (f" (incomplete in the results: {', '.join(missing)})" if missing else "")
+            + f" -> {summary.path}",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -1,0 +1,161 @@
+"""Build the self-contained HTML report of a results directory (``bertgeom report``).
+
+The report is one file: figures are embedded PNGs, the CSS is inline, there is no script and
+no link to anything outside the file, so it opens offline and can be mailed as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import pyarrow as pa
+
+import bertgeom
+from bertgeom.atomic import atomic_file
+from bertgeom.errors import InputError
+from bertgeom.report.content import Missing, Section
+from bertgeom.report.global_sections import cone, distribution, separability
+from bertgeom.report.sections import attention_maps, classifier, gates, overview, subspace
+from bertgeom.report.spike_section import spike
+from bertgeom.results.store import Results, load_results
+
+SECTIONS: tuple[Callable[[Results], Section], ...] = (
+    overview,
+    classifier,
+    gates,
+    attention_maps,
+    subspace,
+    cone,
+    distribution,
+    separability,
+    spike,
+)
+"""The report's sections, in order; each reads only what it needs from the results."""
+SECTION_IDS = (
+    "overview",
+    "classifier",
+    "gates",
+    "attention-maps",
+    "subspace",
+    "cone",
+    "distribution",
+    "separability",
+    "spike",
+)
+_DRAW_ERRORS = (KeyError, ValueError, IndexError, TypeError, AttributeError)
+
+
+@dataclass
+class ReportSummary:
+    """What was built: the file, its size, the figures, and what could not be drawn."""
+
+    path: Path
+    size_bytes: int
+    figures: int
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    """Section id -> the lines saying what is missing from the results."""
+    problems: dict[str, str] = field(default_factory=dict)
+    """Section id -> why the section could not be drawn (results that break the contract)."""
+
+
+def read_results(path: Path) -> Results:
+    """``load_results`` with every way a directory can fail turned into one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such results directory")
+    if not path.is_dir():
+        raise InputError(f"{path}: not a directory (give the folder bertgeom analyze wrote)")
+    if not (path / "heads.parquet").is_file() or not (path / "manifest.json").is_file():
+        raise InputError(
+            f"{path}: not a results directory (no manifest.json or heads.parquet); "
+            "make one with bertgeom analyze"
+        )
+    try:
+        return load_results(path)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: a JSON file cannot be read ({error})") from None
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise InputError(f"{path}: a table or array cannot be read ({error})") from None
+
+
+def draw_sections(
+    results: Results, progress: Callable[[str], None] | None = None
+) -> tuple[list[Section], dict[str, str]]:
+    """Every section of the report, and the reason for each that could not be drawn (such a
+    section holds one line saying so instead of failing the whole report)."""
+    sections, problems = [], {}
+    for function, section_id in zip(SECTIONS, SECTION_IDS, strict=True):
+        if progress is not None:
+            progress(section_id)
+        try:
+            section = function(results)
+        except _DRAW_ERRORS as error:
+            problems[section_id] = f"{type(error).__name__}: {error}"
+            section = Section(section_id, section_id.replace("-", " ").capitalize())
+            section.blocks.append(
+                Missing(
+                    f"This section could not be drawn from the results ({problems[section_id]})."
+                )
+            )
+        sections.append(section)
+    return sections, problems
+
+
+def render_html(results: Results, sections: list[Section]) -> str:
+    """The report's HTML (autoescaped: text from the results cannot inject markup)."""
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("bertgeom.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    model = results.manifest.get("model", {})
+    name = model.get("name_or_path") or model.get("path") or "model"
+    data = results.manifest.get("data", {})
+    return environment.get_template("report.html.j2").render(
+        title=f"bertgeom report: {Path(str(name)).name}",
+        subtitle=(
+            f"{model.get('model_type', '')} with {model.get('n_layers', '?')} layers x "
+            f"{model.get('n_heads', '?')} heads, {data.get('analysed', '?')} inputs "
+            f"({data.get('source', '?')})"
+        ),
+        sections=sections,
+        version=bertgeom.__version__,
+        source=results.path.name,
+    )
+
+
+def build_report(
+    results_dir: Path,
+    out_path: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write the report of ``results_dir`` to ``out_path`` (default ``results_dir/report.html``)
+    atomically and return its path; ``progress(section_id)`` is called before each section."""
+    return build_report_summary(results_dir, out_path, progress).path
+
+
+def build_report_summary(
+    results_dir: Path,
+    out_path: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ReportSummary:
+    """``build_report``, returning what was built."""
+    results = read_results(results_dir)
+    out = Path(out_path) if out_path is not None else Path(results_dir) / "report.html"
+    if out.is_dir():
+        raise InputError(f"{out}: is a directory; give a file name such as report.html")
+    sections, problems = draw_sections(results, progress)
+    html = render_html(results, sections)
+    with atomic_file(out) as partial:
+        partial.write_text(html, encoding="utf-8")
+    return ReportSummary(
+        path=out,
+        size_bytes=out.stat().st_size,
+        figures=sum(len(section.figures) for section in sections),
+        missing={s.id: [m.text for m in s.missing] for s in sections if s.missing},
+        problems=problems,
+    )

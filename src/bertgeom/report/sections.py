@@ -1,0 +1,359 @@
+"""The report's first sections (what was analysed, the classifier, and the local measures of
+DESIGN 3.2-3.3): each a function ``Results -> Section`` that reads only what it needs and says
+in one line what is missing when its data is not in the results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from bertgeom.genomics.mutations import SYNTHETIC_ONLY_CLASSES
+from bertgeom.report import figures
+from bertgeom.report.common import (
+    MAX_CLASS_PANELS,
+    analysed_classes,
+    evenly,
+    has_metric,
+    metric_tables,
+)
+from bertgeom.report.content import Cards, Figure, Missing, Paragraph, Section, Table
+from bertgeom.results.store import Results
+
+GATES = tuple(name for name in figures.GATE_COLORS if name != "mixed")
+MODEL_KEYS = (
+    *("path", "name_or_path", "model_type", "architectures", "loaded_as", "n_layers"),
+    *("n_heads", "hidden_size", "head_size", "max_tokens", "vocab_size", "parameters"),
+    *("classes", "attention_implementation"),
+)
+"""Manifest model entries shown, in this order."""
+WEIGHT_FIGURES: tuple[tuple[tuple[str, ...], str, str, tuple[float, float] | None, str], ...] = (
+    (
+        ("symmetry_score", "directionality_score"),
+        "score",
+        "coolwarm",
+        (-1.0, 1.0),
+        "Saponati et al.'s scores of each head's W_q^T W_k: symmetry near 1 means a symmetric "
+        "bilinear form (typical of encoders); directionality below 0 means column-dominant (a "
+        "few key directions select for every query).",
+    ),
+    (
+        ("asymmetry", "query_key_overlap"),
+        "value",
+        "viridis",
+        None,
+        "Asymmetry ||M - Mᵀ|| / ||M|| of each head's bilinear form and the overlap of its own "
+        "query and key subspaces (1 = a head reads queries and keys alike).",
+    ),
+)
+"""Figures of the weight measures of DESIGN 3.3: metrics (``subspace.<name>``), colour-bar
+label, colour map, limits (None: the data's range) and caption."""
+DATA_KEYS = (
+    *("source", "path", "split", "labels", "read", "analysed", "skipped", "truncated"),
+    *("unlabelled", "max_length", "longest_input_tokens"),
+)
+
+
+def overview(results: Results) -> Section:
+    """What was analysed: model, data, classes, parameters, versions and timings."""
+    section = Section("overview", "What was analysed")
+    manifest = results.manifest
+    model = manifest.get("model", {})
+    data = manifest.get("data", {})
+    name = model.get("name_or_path") or model.get("path") or "a model"
+    shape = ", ".join(
+        f"{model[key]} {label}"
+        for key, label in (("n_layers", "layers"), ("n_heads", "heads"), ("hidden_size", "hidden"))
+        if key in model
+    )
+    section.blocks.append(
+        Paragraph(
+            f"{name} ({model.get('model_type', 'unknown type')}; {shape}) analysed on "
+            f"{data.get('analysed', '?')} inputs from {data.get('source', '?')} "
+            f"{data.get('path', '')}, results in {results.path}."
+        )
+    )
+    cards = [
+        ("Model", Table.from_pairs([(k, model[k]) for k in MODEL_KEYS if k in model])),
+        ("Data", Table.from_pairs([(k, data[k]) for k in DATA_KEYS if k in data])),
+    ]
+    counts = data.get("classes") or {}
+    if counts:
+        frame = pd.DataFrame({"class": list(counts), "inputs": list(counts.values())})
+        cards.append(("Classes", Table.from_frame(frame)))
+    section.blocks.append(Cards(cards))
+    cards = [
+        (title, Table.from_pairs(_flatten(manifest[key])))
+        for key, title in (
+            ("parameters", "Parameters"),
+            ("versions", "Versions"),
+            ("timings", "Timings (seconds unless named)"),
+        )
+        if manifest.get(key)
+    ]
+    if cards:
+        section.blocks.append(Cards(cards))
+    return section
+
+
+def _flatten(values: dict[str, object]) -> list[tuple[str, object]]:
+    """Key/value pairs, nested dictionaries spelled ``outer: inner`` after the plain values."""
+    pairs = [(key, value) for key, value in values.items() if not isinstance(value, dict)]
+    pairs += [
+        (f"{key}: {inner}", item)
+        for key, value in values.items()
+        if isinstance(value, dict)
+        for inner, item in value.items()
+    ]
+    return pairs
+
+
+def classifier(results: Results) -> Section:
+    """Accuracy, macro-F1, per-class metrics and the confusion matrix of a classifier."""
+    section = Section("classifier", "The classifier")
+    predictions = results.predictions
+    if predictions is None:
+        section.blocks.append(
+            Missing(
+                "No predictions.parquet: the model has no sequence-classification head "
+                "(analyse a bertgeom classifier to get this section)."
+            )
+        )
+        return section
+    model_classes = list(results.manifest.get("model", {}).get("classes") or [])
+    model_classes = model_classes or sorted(predictions["predicted_class"].dropna().unique())
+    labelled = predictions[predictions["class"].isin(model_classes)]
+    if labelled.empty:
+        section.blocks.append(
+            Missing(
+                "No input has a label among the model's classes: give labels (--labels, or a "
+                "dataset) to measure accuracy."
+            )
+        )
+        return section
+    truth = labelled["class"].astype(str)
+    predicted = labelled["predicted_class"].astype(str)
+    seen = set(truth) | set(predicted)
+    classes = [name for name in model_classes if name in seen]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=classes, zero_division=0
+    )
+    present = [name in set(truth) for name in classes]
+    accuracy = float((truth == predicted).mean())
+    macro_f1 = float(np.mean(f1[present]))
+    section.blocks.append(
+        Paragraph(
+            f"{len(labelled)} labelled inputs (of {len(predictions)}): accuracy "
+            f"{accuracy:.4f}, macro-F1 {macro_f1:.4f} (over the {sum(present)} classes present)."
+        )
+    )
+    frame = pd.DataFrame(
+        {"class": classes, "precision": precision, "recall": recall, "F1": f1, "support": support}
+    )
+    synthetic = sorted(SYNTHETIC_ONLY_CLASSES & set(truth))
+    note = ""
+    if synthetic:
+        verb = "are synthetic-only classes" if len(synthetic) > 1 else "is a synthetic-only class"
+        note = (
+            f" {' and '.join(synthetic)} {verb}: every such input was drawn by the generator, "
+            "none is a real genome."
+        )
+    section.blocks.append(
+        Table.from_frame(frame, "Per-class precision, recall, F1 and support." + note)
+    )
+    counts = confusion_matrix(truth, predicted, labels=classes)
+    section.blocks.append(
+        Figure(
+            figures.confusion(counts, classes),
+            "Confusion matrix: rows are the true class, columns the predicted one; cells give "
+            "counts, shaded by the share of the true class (a dark diagonal is good)." + note,
+            "confusion matrix",
+        )
+    )
+    return section
+
+
+def gates(results: Results) -> Section:
+    """The gate map overall and per class, per-class differences, and the gate score means."""
+    section = Section("gates", "Gates: what each head does (DESIGN 3.2)")
+    overall = results.gate_map("all")
+    if overall.empty:
+        section.blocks.append(
+            Missing("No gate shares in heads.parquet (gate.<g>.share): rerun bertgeom analyze.")
+        )
+        return section
+    classes = [c for c in analysed_classes(results) if has_metric(results, "gate.mixed.share", c)]
+    shown = classes[:MAX_CLASS_PANELS]
+    maps = [("all inputs", overall)] + [(name, results.gate_map(name)) for name in shown]
+    more = (
+        f" ({len(classes) - len(shown)} more classes not drawn)"
+        if len(shown) < len(classes)
+        else ""
+    )
+    section.blocks.append(
+        Figure(
+            figures.gate_maps(maps, overall),
+            "Each cell is a head (rows layers, columns heads), coloured by its most frequent "
+            "dominant gate over the inputs; in the per-class panels, hatched cells are heads "
+            f"whose dominant gate differs from the overall map{more}.",
+            "gate maps",
+        )
+    )
+    if classes:
+        difference, which = _largest_share_difference(results, classes)
+        section.blocks.append(
+            Figure(
+                figures.heatmaps([("largest per-class difference", difference)], "share"),
+                "For each head, the largest difference between a class's share of inputs in a "
+                "gate and the overall share (over gates and classes): bright heads change "
+                "behaviour with the class. " + _top_heads_sentence(difference, which),
+                "largest per-class gate share difference",
+            )
+        )
+    score_tables = metric_tables(results, {f"gate.{gate}.score_mean": gate for gate in GATES})
+    if score_tables:
+        section.blocks.append(
+            Figure(
+                figures.heatmaps(score_tables, "mean score", limits=(0.0, 1.0)),
+                "Mean of each gate's score over all inputs, one panel per gate (layer x head): "
+                "the full score vector behind the dominant gate, 1 = the pattern is pure.",
+                "gate score means",
+            )
+        )
+    section.blocks.append(_gate_counts(maps))
+    return section
+
+
+def _largest_share_difference(
+    results: Results, classes: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    heads = results.heads
+    shares = heads[heads["metric"].str.startswith("gate.") & heads["metric"].str.endswith(".share")]
+    shares = shares[shares["head"] >= 0]
+    table = shares.pivot_table(
+        index=["layer", "head", "metric"], columns="class", values="value", aggfunc="first"
+    )
+    differences = table[classes].sub(table["all"], axis=0).abs()
+    per_class = differences.groupby(level=["layer", "head"]).max()
+    largest = per_class.max(axis=1)
+    which = per_class.idxmax(axis=1)
+    return largest.unstack("head"), which.unstack("head")
+
+
+def _top_heads_sentence(difference: pd.DataFrame, which: pd.DataFrame) -> str:
+    values = difference.to_numpy(float)
+    order = np.argsort(np.nan_to_num(values, nan=-1.0), axis=None)[::-1][:3]
+    parts = []
+    for row, column in zip(*np.unravel_index(order, values.shape), strict=True):
+        if np.isfinite(values[row, column]):
+            layer, head = difference.index[row], difference.columns[column]
+            label = which.to_numpy()[row, column]
+            parts.append(f"layer {layer} head {head} ({label}, {values[row, column]:.2f})")
+    if not parts:
+        return ""
+    return "Largest: " + "; ".join(parts) + "."
+
+
+def _gate_counts(maps: list[tuple[str, pd.DataFrame]]) -> Table:
+    names = list(figures.GATE_COLORS)
+    frame = pd.DataFrame(
+        {title: [int((table == name).sum().sum()) for name in names] for title, table in maps},
+        index=names,
+    )
+    frame = frame[frame.sum(axis=1) > 0].reset_index(names="dominant gate")
+    return Table.from_frame(frame, "Number of heads dominated by each gate, overall and per class.")
+
+
+def attention_maps(results: Results) -> Section:
+    """One example class-mean attention map for each gate that is dominant on some head."""
+    section = Section("attention-maps", "Attention maps: one example per gate")
+    entry = results.array_index.get("class_mean_maps")
+    if entry is None or "class_mean_maps" not in results.arrays:
+        section.blocks.append(
+            Missing("No class-mean maps (arrays/class_mean_maps.npy): rerun bertgeom analyze.")
+        )
+        return section
+    stored = [(int(layer), int(head)) for layer, head in entry["labels"]["pair"]]
+    overall = results.gate_map("all")
+    dominant = [gate for gate in GATES if (overall == gate).any().any()]
+    if not dominant:
+        section.blocks.append(
+            Missing("No head has a dominant gate other than mixed: there is no example to show.")
+        )
+        return section
+    threshold = results.manifest.get("parameters", {}).get("high_attention_threshold")
+    maps = []
+    for gate in dominant:
+        shares = results.metric(f"gate.{gate}.share")
+        candidates = [(_cell(shares, *pair), *pair) for pair in stored if _has(shares, *pair)]
+        if not candidates:
+            continue
+        share, layer, head = max(candidates)
+        title = f"{gate}: layer {layer} head {head} ({share:.0%} of inputs)"
+        maps.append((title, results.class_mean_map("all", layer, head)))
+    if not maps:
+        section.blocks.append(
+            Missing("No stored class-mean map belongs to a head with a dominant gate (--heads).")
+        )
+        return section
+    above = f"; cyan contours enclose attention above {threshold}" if threshold else ""
+    section.blocks.append(
+        Figure(
+            figures.attention_maps(maps, threshold),
+            "For each gate that dominates some head, the mean attention map over all inputs of "
+            "the stored head with the largest share of that gate: rows are queries, columns keys"
+            f"{above}.",
+            "example attention maps",
+        )
+    )
+    return section
+
+
+def _cell(table: pd.DataFrame, layer: int, head: int) -> float:
+    return float(np.asarray(table.loc[layer, head], dtype=float))
+
+
+def _has(table: pd.DataFrame, layer: int, head: int) -> bool:
+    present = layer in table.index and head in table.columns
+    return present and bool(np.isfinite(_cell(table, layer, head)))
+
+
+def subspace(results: Results) -> Section:
+    """Overlaps between the heads' subspaces, and the weight measures of each head (DESIGN 3.3)."""
+    section = Section("subspace", "Subspaces: what each head reads (DESIGN 3.3)")
+    kinds = [
+        name.removeprefix("overlap_") for name in results.arrays if name.startswith("overlap_")
+    ]
+    chance = results.metric("subspace.layer.overlap_chance")
+    chance_text = (
+        f" Chance level (random subspaces) is {float(chance.to_numpy(float)[0, 0]):.3g}."
+        if not chance.empty
+        else ""
+    )
+    for kind in kinds:
+        overlaps = np.asarray(results.arrays[f"overlap_{kind}"], dtype=float)
+        layers = evenly(list(range(overlaps.shape[0])), 12)
+        panels = [(f"layer {layer}", pd.DataFrame(overlaps[layer])) for layer in layers]
+        section.blocks.append(
+            Figure(
+                figures.heatmaps(
+                    panels, "overlap", "magma", (0.0, 1.0), axis_names=("head", "head")
+                ),
+                f"Overlap of the {kind.replace('_', '-')} subspaces between the heads of each "
+                "layer (mean cos² of the principal angles): 1 = the same subspace, near the "
+                f"chance level = unrelated.{chance_text}",
+                f"{kind} overlaps",
+            )
+        )
+    if not kinds:
+        section.blocks.append(Missing("No overlap arrays (arrays/overlap_<kind>.npy)."))
+    drawn = 0
+    for names, label, cmap, limits, caption in WEIGHT_FIGURES:
+        tables = metric_tables(results, {f"subspace.{name}": name for name in names})
+        if tables:
+            image = figures.heatmaps(tables, label, cmap, limits)
+            section.blocks.append(Figure(image, caption, " and ".join(names)))
+            drawn += 1
+    if not drawn:
+        section.blocks.append(Missing("No subspace.* weight measures in heads.parquet."))
+    return section

@@ -1,0 +1,65 @@
+"""``bertgeom report`` end to end on a real analysis, and its one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bertgeom.cli.main import app
+from bertgeom.report.build import SECTION_IDS
+from bertgeom.report.tests.analysed import analyse_tiny_classifier
+
+runner = CliRunner()
+
+
+def run(*arguments: str | Path) -> tuple[int, str]:
+    result = runner.invoke(app, ["report", *(str(a) for a in arguments)])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return analyse_tiny_classifier(tmp_path_factory.mktemp("analysed"))
+
+
+def test_report_of_an_analysis(results: Path, tmp_path: Path) -> None:
+    code, output = run(results)
+    assert code == 0, output
+    default = results / "report.html"
+    assert default.is_file() and f"-> {default}" in output and "figures" in output
+    html = default.read_text()
+    assert all(f'<section id="{section}">' in html for section in SECTION_IDS)
+    out = tmp_path / "deep" / "r.html"
+    code, output = run(results, "--out", out)
+    assert code == 0 and out.read_text().count("<figure>") == html.count("<figure>")
+    assert "warning" not in output
+
+
+def test_errors_are_one_line_and_write_nothing(results: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("manifest.json", "heads.parquet"):
+        (broken / name).write_bytes((results / name).read_bytes())
+    (broken / "layers.parquet").write_text("not parquet")
+    bad_json = tmp_path / "bad-json"
+    bad_json.mkdir()
+    (bad_json / "manifest.json").write_text("{")
+    (bad_json / "heads.parquet").write_bytes((results / "heads.parquet").read_bytes())
+    cases = [
+        ([tmp_path / "absent"], "no such results directory"),
+        ([tmp_path / "file.txt"], "not a directory"),
+        ([tmp_path / "empty"], "not a results directory"),
+        ([broken], "cannot be read"),
+        ([bad_json], "cannot be read"),
+        ([results, "--out", tmp_path], "is a directory"),
+    ]
+    for arguments, message in cases:
+        code, output = run(*arguments)
+        assert code == 1, (arguments, output)
+        assert message in output and "Traceback" not in output, (arguments, output)
+        assert output.strip().count("\n") == 0, output
+    assert not list(tmp_path.rglob("*.html")) and not list(tmp_path.rglob(".*partial"))
