@@ -14,6 +14,7 @@ from bertgeom.genomics.fasta import write_fasta
 from bertgeom.genomics.mutations import CLASSES
 from bertgeom.genomics.reference import SPIKE_END, SPIKE_START, reference_genome
 from bertgeom.genomics.synthetic import synthesize_table
+from bertgeom.results.store import load_results
 
 runner = CliRunner()
 
@@ -176,4 +177,12 @@ def test_demo_writes_model_metrics_and_confusion_matrix(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"test_real", "test_synthetic", "outside", "training"} <= set(metrics)
     assert metrics["test_real"]["n"] > 50
+    analysis = load_results(out / "analysis")
+    assert (
+        analysis.manifest["data"]["analysed"]
+        == metrics["test_real"]["n"] + metrics["test_synthetic"]["n"]
+    )
+    assert analysis.layers is not None and analysis.mutations is not None
+    page = (out / "report.html").read_text()
+    assert 'id="gates"' in page and 'id="spike"' in page and "<figure" in page
     assert not list(out.glob(".*partial"))

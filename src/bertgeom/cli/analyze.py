@@ -11,6 +11,7 @@ from bertgeom.cli.common import console, progress_bar, user_errors
 from bertgeom.errors import InputError
 
 if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
+    from bertgeom.analysis import AnalysisOptions, InputSpec
     from bertgeom.capture.loading import LoadedModel
 
 
@@ -84,7 +85,7 @@ def analyze(
     with user_errors():
         import torch
 
-        from bertgeom.analysis import AnalysisOptions, InputSpec, analyze
+        from bertgeom.analysis import AnalysisOptions, InputSpec
 
         given = [(kind, path) for kind, path in (("text", text), ("fasta", fasta), ("data", data))]
         chosen = [(kind, path) for kind, path in given if path is not None]
@@ -95,39 +96,41 @@ def analyze(
         kind, path = chosen[0]
         assert path is not None
         spec = InputSpec(kind, path, labels=labels, split=split)  # type: ignore[arg-type]
-        with progress_bar() as bar:
-            task = bar.add_task("analysing", total=None)
-
-            def on_start(loaded: LoadedModel, expected: int | None) -> None:
-                bar.update(task, total=expected)
-
-            options = AnalysisOptions(
-                batch_size=batch_size,
-                max_length=max_length,
-                max_inputs=max_inputs,
-                include_padding=include_padding,
-                map_heads=heads,
-                map_length=map_length,
-                global_measures=global_measures,
-                overlap=overlap,
-                device=device,
-            )
-            summary = analyze(
-                model,
-                spec,
-                out,
-                options,
-                progress=lambda n: bar.advance(task, n),
-                on_start=on_start,
-            )
-        notes = []
-        if summary.skipped:
-            notes.append("skipped " + ", ".join(f"{n} {why}" for why, n in summary.skipped.items()))
-        if summary.truncated:
-            notes.append(f"{summary.truncated} truncated")
-        console.print(
-            f"{summary.inputs} inputs in {summary.seconds:.1f} s"
-            + (f" ({'; '.join(notes)})" if notes else "")
-            + f" -> {summary.out}",
-            highlight=False,
+        options = AnalysisOptions(
+            batch_size=batch_size,
+            max_length=max_length,
+            max_inputs=max_inputs,
+            include_padding=include_padding,
+            map_heads=heads,
+            map_length=map_length,
+            global_measures=global_measures,
+            overlap=overlap,
+            device=device,
         )
+        run_analysis(model, spec, out, options)
+
+
+def run_analysis(model: Path, spec: InputSpec, out: Path, options: AnalysisOptions) -> None:
+    """``analyze`` with a progress bar and a one-line summary (also used by ``demo``)."""
+    from bertgeom.analysis import analyze
+
+    with progress_bar() as bar:
+        task = bar.add_task("analysing", total=None)
+
+        def on_start(loaded: LoadedModel, expected: int | None) -> None:
+            bar.update(task, total=expected)
+
+        summary = analyze(
+            model, spec, out, options, progress=lambda n: bar.advance(task, n), on_start=on_start
+        )
+    notes = []
+    if summary.skipped:
+        notes.append("skipped " + ", ".join(f"{n} {why}" for why, n in summary.skipped.items()))
+    if summary.truncated:
+        notes.append(f"{summary.truncated} truncated")
+    console.print(
+        f"{summary.inputs} inputs in {summary.seconds:.1f} s"
+        + (f" ({'; '.join(notes)})" if notes else "")
+        + f" -> {summary.out}",
+        highlight=False,
+    )

@@ -140,31 +140,43 @@ def demo(
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
-    """Prepare the embedded data, train and evaluate (model/, metrics.json, confusion matrix)."""
+    """Prepare the embedded data, train, evaluate, analyse the model on the held-out data and
+    write the report (model/, metrics.json, confusion matrix, analysis/, report.html)."""
     with user_errors():
+        from bertgeom.analysis import AnalysisOptions, InputSpec
+        from bertgeom.cli.analyze import run_analysis
         from bertgeom.genomics.dataset import save_dataset
         from bertgeom.model.experiment import evaluate_classifier, write_evaluation
         from bertgeom.model.storage import load_classifier
         from bertgeom.model.train import TrainingOptions
+        from bertgeom.report.build import build_report
 
         started = time.perf_counter()
         console.print(
-            "[bold]1/3[/] preparing the embedded data (alignment, synthetic spikes, splits)"
+            "[bold]1/5[/] preparing the embedded data (alignment, synthetic spikes, splits)"
         )
         dataset, outside = _dataset(None, seed)
         save_dataset(dataset, outside, out / "data")
-        console.print(f"[bold]2/3[/] training the {preset} preset")
+        console.print(f"[bold]2/5[/] training the {preset} preset")
         report = _train(dataset, out / "model", TrainingOptions(preset, epochs, seed=seed))
-        console.print("[bold]3/3[/] evaluating on the held-out test split")
+        console.print("[bold]3/5[/] evaluating on the held-out test split")
         metrics = evaluate_classifier(load_classifier(out / "model"), dataset, outside)
         metrics["training"] = {
             "history": report.history,
             "best_epoch": report.best_epoch,
             "seconds": report.seconds,
         }
-        metrics["demo_seconds"] = time.perf_counter() - started
         write_evaluation(metrics, out, f"bertgeom demo ({preset})")
         _print_metrics(metrics, out)
+        console.print("[bold]4/5[/] analysing the model on the held-out test split")
+        test_split = InputSpec("data", out / "data", split="test")
+        run_analysis(out / "model", test_split, out / "analysis", AnalysisOptions())
+        console.print("[bold]5/5[/] writing the report")
+        with console.status("drawing the figures"):
+            page = build_report(out / "analysis", out / "report.html")
+        console.print(f"report: {page}", highlight=False)
+        seconds = time.perf_counter() - started
+        console.print(f"demo finished in {seconds:.0f} s", highlight=False)
 
 
 def _dataset(directory: Path | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
