@@ -111,6 +111,8 @@ def format_value(value: object, digits: int = 4) -> str:
     if isinstance(value, numbers.Real):
         number = float(value)
         return "-" if math.isnan(number) else f"{number:.{digits}g}"
+    if isinstance(value, dict | list | tuple) and not value:
+        return "-"
     if isinstance(value, dict):
         return ", ".join(f"{key}: {format_value(item, digits)}" for key, item in value.items())
     if isinstance(value, list | tuple):

@@ -149,6 +149,7 @@ def test_small_helpers() -> None:
     assert format_value(float("nan")) == "-"
     assert format_value({"a": 1, "b": [2, 3]}) == "a: 1, b: 2, 3"
     assert format_value(True) == "yes"
+    assert format_value({}) == format_value(None) == "-"
     assert figures.class_colors(["all", "x", "y"])["all"] == "#000000"
     assert Missing("x").kind == "missing"
 
