@@ -178,8 +178,10 @@ def gram_matrix(tokens: Tensor) -> FloatArray:
     m = centre.to(torch.float64)
     total = x.to(torch.float64).sum(dim=0)
     cross = torch.outer(m, total)
-    gram = product + cross + cross.T - x.shape[0] * torch.outer(m, m)
-    return gram.cpu().numpy().copy()
+    product += cross
+    product += cross.T
+    product -= x.shape[0] * torch.outer(m, m)
+    return product.cpu().numpy().copy()
 
 
 def covariance_from_sums(n: float, total: FloatArray, gram: FloatArray) -> FloatArray:
@@ -229,14 +231,23 @@ class _StreamState:
     histogram: npt.NDArray[np.int64]
     gram: FloatArray | None = field(default=None)
 
-    def __add__(self, other: _StreamState) -> _StreamState:
-        gram = None if self.gram is None or other.gram is None else self.gram + other.gram
-        return _StreamState(
-            self.tokens + other.tokens,
-            self.sums + other.sums,
-            self.histogram + other.histogram,
-            gram,
-        )
+    def copy(self, gram: bool = True) -> _StreamState:
+        """An independent copy (without the Gram matrix unless ``gram``)."""
+        sums = PowerSums(*(np.array(getattr(self.sums, f)) for f in _FIELDS))
+        kept = self.gram.copy() if gram and self.gram is not None else None
+        return _StreamState(self.tokens, sums, self.histogram.copy(), kept)
+
+    def add_(self, other: _StreamState) -> None:
+        """Add ``other`` in place (no new arrays: the accumulators' hot path)."""
+        self.tokens += other.tokens
+        for name in _FIELDS:
+            getattr(self.sums, name).__iadd__(getattr(other.sums, name))
+        self.histogram += other.histogram
+        if self.gram is not None:
+            if other.gram is None:
+                self.gram = None
+            else:
+                self.gram += other.gram
 
 
 class DistributionAccumulator:
@@ -308,10 +319,11 @@ class DistributionAccumulator:
             state = self._state_of(tokens)
             for key_label in {label, ALL_CLASSES}:
                 key = (layer, point, key_label)
-                kept = state
-                if key_label != ALL_CLASSES and not self.class_covariance:
-                    kept = replace(state, gram=None)
-                self.states_[key] = self.states_[key] + kept if key in self.states_ else kept
+                gram = key_label == ALL_CLASSES or self.class_covariance
+                if key in self.states_:
+                    self.states_[key].add_(state if gram else replace(state, gram=None))
+                else:  # a copy of its own: states are added to in place
+                    self.states_[key] = state.copy(gram)
 
     def _state_of(self, tokens: Tensor) -> _StreamState:
         gram = None
@@ -335,9 +347,12 @@ class DistributionAccumulator:
             self.include_padding,
             self.class_covariance,
         )
-        out.states_ = dict(self.states_)
+        out.states_ = {key: state.copy() for key, state in self.states_.items()}
         for key, state in other.states_.items():
-            out.states_[key] = out.states_[key] + state if key in out.states_ else state
+            if key in out.states_:
+                out.states_[key].add_(state)
+            else:
+                out.states_[key] = state.copy()
         return out
 
     def _coordinate_moments(self, state: _StreamState) -> tuple[Moments, npt.NDArray[np.bool_]]:

@@ -172,11 +172,10 @@ class SubspaceDataAccumulator:
     ) -> None:
         """Add precomputed per-input values, each ``(batch, head)``."""
         arrays = {name: v.detach().to(F64).cpu().numpy() for name, v in values.items()}
-        batch, n_heads = next(iter(arrays.values())).shape
+        batch = next(iter(arrays.values())).shape[0]
         for label, idx in class_groups(labels, batch):
-            for head in range(n_heads):
-                for name, array in arrays.items():
-                    self.moments_.add((layer, head, label, name), array[idx, head])
+            for name, array in arrays.items():  # element-wise over the heads
+                self.moments_.add((layer, label, name), array[idx])
 
     def merge(self, other: SubspaceDataAccumulator) -> SubspaceDataAccumulator:
         """A new accumulator with both inputs."""
@@ -193,11 +192,13 @@ class SubspaceDataAccumulator:
         """Long table: ``layer, head, class, metric, value``."""
         rows: list[tuple[object, ...]] = []
         counts: dict[tuple[object, ...], float] = {}
-        for (layer, head, label, name), stats in self.moments_.stats.items():
-            rows.append((layer, head, label, f"subspace.{name}", stats.value_mean))
-            rows.append((layer, head, label, f"subspace.{name}_std", stats.std))
-            if name == "query_energy_share":
-                counts[(layer, head, label)] = stats.count
+        for (layer, label, name), per_head in self.moments_.stats.items():
+            for head in range(np.asarray(per_head.count).shape[0]):
+                stats = per_head.at(head)
+                rows.append((layer, head, label, f"subspace.{name}", stats.value_mean))
+                rows.append((layer, head, label, f"subspace.{name}_std", stats.std))
+                if name == "query_energy_share":
+                    counts[(layer, head, label)] = float(stats.count)
         rows.extend((*key, "subspace.n_inputs", count) for key, count in counts.items())
         frame = pd.DataFrame(rows, columns=["layer", "head", "class", "metric", "value"])
         frame["value"] = frame["value"].astype(np.float64)

@@ -60,7 +60,7 @@ def test_same_direction_gives_n_and_antipodal_pairs_give_zero() -> None:
 
 def test_padding_is_ignored_and_can_be_included() -> None:
     torch.manual_seed(0)
-    hidden = torch.randn(3, 6, 4)
+    hidden = torch.randn(3, 6, 4, dtype=torch.float64)  # float64: exact, as the reference
     mask = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
     cone = cone_index_batch(hidden, mask)
     for b in range(3):
@@ -113,7 +113,7 @@ def test_property_invariant_to_positive_scaling_and_order(vectors: np.ndarray, r
 
 def test_head_outputs_against_per_head_loop() -> None:
     torch.manual_seed(1)
-    outputs = torch.randn(2, 3, 5, 4)
+    outputs = torch.randn(2, 3, 5, 4, dtype=torch.float64)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
     cone = head_output_cone_index(outputs, mask)
     assert cone.index.shape == (2, 3)
@@ -143,7 +143,7 @@ def _batches(seed: int) -> list[tuple[torch.Tensor, torch.Tensor, list[str]]]:
     generator = torch.Generator().manual_seed(seed)
     out = []
     for size in (3, 4, 2):
-        hidden = torch.randn(size, 6, 5, generator=generator) + 0.5
+        hidden = torch.randn(size, 6, 5, generator=generator, dtype=torch.float64) + 0.5
         lengths = torch.randint(2, 7, (size,), generator=generator)
         mask = (torch.arange(6)[None, :] < lengths[:, None]).long()
         labels = [
@@ -194,8 +194,8 @@ def test_cone_accumulator_split_merge_equals_one_pass_and_matches_direct() -> No
 def test_head_cone_accumulator_split_merge() -> None:
     torch.manual_seed(4)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]])
-    outputs = torch.randn(3, 2, 4, 3)
-    attentions = torch.randn(3, 2, 4, 4).softmax(-1)
+    outputs = torch.randn(3, 2, 4, 3, dtype=torch.float64)
+    attentions = torch.randn(3, 2, 4, 4, dtype=torch.float64).softmax(-1)
     labels = ["x", "y", "x"]
     whole, part_a, part_b = (HeadConeAccumulator() for _ in range(3))
     for acc, sl in ((whole, slice(0, 3)), (part_a, slice(0, 1)), (part_b, slice(1, 3))):
@@ -238,3 +238,12 @@ def test_inputs_without_vectors_are_left_out() -> None:
 def test_labels_must_match_batch() -> None:
     with pytest.raises(ValueError, match="labels"):
         ConeAccumulator().update(0, "layer_input", torch.randn(2, 3, 4), None, ["a"])
+
+
+def test_float32_vectors_are_summed_in_float32_to_about_1e_7() -> None:
+    generator = torch.Generator().manual_seed(6)
+    hidden = torch.randn(4, 50, 32, generator=generator) + 1.0
+    mask = torch.ones(4, 50, dtype=torch.long)
+    fast = cone_index_batch(hidden, mask).index
+    exact = cone_index_batch(hidden.double(), mask).index
+    np.testing.assert_allclose(fast.numpy(), exact.numpy(), rtol=1e-6)
