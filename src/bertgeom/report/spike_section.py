@@ -3,12 +3,10 @@ class, and whether it attends to the mutations that define each variant."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
-from bertgeom.genomics.reference import SPIKE_DOMAINS
+from bertgeom.genomics.reference import SPIKE_DOMAIN_SLUGS, SPIKE_DOMAINS
 from bertgeom.report import figures
 from bertgeom.report.common import MAX_CLASS_PANELS, ordered_classes
 from bertgeom.report.content import Figure, Missing, Section, Table
@@ -33,9 +31,18 @@ MAX_PROFILE_ROWS = 144
 """Heads drawn in the spike heatmap at most (all of BERT-base's)."""
 
 
-def domain_slug(name: str) -> str:
-    """The metric name of a spike domain: ``SD1/SD2`` -> ``SD1_SD2``, ``S2' / FP`` -> ``S2_FP``."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+def log2(table: pd.DataFrame) -> pd.DataFrame:
+    """log2 of a table of ratios (NaN where a ratio is not positive)."""
+    positive = table.where(table > 0)
+    return pd.DataFrame(np.log2(positive.to_numpy(float)), positive.index, positive.columns)
+
+
+def symmetric_limits(panels: list[tuple[str, pd.DataFrame]]) -> tuple[float, float]:
+    """Colour limits centred on 0 (a ratio of 1) that cover every finite value."""
+    values = np.concatenate([t.to_numpy(float).ravel() for _, t in panels])
+    finite = np.abs(values[np.isfinite(values)])
+    bound = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    return -bound, bound
 
 
 def _head_label(layer: int, head: int) -> str:
@@ -66,7 +73,7 @@ def spike(results: Results) -> Section:
 
 
 def _domain_enrichment(results: Results, rows: pd.DataFrame, section: Section) -> None:
-    slugs = {domain_slug(name): name for name, _, _ in SPIKE_DOMAINS}
+    slugs = {SPIKE_DOMAIN_SLUGS[name]: name for name, _, _ in SPIKE_DOMAINS}
     pattern = r"^spike\.domain\.(.+)\.enrichment$"
     domain_rows = rows[rows["metric"].str.match(pattern)]
     if domain_rows.empty:
@@ -83,12 +90,13 @@ def _domain_enrichment(results: Results, rows: pd.DataFrame, section: Section) -
         ).reindex(columns=order)
         table.index = [_head_label(layer, head) for layer, head in table.index]
         panels.append((label, table))
+    logged = [(label, log2(table)) for label, table in panels]
     section.blocks.append(
         Figure(
-            figures.matrices(panels, "enrichment"),
-            "Enrichment of each head's attention on each spike domain (rows layer.head, columns "
-            "domains, one panel per class): above 1, the head attends to the domain more than "
-            "its share of the tokens.",
+            figures.matrices(logged, "log2 enrichment", "RdBu_r", symmetric_limits(logged)),
+            "Enrichment of each head's attention on each spike domain, log2 (rows layer.head, "
+            "columns domains, one panel per class): red, the head attends to the domain more "
+            "than its share of the tokens (+1 = twice); blue, less; white, as much.",
             "domain enrichment",
         )
     )
@@ -105,12 +113,16 @@ def _mutation_enrichment(results: Results, rows: pd.DataFrame, section: Section)
     classes = ordered_classes(results, list(table.columns))
     table = table.reindex(columns=classes)
     table.index = [_head_label(layer, head) for layer, head in table.index]
+    logged = log2(table)
     section.blocks.append(
         Figure(
-            figures.matrix(table, "enrichment"),
-            "Attention on the tokens that carry a class's defining mutations, over a "
-            "position-matched background, per head (rows layer.head) and class: above 1, the "
-            "head looks at the mutations.",
+            figures.matrix(
+                logged, "log2 enrichment", cmap="RdBu_r", limits=symmetric_limits([("", logged)])
+            ),
+            "Attention on the tokens that carry a class's defining mutations over a "
+            "position-matched background (the same positions in inputs without the mutation), "
+            "log2, per head (rows layer.head) and class: red, the head looks at the mutations "
+            "(+10 = a thousand times the background); blank, a class without defining mutations.",
             "mutation enrichment",
         )
     )

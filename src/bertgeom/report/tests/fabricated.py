@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bertgeom.genomics.reference import SPIKE_DOMAINS
+from bertgeom.genomics.reference import SPIKE_DOMAIN_SLUGS, SPIKE_DOMAINS
 from bertgeom.measures.gates import DOMINANT_NAMES, GATE_NAMES
 from bertgeom.report.common import POINTS
-from bertgeom.report.spike_section import domain_slug
 from bertgeom.results.store import HEAD_COLUMNS, LAYER_COLUMNS, ResultsWriter, tidy
 
 CLASSES = ("Alpha", "Delta", "Lambda")
@@ -78,7 +77,7 @@ def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _heads(rng: np.random.Generator, layers: int, heads: int, labels: list[str]) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
-    slugs = [domain_slug(name) for name, _, _ in SPIKE_DOMAINS] + ["other"]
+    slugs = [SPIKE_DOMAIN_SLUGS[name] for name, _, _ in SPIKE_DOMAINS] + ["other"]
     for layer in range(layers):
         records.append(_row(layer, -1, "all", "subspace.layer.overlap_chance", 0.25))
         for head in range(heads):

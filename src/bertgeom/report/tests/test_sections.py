@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertgeom.genomics.reference import SPIKE_DOMAINS
+from bertgeom.genomics.reference import SPIKE_DOMAIN_SLUGS, SPIKE_DOMAINS
 from bertgeom.report import figures
 from bertgeom.report.build import SECTION_IDS, build_report_summary, draw_sections
 from bertgeom.report.common import evenly
 from bertgeom.report.content import Figure, Missing, Table, format_value
-from bertgeom.report.spike_section import domain_slug
 from bertgeom.report.tests.analysed import analyse_tiny_classifier
 from bertgeom.report.tests.fabricated import write_fabricated_results
 from bertgeom.results.store import Results, load_results
@@ -129,7 +128,7 @@ def test_a_bert_base_sized_report_stays_small(tmp_path: Path) -> None:
 
 
 def test_domain_slugs_are_the_metric_names() -> None:
-    assert [domain_slug(name) for name, _, _ in SPIKE_DOMAINS] == [
+    assert [SPIKE_DOMAIN_SLUGS[name] for name, _, _ in SPIKE_DOMAINS] == [
         "signal_peptide",
         "NTD",
         "RBD",
