@@ -1,0 +1,111 @@
+"""The numbers behind docs/findings.md, read from a results directory (the demo's by default).
+
+    .venv/bin/python benchmarks/findings.py demo-output/analysis
+
+Prints, as Markdown tables: the cone index (I / n) and mean cosine of the token stream at each
+layer and measuring point; the [CLS] separability per layer; the dominant gate of every head,
+overall and per class; and for the classifier the heads' enrichment on defining mutations and
+spike domains, with the most enriched mutations.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from bertgeom.results.store import Results, load_results
+
+
+def _layers(results: Results, metrics: list[str], point: str, label: str = "all") -> pd.DataFrame:
+    layers = results.layers
+    assert layers is not None, "run analyze with the global measures"
+    rows = layers[
+        (layers["point"] == point) & (layers["class"] == label) & layers["metric"].isin(metrics)
+    ]
+    return rows.pivot(index="layer", columns="metric", values="value")[metrics]
+
+
+def stream(results: Results) -> pd.DataFrame:
+    """I / n and mean cosine of each input's tokens, all classes, per layer and point."""
+    frames = []
+    for point in ("layer_input", "multihead_output", "layer_output"):
+        table = _layers(results, ["cone.normalized_mean", "cone.mean_cosine"], point)
+        frames.append(table.add_prefix(f"{point}: "))
+    return pd.concat(frames, axis=1).sort_index()
+
+
+def cls_cone(results: Results) -> pd.DataFrame:
+    """Cone index I / n of the [CLS] vectors of each class, per layer."""
+    layers = results.layers
+    assert layers is not None
+    rows = layers[(layers["metric"] == "cls.cone.normalized")]
+    return rows.pivot(index="layer", columns="class", values="value")
+
+
+def separability(results: Results) -> pd.DataFrame:
+    metrics = ["cls.silhouette", "cls.fisher_ratio", "cls.probe_accuracy", "cls.n_points"]
+    return _layers(results, metrics, "layer_output")
+
+
+def gates(results: Results) -> pd.DataFrame:
+    """Dominant gate and its share for every head, overall and per class."""
+    heads = results.heads
+    rows = heads[heads["metric"].str.match(r"^gate\.[a-z]+\.share$")]
+    rows = rows.assign(gate=rows["metric"].str.split(".").str[1])
+    top = rows.loc[rows.groupby(["layer", "head", "class"])["value"].idxmax()]
+    top = top.assign(cell=top["gate"] + " " + top["value"].map("{:.2f}".format))
+    return top.pivot(index=["layer", "head"], columns="class", values="cell")
+
+
+def mutation_enrichment(results: Results) -> pd.DataFrame:
+    heads = results.heads
+    rows = heads[heads["metric"] == "spike.mutations.enrichment"]
+    return rows.pivot(index=["layer", "head"], columns="class", values="value")
+
+
+def domain_enrichment(results: Results) -> pd.DataFrame:
+    heads = results.heads
+    rows = heads[
+        heads["metric"].str.match(r"^spike\.domain\..+\.enrichment$") & (heads["class"] == "all")
+    ]
+    rows = rows.assign(domain=rows["metric"].str.split(".").str[2])
+    return rows.pivot(index=["layer", "head"], columns="domain", values="value")
+
+
+def top_mutations(results: Results, count: int = 12) -> pd.DataFrame:
+    table = results.mutations
+    assert table is not None
+    columns = ["layer", "head", "class", "mutation", "aa_effect", "received", "background"]
+    columns += ["enrichment", "n_carrying", "n_background"]
+    return table.sort_values("enrichment", ascending=False).head(count)[columns]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", type=Path, nargs="?", default=Path("demo-output/analysis"))
+    arguments = parser.parse_args()
+    results = load_results(arguments.results)
+    data = results.manifest["data"]
+    print(f"{data['analysed']} inputs; classes {data['classes']}\n")
+    sections = [
+        ("Cone index of the token stream (all inputs)", stream(results)),
+        ("Cone index I / n of the [CLS] vectors per class", cls_cone(results)),
+        ("[CLS] separability", separability(results)),
+        ("Dominant gate per head", gates(results)),
+    ]
+    if results.mutations is not None:
+        sections += [
+            ("Enrichment on defining mutations per head and class", mutation_enrichment(results)),
+            ("Enrichment on spike domains per head (all inputs)", domain_enrichment(results)),
+            ("Most enriched (head, class, mutation)", top_mutations(results)),
+        ]
+    for title, table in sections:
+        print(f"### {title}\n")
+        print(table.to_markdown(floatfmt=".3g"))
+        print()
+
+
+if __name__ == "__main__":
+    main()
