@@ -129,7 +129,7 @@ def test_analyze_global_measures_write_layers(
     results = load_results(tmp_path / "r")
     assert results.layers is not None
     assert list(results.layers.columns) == ["layer", "point", "class", "metric", "value"]
-    points = {"layer_input", "head_output", "multihead_output", "layer_output"}
+    points = {"layer_input", "multihead_output", "layer_output"}
     assert set(results.layers["point"]) == points
     layers = results.layers.set_index(["layer", "point", "class", "metric"])["value"]
     # The embedding output is layer -1; each layer's input is the previous layer's output.
@@ -149,6 +149,7 @@ def test_analyze_global_measures_write_layers(
     assert {"dist.skewness", "dist.excess_kurtosis", "dist.normaltest_k2"} <= metrics
     head_metrics = set(results.heads["metric"])
     assert {"cone.head_output.index_mean", "cone.attention_rows.index_mean"} <= head_metrics
+    assert {"dist.head_output.effective_rank", "dist.head_output.excess_kurtosis"} <= head_metrics
     assert results.histograms is not None and results.pca is not None
     assert set(results.histograms["kind"]) == {"values", "cone_normalized"}
     assert set(results.pca["layer"]) == set(range(-1, LAYERS))

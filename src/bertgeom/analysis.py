@@ -42,6 +42,7 @@ from bertgeom.capture.measurements import (
 from bertgeom.capture.stream_measurements import (
     ClsSeparabilityMeasurement,
     DistributionMeasurement,
+    HeadDistributionMeasurement,
 )
 from bertgeom.errors import InputError
 from bertgeom.measures.gates import (
@@ -333,6 +334,7 @@ def _measurements(
         measurements["distribution"] = DistributionMeasurement(
             padding, class_covariance=_class_covariance_fits(loaded, len(classes))
         )
+        measurements["head_distribution"] = HeadDistributionMeasurement(padding)
         if classes:
             measurements["cls_separability"] = ClsSeparabilityMeasurement()
     if source.spike_layouts:

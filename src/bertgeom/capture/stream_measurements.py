@@ -2,11 +2,12 @@
 
 - :class:`DistributionMeasurement`: moments, normality test, histograms, outlier dimensions and
   effective rank of the hidden coordinates at each measuring point (``DistributionAccumulator``);
+- :class:`HeadDistributionMeasurement`: the same statistics of each head's output ``Z_h``;
 - :class:`ClsSeparabilityMeasurement`: how separable the classes are in the ``[CLS]`` vectors
   of every layer, and their 2-D PCA (``ClsSeparabilityAccumulator``).
 
 Both read the stream at the points of ``capture.stream_points`` (the embedding output is layer
--1); the distribution also at ``head_output``, the heads' outputs side by side.
+-1); :class:`HeadDistributionMeasurement` reads each head's output.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from bertgeom.capture.hooks import CapturedLayer
 from bertgeom.capture.inputs import UNLABELLED
 from bertgeom.capture.stream_points import stream_points, with_layer_inputs
 from bertgeom.measures.distribution import DistributionAccumulator
+from bertgeom.measures.head_distribution import HeadDistributionAccumulator
 from bertgeom.measures.histograms import histogram_frame
 from bertgeom.measures.separability import ClsSeparabilityAccumulator
 
@@ -26,9 +28,9 @@ PCA_COLUMNS = ["layer", "class", "pc1", "pc2"]
 
 class DistributionMeasurement:
     """The distribution of the hidden coordinates per (layer, point, class); ``point`` is one of
-    ``layer_input``, ``head_output`` (the heads' outputs ``Z_h`` concatenated, before ``W_O``),
-    ``multihead_output``, ``layer_output``. ``class_covariance=False`` keeps the covariance
-    (for the effective rank) of ``all`` only, as it costs d^2 floats per key."""
+    ``layer_input``, ``multihead_output``, ``layer_output`` (each head's output is measured
+    apart: :class:`HeadDistributionMeasurement`). ``class_covariance=False`` keeps the
+    covariance (for the effective rank) of ``all`` only, as it costs d^2 floats per key."""
 
     table = "layers"
 
@@ -48,9 +50,6 @@ class DistributionMeasurement:
         mask, labels = context.attention_mask, context.labels
         for layer, point, hidden in stream_points(captured):
             self.accumulator.update(layer, point, hidden, mask, labels)
-        heads = captured.head_outputs  # (batch, head, seq, dk) -> (batch, seq, head * dk)
-        side_by_side = heads.transpose(1, 2).reshape(heads.shape[0], heads.shape[2], -1)
-        self.accumulator.update(captured.layer, "head_output", side_by_side, mask, labels)
 
     def merge(self, other: DistributionMeasurement) -> DistributionMeasurement:
         merged = DistributionMeasurement.__new__(DistributionMeasurement)
@@ -73,6 +72,30 @@ class DistributionMeasurement:
             return pd.DataFrame(columns=["layer", "point", "class", "coordinate"])
         rows = table[table["is_outlier"] & (table["class"] == "all")]
         return rows[["layer", "point", "class", "coordinate"]].reset_index(drop=True)
+
+
+class HeadDistributionMeasurement:
+    """The distribution of each head's output ``Z_h = A V_h`` (DESIGN 3.1's head-output point,
+    before concatenation) per (layer, head, class): ``dist.head_output.*`` in the ``heads``
+    table."""
+
+    table = "heads"
+
+    def __init__(self, include_padding: bool = False, per_class: bool = True) -> None:
+        self.accumulator = HeadDistributionAccumulator(per_class, include_padding)
+
+    def update(self, captured: CapturedLayer, context: BatchContext) -> None:
+        self.accumulator.update(
+            captured.layer, captured.head_outputs, context.attention_mask, context.labels
+        )
+
+    def merge(self, other: HeadDistributionMeasurement) -> HeadDistributionMeasurement:
+        merged = HeadDistributionMeasurement.__new__(HeadDistributionMeasurement)
+        merged.accumulator = self.accumulator.merge(other.accumulator)
+        return merged
+
+    def result(self) -> pd.DataFrame:
+        return self.accumulator.result()
 
 
 class ClsSeparabilityMeasurement:

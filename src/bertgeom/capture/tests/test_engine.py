@@ -28,6 +28,7 @@ from bertgeom.capture.projected_subspace import ProjectionBases, projected_subsp
 from bertgeom.capture.stream_measurements import (
     ClsSeparabilityMeasurement,
     DistributionMeasurement,
+    HeadDistributionMeasurement,
 )
 from bertgeom.capture.tests.tiny_models import ARCHITECTURES, HEADS, LAYERS, POSITIONS, sentences
 from bertgeom.measures.subspace_data import subspace_data_measures
@@ -60,6 +61,7 @@ def _measurements(loaded: LoadedModel, padding: bool = False) -> list[Measuremen
         HeadConeMeasurement(padding),
         ConeMeasurement(padding),
         DistributionMeasurement(padding),
+        HeadDistributionMeasurement(padding),
         ClsSeparabilityMeasurement(),
     ]
 
