@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, nargs=2, default=(100, 1000))
     parser.add_argument("--speed-inputs", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: fair on a shared machine)"
     )

@@ -88,7 +88,7 @@ class AnalysisOptions:
     (same results, see ``capture.engine``).
     """
 
-    batch_size: int = 16
+    batch_size: int = 32
     max_length: int | None = None
     max_inputs: int | None = None
     include_padding: bool = False

@@ -110,7 +110,8 @@ def projected_subspace_measures(
     five ``(batch, head)`` tensors, float64."""
     batch, seq, _ = hidden.shape
     valid = valid_tokens(attention_mask, batch, seq, include_padding)[:, None, :]
-    total = hidden.to(F64).square().sum(-1)[:, None, :]
+    # Squares in the stream's precision, summed in float64 (no float64 copy of the stream).
+    total = hidden.square().sum(-1, dtype=F64)[:, None, :]
     linear_q = _per_head(queries, bases.bias_q, n_heads)
     linear_k = _per_head(keys, bases.bias_k, n_heads)
     # ||Q^T x||^2 = u^T (R^{-1} R^{-T}) u. The per-token dk x dk products run in the

@@ -41,7 +41,7 @@ def analyze(
     max_inputs: Annotated[
         int | None, typer.Option("--max-inputs", help="Analyse at most this many inputs.")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Inputs per forward pass.")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Inputs per forward pass.")] = 32,
     max_length: Annotated[
         int | None,
         typer.Option("--max-length", help="Tokens per input (default: the model's maximum)."),

@@ -265,9 +265,14 @@ def _pair_similarity(block: Tensor, positions: Tensor | None, power: int) -> Ten
         query_diagonal = diagonal.gather(2, row_index)[..., None]  # B_ii
         query_norm = norm.gather(2, row_index)[..., None]
     dot = query_rows @ block.transpose(-1, -2)
-    dot += query_rows * (key_to_query - diagonal[:, :, None, :]) - query_diagonal * key_to_query
-    scale = query_norm * norm[:, :, None, :]
-    cosine = dot.div_(torch.where(scale > 0, scale, torch.inf)).clamp_(0.0, 1.0)
+    dot.addcmul_(query_rows, key_to_query - diagonal[:, :, None, :])
+    dot.addcmul_(query_diagonal.expand_as(key_to_query), key_to_query, value=-1.0)
+    # Divide by both norms through their inverses (0 for a zero norm: cosine 0), in place.
+    inverse = torch.where(norm > 0, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), 0.0)
+    query_inverse = torch.where(
+        query_norm > 0, 1.0 / query_norm.clamp_min(torch.finfo(norm.dtype).tiny), 0.0
+    )
+    cosine = dot.mul_(query_inverse).mul_(inverse[:, :, None, :]).clamp_(0.0, 1.0)
     if power == 4:  # the default: two squarings are several times faster than pow
         return cosine.square_().square_()
     return cosine.pow_(power)
