@@ -162,6 +162,18 @@ def distribution(results: Results) -> Section:
         )
     else:
         section.blocks.append(Missing(f"No dist.* metrics in layers.parquet: {GLOBAL_HINT}."))
+    head_captions = {
+        "dist.head_output.effective_rank": "Per head (layer x head), the effective rank of the "
+        "covariance of its output vectors Z_h over all inputs, out of the head size: low, the "
+        "head writes into few directions.",
+        "dist.head_output.excess_kurtosis": "Per head (layer x head), the excess kurtosis of "
+        "the values of its output Z_h over all inputs: 0 for a Gaussian, large for heavy tails.",
+    }
+    for metric, caption in head_captions.items():
+        for title, table in metric_tables(results, {metric: metric.split(".")[-1]}):
+            section.blocks.append(
+                Figure(figures.heatmaps([(title, table)], "value"), caption, metric)
+            )
     histograms = results.histograms
     if histograms is None:
         section.blocks.append(Missing(f"No histograms.parquet: {GLOBAL_HINT}."))

@@ -103,6 +103,9 @@ def _heads(rng: np.random.Generator, layers: int, heads: int, labels: list[str])
                     records.append(_row(layer, head, label, metric, rng.gamma(4.0, 0.25)))
                 metric = "spike.mutations.enrichment"
                 records.append(_row(layer, head, label, metric, rng.gamma(4.0, 0.25)))
+                for name, value in (("effective_rank", 8.0), ("excess_kurtosis", 1.0)):
+                    metric = f"dist.head_output.{name}"
+                    records.append(_row(layer, head, label, metric, value * rng.uniform(0.5, 1)))
             for name, value in (
                 ("symmetry_score", rng.uniform(0, 1)),
                 ("directionality_score", rng.uniform(-1, 0.3)),
