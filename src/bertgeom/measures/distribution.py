@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -295,6 +296,32 @@ class _StreamState:
                 self.gram += other.gram
 
 
+class _Additive(Protocol):
+    def copy(self) -> Self: ...
+
+    def add_(self, other: Self) -> None: ...
+
+
+_State = TypeVar("_State", bound=_Additive)
+
+
+def add_state(states: dict[Any, _State], key: object, state: _State) -> None:
+    """Add ``state`` to ``states[key]`` in place, or store a copy of its own (states are
+    added to in place, so none may be shared)."""
+    if key in states:
+        states[key].add_(state)
+    else:
+        states[key] = state.copy()
+
+
+def merged_states(first: dict[Any, _State], second: dict[Any, _State]) -> dict[Any, _State]:
+    """New states holding both dictionaries' (``first`` and ``second`` are left unchanged)."""
+    out = {key: state.copy() for key, state in first.items()}
+    for key, state in second.items():
+        add_state(out, key, state)
+    return out
+
+
 class DistributionAccumulator:
     """Streams the distribution of the hidden coordinates per (layer, point, class).
 
@@ -391,12 +418,7 @@ class DistributionAccumulator:
             self.include_padding,
             self.class_covariance,
         )
-        out.states_ = {key: state.copy() for key, state in self.states_.items()}
-        for key, state in other.states_.items():
-            if key in out.states_:
-                out.states_[key].add_(state)
-            else:
-                out.states_[key] = state.copy()
+        out.states_ = merged_states(self.states_, other.states_)
         return out
 
     def _coordinate_moments(self, state: _StreamState) -> tuple[Moments, npt.NDArray[np.bool_]]:

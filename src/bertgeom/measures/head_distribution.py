@@ -20,7 +20,7 @@ from torch import Tensor
 
 from bertgeom.measures.base import ALL_CLASSES
 from bertgeom.measures.cone import FloatArray, class_groups, valid_tokens
-from bertgeom.measures.distribution import PowerSums, summary_values
+from bertgeom.measures.distribution import PowerSums, add_state, merged_states, summary_values
 
 
 def head_gram_matrices(head_tokens: Tensor) -> FloatArray:
@@ -100,23 +100,14 @@ class HeadDistributionAccumulator:
                 head_gram_matrices(tokens.transpose(0, 1)),
             )
             for key_label in {label, ALL_CLASSES}:
-                key = (layer, key_label)
-                if key in self.states_:
-                    self.states_[key].add_(state)
-                else:
-                    self.states_[key] = state.copy()
+                add_state(self.states_, (layer, key_label), state)
 
     def merge(self, other: HeadDistributionAccumulator) -> HeadDistributionAccumulator:
         """A new accumulator with both inputs."""
         if self._params() != other._params():
             raise ValueError("cannot merge HeadDistributionAccumulators with other parameters")
         out = HeadDistributionAccumulator(*self._params())  # type: ignore[arg-type]
-        out.states_ = {key: state.copy() for key, state in self.states_.items()}
-        for key, state in other.states_.items():
-            if key in out.states_:
-                out.states_[key].add_(state)
-            else:
-                out.states_[key] = state.copy()
+        out.states_ = merged_states(self.states_, other.states_)
         return out
 
     def result(self) -> pd.DataFrame:
