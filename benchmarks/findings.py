@@ -4,8 +4,8 @@
 
 Prints, as Markdown tables: the cone index (I / n) and mean cosine of the token stream at each
 layer and measuring point; the [CLS] separability per layer; the dominant gate of every head,
-overall and per class; and for the classifier the heads' enrichment on defining mutations and
-spike domains, with the most enriched mutations.
+overall and per class; and for the classifier the heads' enrichment on defining mutations, on
+other changes (the control) and on spike domains, with the most enriched mutations.
 """
 
 from __future__ import annotations
@@ -59,9 +59,11 @@ def gates(results: Results) -> pd.DataFrame:
     return top.pivot(index=["layer", "head"], columns="class", values="cell")
 
 
-def mutation_enrichment(results: Results) -> pd.DataFrame:
+def mutation_enrichment(
+    results: Results, metric: str = "spike.mutations.enrichment"
+) -> pd.DataFrame:
     heads = results.heads
-    rows = heads[heads["metric"] == "spike.mutations.enrichment"]
+    rows = heads[heads["metric"] == metric]
     return rows.pivot(index=["layer", "head"], columns="class", values="value")
 
 
@@ -98,6 +100,10 @@ def main() -> None:
     if results.mutations is not None:
         sections += [
             ("Enrichment on defining mutations per head and class", mutation_enrichment(results)),
+            (
+                "Control: enrichment on other changes per head and class",
+                mutation_enrichment(results, "spike.changes.enrichment"),
+            ),
             ("Enrichment on spike domains per head (all inputs)", domain_enrichment(results)),
             ("Most enriched (head, class, mutation)", top_mutations(results)),
         ]

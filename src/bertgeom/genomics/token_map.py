@@ -22,7 +22,7 @@ from torch import Tensor
 
 from bertgeom.genomics.kmers import padded_length, token_starts
 from bertgeom.genomics.mutations import Mutation, mutation_profiles
-from bertgeom.genomics.reference import SPIKE_END, SPIKE_START
+from bertgeom.genomics.reference import SPIKE_END, SPIKE_START, reference_spike
 from bertgeom.genomics.synthetic import GeneratorSettings
 
 if TYPE_CHECKING:
@@ -86,6 +86,38 @@ def token_spans(
     hi = windows.max(axis=1)
     lo = np.where(placed.any(axis=1), lo, NO_POSITION)
     return lo.astype(np.int32), hi.astype(np.int32)
+
+
+def changed_tokens(
+    sequence: str, positions: NDArray[np.int32], k: int, stride: int, max_tokens: int | None = None
+) -> NDArray[np.bool_]:
+    """Which tokens differ from the reference spike at their place: a token changes when one
+    of its bases is a called base (A, C, G, T) unlike the reference base it is aligned to, an
+    inserted base (the same reference position as the base before it), or a base next to a
+    deletion (the next aligned base skips reference positions). ``positions`` is
+    ``base_positions``; N and unplaced bases change nothing."""
+    bases = _bytes(sequence.upper())
+    reference = _reference_bytes()
+    placed = positions != NO_POSITION
+    offset = np.clip(positions - SPIKE_START, 0, len(reference) - 1)
+    called = np.isin(bases, _CALLED)
+    changed = placed & called & (bases != reference[offset])
+    if len(positions) > 1:
+        both = placed[1:] & placed[:-1]
+        step = np.diff(positions)
+        changed[1:] |= both & (step == 0)  # inserted base
+        gap = both & (step > 1)  # deletion between base i and base i + 1
+        changed[:-1] |= gap
+        changed[1:] |= gap
+    starts = token_starts(len(positions), k, stride)[:max_tokens]
+    padded = np.zeros(padded_length(len(positions), k), dtype=bool)
+    padded[: len(changed)] = changed
+    return padded[starts[:, None] + np.arange(k)[None, :]].any(axis=1)
+
+
+@cache
+def _reference_bytes() -> NDArray[np.uint8]:
+    return _bytes(reference_spike())
 
 
 @dataclass(frozen=True)
@@ -156,7 +188,8 @@ class SpikeLayout:
     ``span_lo``, ``span_hi``: ``(batch, seq)`` int32 reference span of each position
     (``NO_POSITION`` for ``[CLS]``, ``[SEP]``, padding and tokens without a position);
     ``carries``, ``observed``: ``(batch, mutation)`` bool (``mutation_states``) for
-    ``mutations``.
+    ``mutations``; ``changed``: ``(batch, seq)`` bool, the tokens that differ from the
+    reference (``changed_tokens``).
     """
 
     span_lo: Tensor
@@ -164,6 +197,7 @@ class SpikeLayout:
     carries: Tensor
     observed: Tensor
     mutations: tuple[Mutation, ...]
+    changed: Tensor | None = None
 
 
 def spike_layout(
@@ -183,14 +217,17 @@ def spike_layout(
     table = _mutation_table(tuple(mutations))
     carries = np.zeros((batch, len(mutations)), dtype=bool)
     observed = np.zeros((batch, len(mutations)), dtype=bool)
+    changed = np.zeros((batch, seq), dtype=bool)
     for row, (sequence, record, length) in enumerate(zip(sequences, records, lengths, strict=True)):
         content = length - 2
-        lo, hi = token_spans(base_positions(sequence, record), k, stride, content)
+        positions = base_positions(sequence, record)
+        lo, hi = token_spans(positions, k, stride, content)
         if len(lo) != content:
             raise ValueError(
                 f"input {row}: {content} content tokens in the model input but {len(lo)} k-mers"
             )
         span_lo[row, 1 : 1 + content], span_hi[row, 1 : 1 + content] = lo, hi
+        changed[row, 1 : 1 + content] = changed_tokens(sequence, positions, k, stride, content)
         carries[row], observed[row] = mutation_states(record, table)
     return SpikeLayout(
         torch.from_numpy(span_lo),
@@ -198,6 +235,7 @@ def spike_layout(
         torch.from_numpy(carries),
         torch.from_numpy(observed),
         table.mutations,
+        torch.from_numpy(changed),
     )
 
 

@@ -80,7 +80,10 @@ class SpikeAttentionBatch:
     placed tokens centred there; ``placed (batch,)``: number of placed tokens;
     ``mutation_mean (batch, head, mutation)``: mean r of the tokens at each mutation,
     ``mutation_tokens (batch, mutation)`` their count; ``codon_mean (batch, head, codon)``,
-    ``codon_tokens (batch, codon)``: the same for the tokens covering each codon 1..1273.
+    ``codon_tokens (batch, codon)``: the same for the tokens covering each codon 1..1273;
+    ``change_sum (batch, head, codon)``, ``change_count (batch, codon)``: the summed r and the
+    number of the tokens that differ from the reference away from every listed mutation,
+    by centre codon; ``plain_sum``, ``plain_count``: the same for the unchanged tokens.
     """
 
     special_share: Tensor
@@ -91,6 +94,10 @@ class SpikeAttentionBatch:
     mutation_tokens: Tensor
     codon_mean: Tensor
     codon_tokens: Tensor
+    change_sum: Tensor
+    change_count: Tensor
+    plain_sum: Tensor
+    plain_count: Tensor
 
 
 def spike_attention_values(
@@ -100,6 +107,7 @@ def spike_attention_values(
     span_hi: Tensor,
     mutations: Sequence[Mutation],
     include_padding: bool = False,
+    changed: Tensor | None = None,
 ) -> SpikeAttentionBatch:
     """The per-input values of ``attention (batch, head, query, key)`` for tokens placed by
     ``span_lo``, ``span_hi (batch, seq)``; ``[CLS]`` is position 0 and ``[SEP]`` the last real
@@ -142,6 +150,10 @@ def spike_attention_values(
 
     codon_tokens, codon_sum = _codon_sums(r, first, last, placed)
     codon_mean = codon_sum / codon_tokens[:, None, :]
+    differs = changed.to(device) if changed is not None else torch.zeros_like(placed)
+    away = placed & (at.amax(dim=1) == 0) if len(mutations) else placed
+    change_count, change_sum = _centre_sums(r, centre, away & differs)
+    plain_count, plain_sum = _centre_sums(r, centre, placed & ~differs)
     return SpikeAttentionBatch(
         special_share,
         domain_share,
@@ -151,7 +163,25 @@ def spike_attention_values(
         mutation_tokens,
         codon_mean,
         codon_tokens,
+        change_sum,
+        change_count,
+        plain_sum,
+        plain_count,
     )
+
+
+def _centre_sums(r: Tensor, centre: Tensor, chosen: Tensor) -> tuple[Tensor, Tensor]:
+    """Per centre codon 1..1273, the number of ``chosen (batch, seq)`` tokens ``(batch, codon)``
+    and the sum of their r ``(batch, head, codon)``."""
+    batch, heads, _ = r.shape
+    chosen = chosen & (centre >= 1) & (centre <= SPIKE_CODONS)
+    index = (centre.clamp(1, SPIKE_CODONS) - 1).long()
+    weight = chosen.double()
+    counts = torch.zeros(batch, SPIKE_CODONS, dtype=torch.float64, device=r.device)
+    counts.scatter_add_(1, index, weight)
+    sums = torch.zeros(batch, heads, SPIKE_CODONS, dtype=torch.float64, device=r.device)
+    sums.scatter_add_(2, index[:, None, :].expand_as(r), r * weight[:, None, :])
+    return counts, sums
 
 
 def _codon_sums(r: Tensor, first: Tensor, last: Tensor, placed: Tensor) -> tuple[Tensor, Tensor]:
@@ -189,6 +219,10 @@ def _sums_shapes(n_layers: int, n_heads: int, n_mutations: int) -> dict[str, tup
         "background_inputs": (n_layers, n_mutations),
         "codon": (n_layers, n_heads, SPIKE_CODONS),
         "codon_inputs": (n_layers, SPIKE_CODONS),
+        "change_sum": (n_layers, n_heads, SPIKE_CODONS),
+        "change_count": (n_layers, SPIKE_CODONS),
+        "plain_sum": (n_layers, n_heads, SPIKE_CODONS),
+        "plain_count": (n_layers, SPIKE_CODONS),
     }
 
 
@@ -251,6 +285,7 @@ class SpikeAttentionAccumulator:
             layout.span_hi,
             self.mutations,
             self.include_padding,
+            layout.changed,
         )
         device = attention.device
         carries = layout.carries.to(device)
@@ -289,6 +324,10 @@ class SpikeAttentionAccumulator:
             "background_inputs": background.double(),
             "codon": _nan_to_zero(values.codon_mean, codon_covered[:, None, :]),
             "codon_inputs": codon_covered.double(),
+            "change_sum": values.change_sum,
+            "change_count": values.change_count,
+            "plain_sum": values.plain_sum,
+            "plain_count": values.plain_count,
         }
 
     def merge(self, other: SpikeAttentionAccumulator) -> SpikeAttentionAccumulator:
@@ -327,7 +366,11 @@ class SpikeAttentionAccumulator:
             sums = self.sums_.get(label)
             if sums is None:
                 continue
-            metrics = {**self._domain_metrics(sums), **self._mutation_summary(table, label)}
+            metrics = {
+                **self._domain_metrics(sums),
+                **self._mutation_summary(table, label),
+                **self._change_metrics(sums),
+            }
             frames.extend(_head_rows(label, name, value) for name, value in metrics.items())
         frame = pd.concat(frames, ignore_index=True) if frames else _head_rows("", "", None)
         return frame.sort_values(["layer", "head", "class", "metric"], kind="stable").reset_index(
@@ -347,6 +390,19 @@ class SpikeAttentionAccumulator:
             metrics[f"spike.domain.{slug}.share"] = share[..., d]
             metrics[f"spike.domain.{slug}.enrichment"] = enrichment[..., d]
         return metrics
+
+    def _change_metrics(self, sums: dict[str, FloatArray]) -> dict[str, FloatArray]:
+        """The control for the mutation enrichment: attention received by the tokens that
+        differ from the reference away from every listed mutation, over the unchanged tokens
+        centred on the same codon in all inputs, ``mean_t r_t / background(codon_t)``."""
+        every = self.sums_[ALL_CLASSES]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            background = every["plain_sum"] / every["plain_count"][:, None, :]
+            usable = np.isfinite(background) & (background > 0)
+            ratios = np.where(usable, sums["change_sum"] / np.where(usable, background, 1), 0)
+            tokens = np.where(usable, sums["change_count"][:, None, :], 0).sum(-1)
+            enrichment = ratios.sum(-1) / tokens
+        return {"spike.changes.enrichment": enrichment, "spike.changes.n_tokens": tokens}
 
     def _mutation_summary(self, table: pd.DataFrame, label: str) -> dict[str, FloatArray]:
         """Means over the class's usable mutations (both counts > 0), or over every class's

@@ -112,6 +112,9 @@ def _mutation_enrichment(results: Results, rows: pd.DataFrame, section: Section)
     )
     classes = ordered_classes(results, list(table.columns))
     table = table.reindex(columns=classes)
+    changes = rows[(rows["metric"] == "spike.changes.enrichment") & (rows["class"] == "all")]
+    if not changes.empty:  # the control: changes away from every listed mutation
+        table["other changes"] = changes.set_index(["layer", "head"])["value"]
     table.index = [_head_label(layer, head) for layer, head in table.index]
     logged = log2(table)
     section.blocks.append(
@@ -122,7 +125,9 @@ def _mutation_enrichment(results: Results, rows: pd.DataFrame, section: Section)
             "Attention on the tokens that carry a class's defining mutations over a "
             "position-matched background (the same positions in inputs without the mutation), "
             "log2, per head (rows layer.head) and class: red, the head looks at the mutations "
-            "(+10 = a thousand times the background); blank, a class without defining mutations.",
+            "(+10 = a thousand times the background); blank, a class without defining "
+            "mutations. Last column, the control: tokens that differ from the reference away "
+            "from every listed mutation, against unchanged tokens at the same codon.",
             "mutation enrichment",
         )
     )

@@ -12,6 +12,7 @@ from bertgeom.genomics.spike import QCStatus, SpikeRecord, extract_spike
 from bertgeom.genomics.token_map import (
     MutationTable,
     base_positions,
+    changed_tokens,
     defining_mutations,
     layout_mutations,
     mutation_effects,
@@ -144,3 +145,29 @@ def test_defining_mutations_are_the_core_of_each_profile() -> None:
     union = layout_mutations()
     assert len({m.name for m in union}) == len(union)
     assert mutation_effects()["A23063T"] == "S:N501Y"
+
+
+def _changed(mutations: list[str], n_run: tuple[int, int] | None = None) -> np.ndarray:
+    record = record_of(mutations, n_run)
+    return changed_tokens(record.sequence, base_positions(record.sequence, record), K, STRIDE)
+
+
+def _tokens_holding(offset: int, count: int) -> set[int]:
+    """Indices of the tokens whose bases include sequence offset ``offset``."""
+    return {t for t in range(count) if t * STRIDE <= offset < t * STRIDE + K}
+
+
+def test_changed_tokens_mark_substitutions_insertions_and_deletions() -> None:
+    assert not _changed([]).any()
+    substituted = _changed(["A23403G"])  # D614G, at sequence offset 23403 - 21563
+    assert set(np.flatnonzero(substituted)) == _tokens_holding(
+        23403 - SPIKE_START, len(substituted)
+    )
+    deleted = _changed(["del21765-21770"])  # HV69-70del: the bases either side of the gap
+    assert set(np.flatnonzero(deleted)) == _tokens_holding(
+        21764 - SPIKE_START, len(deleted)
+    ) | _tokens_holding(21765 - SPIKE_START, len(deleted))
+    inserted = _changed(["ins22204:GAGCCAGAA"])
+    assert inserted.any() and inserted.sum() <= 3
+    # N runs change nothing.
+    assert not _changed([], n_run=(100, 160)).any()

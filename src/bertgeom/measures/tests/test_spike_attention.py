@@ -12,7 +12,14 @@ import torch
 
 from bertgeom.genomics.kmers import token_starts
 from bertgeom.genomics.mutations import Mutation, apply_mutations
-from bertgeom.genomics.reference import SPIKE_CODONS, SPIKE_DOMAIN_SLUGS, codon_of, domain_of
+from bertgeom.genomics.reference import (
+    SPIKE_CODONS,
+    SPIKE_DOMAIN_SLUGS,
+    SPIKE_START,
+    codon_of,
+    domain_of,
+    reference_spike,
+)
 from bertgeom.genomics.spike import QCStatus, SpikeRecord
 from bertgeom.genomics.token_map import (
     SpikeLayout,
@@ -264,3 +271,40 @@ def test_planted_attention_on_a_mutation_is_enriched() -> None:
     result = accumulator.result().set_index(["class", "metric"])["value"]
     assert np.all(result[("Alpha", "spike.mutations.enrichment")] > 1.5)
     assert np.all(result[("all", "spike.domain.RBD.enrichment")] > 2)
+
+
+def _private_change(position: int) -> str:
+    """A substitution at ``position`` that no class lists (a change away from every mutation)."""
+    base = reference_spike()[position - SPIKE_START]
+    return f"{base}{position}{'A' if base != 'A' else 'C'}"
+
+
+CHANGE_INPUTS = [
+    ("Alpha", ["A23063T", _private_change(21700)], FULL, None),
+    ("Alpha", ["A23063T"], FULL, None),
+    ("Delta", [_private_change(24000), "C22995A"], FULL, None),
+    ("pre-VOC", [], FULL, None),
+]
+
+
+def test_changes_away_from_mutations_against_unchanged_tokens() -> None:
+    layout = batch_of(CHANGE_INPUTS)
+    assert layout.changed is not None and int(layout.changed.sum()) >= 4
+    uniform = planted(CHANGE_INPUTS, None).result().set_index(["class", "metric"])["value"]
+    np.testing.assert_allclose(uniform[("all", "spike.changes.enrichment")], 1.0, atol=1e-5)
+    assert np.all(uniform[("all", "spike.changes.n_tokens")] >= 2)
+    # Every query's mass on the changed tokens away from the mutations: strongly enriched.
+    mask = mask_of(layout, lengths_of(CHANGE_INPUTS))
+    batch, seq = mask.shape
+    mutations = layout_mutations()
+    at_any = torch.zeros(batch, seq, dtype=torch.bool)
+    for mutation in mutations:
+        at_any |= (layout.span_lo <= mutation.end) & (layout.span_hi >= mutation.start)
+    target = layout.changed & ~at_any & (layout.span_lo > 0)
+    weights = (torch.where(target, 1000.0, 1.0) * mask).double()
+    attention = (weights / weights.sum(-1, keepdim=True))[:, None, None, :]
+    attention = attention.expand(batch, HEADS, seq, seq).float()
+    accumulator = SpikeAttentionAccumulator(1, HEADS, mutations, defining_mutations())
+    accumulator.update(0, attention, mask, layout, [row[0] for row in CHANGE_INPUTS])
+    result = accumulator.result().set_index(["class", "metric"])["value"]
+    assert np.all(result[("all", "spike.changes.enrichment")] > 50)
