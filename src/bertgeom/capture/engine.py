@@ -8,6 +8,7 @@ what is measured, so adding one (cone index, distribution, ...) is adding an obj
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -60,6 +61,23 @@ class Measurement(Protocol):
     def result(self) -> pd.DataFrame:
         """The aggregate as a long table."""
         ...
+
+
+class AccumulatorMeasurement:
+    """Base of the measurements that feed one accumulator, ``self.accumulator``: merging two is
+    merging their accumulators (the other attributes, the parameters, are taken from ``self``),
+    and the result is the accumulator's. Subclasses write ``table`` and ``update``."""
+
+    accumulator: Any
+
+    def merge(self, other: Self) -> Self:
+        merged = copy.copy(self)
+        merged.accumulator = self.accumulator.merge(other.accumulator)
+        return merged
+
+    def result(self) -> pd.DataFrame:
+        frame: pd.DataFrame = self.accumulator.result()
+        return frame
 
 
 BatchCallback = Callable[[InputBatch, Tensor | None], None]

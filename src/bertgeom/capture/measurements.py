@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bertgeom.capture.engine import BatchContext
+from bertgeom.capture.engine import AccumulatorMeasurement, BatchContext
 from bertgeom.capture.hooks import CapturedLayer
 from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures
 from bertgeom.capture.stream_points import stream_points, with_layer_inputs
@@ -48,7 +48,7 @@ RecordSink = Callable[[pd.DataFrame], None]
 """Receives per-input rows (``inputs.parquet``) as they are made."""
 
 
-class GateMeasurement:
+class GateMeasurement(AccumulatorMeasurement):
     """Gate scores of every head on every input: aggregated per (layer, head, class) by a
     ``GateAccumulator``; with ``records``, each (input, layer, head) row of ``gate_records``
     (plus ``input_id`` and ``class``) goes to the sink."""
@@ -118,18 +118,13 @@ class GateMeasurement:
         return pd.DataFrame(columns)
 
     def merge(self, other: GateMeasurement) -> GateMeasurement:
-        merged = GateMeasurement.__new__(GateMeasurement)
-        merged.__dict__.update(self.__dict__)
-        merged.records = None
+        merged = super().merge(other)
+        merged.records = None  # a merged measurement is for results, not for streaming rows
         merged._batch_scores = []
-        merged.accumulator = self.accumulator.merge(other.accumulator)
         return merged
 
-    def result(self) -> pd.DataFrame:
-        return self.accumulator.result()
 
-
-class ClassMeanMapMeasurement:
+class ClassMeanMapMeasurement(AccumulatorMeasurement):
     """Class-mean attention maps of the chosen (layer, head) pairs over the first
     ``map_length`` positions (longer inputs are cropped to them: position (q, k) is averaged
     over the inputs that reach it)."""
@@ -160,21 +155,12 @@ class ClassMeanMapMeasurement:
             mask = mask[:, : self.map_length]
         self.accumulator.update(captured.layer, attention, mask, context.labels)
 
-    def merge(self, other: ClassMeanMapMeasurement) -> ClassMeanMapMeasurement:
-        merged = ClassMeanMapMeasurement.__new__(ClassMeanMapMeasurement)
-        merged.__dict__.update(self.__dict__)
-        merged.accumulator = self.accumulator.merge(other.accumulator)
-        return merged
-
-    def result(self) -> pd.DataFrame:
-        return self.accumulator.result()
-
     def maps(self) -> ClassMeanMaps:
         """The class-mean maps, float16 ``(class, pair, query, key)``."""
         return self.accumulator.result_maps()
 
 
-class SubspaceDataMeasurement:
+class SubspaceDataMeasurement(AccumulatorMeasurement):
     """The data-based subspace measures of the stream entering each layer, read through that
     layer's query and key weights, per (layer, head, class).
 
@@ -232,15 +218,6 @@ class SubspaceDataMeasurement:
         )
         self.accumulator.update_values(layer, values, context.labels)
 
-    def merge(self, other: SubspaceDataMeasurement) -> SubspaceDataMeasurement:
-        merged = SubspaceDataMeasurement.__new__(SubspaceDataMeasurement)
-        merged.__dict__.update(self.__dict__)
-        merged.accumulator = self.accumulator.merge(other.accumulator)
-        return merged
-
-    def result(self) -> pd.DataFrame:
-        return self.accumulator.result()
-
 
 class ConeMeasurement:
     """Cone index of the token vectors at the measuring points (``stream_points``: the
@@ -279,7 +256,7 @@ class ConeMeasurement:
         return with_layer_inputs(frame)
 
 
-class HeadConeMeasurement:
+class HeadConeMeasurement(AccumulatorMeasurement):
     """Cone index of each head's output rows ``Z_h = A V_h`` and of its attention rows."""
 
     table = "heads"
@@ -292,16 +269,8 @@ class HeadConeMeasurement:
         self.accumulator.update_head_outputs(captured.layer, captured.head_outputs, mask, labels)
         self.accumulator.update_attention_rows(captured.layer, captured.attention, mask, labels)
 
-    def merge(self, other: HeadConeMeasurement) -> HeadConeMeasurement:
-        merged = HeadConeMeasurement.__new__(HeadConeMeasurement)
-        merged.accumulator = self.accumulator.merge(other.accumulator)
-        return merged
 
-    def result(self) -> pd.DataFrame:
-        return self.accumulator.result()
-
-
-class SpikeAttentionMeasurement:
+class SpikeAttentionMeasurement(AccumulatorMeasurement):
     """Attention received by spike domains, positions and defining mutations per (layer, head,
     class) (DESIGN 3.5, ``docs/spike.md``): needs batches with a spike layout (k-mer sources
     opened with ``spike_layouts=True``)."""
@@ -329,14 +298,6 @@ class SpikeAttentionMeasurement:
         self.accumulator.update(
             captured.layer, captured.attention, context.attention_mask, layout, context.labels
         )
-
-    def merge(self, other: SpikeAttentionMeasurement) -> SpikeAttentionMeasurement:
-        merged = SpikeAttentionMeasurement.__new__(SpikeAttentionMeasurement)
-        merged.accumulator = self.accumulator.merge(other.accumulator)
-        return merged
-
-    def result(self) -> pd.DataFrame:
-        return self.accumulator.result()
 
     def mutations(self) -> pd.DataFrame:
         """``mutations.parquet``: the accumulator's mutation table with each mutation's

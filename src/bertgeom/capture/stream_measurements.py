@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bertgeom.capture.engine import BatchContext
+from bertgeom.capture.engine import AccumulatorMeasurement, BatchContext
 from bertgeom.capture.hooks import CapturedLayer
 from bertgeom.capture.inputs import UNLABELLED
 from bertgeom.capture.stream_points import stream_points, with_layer_inputs
@@ -26,7 +26,7 @@ from bertgeom.measures.separability import ClsSeparabilityAccumulator
 PCA_COLUMNS = ["layer", "class", "pc1", "pc2"]
 
 
-class DistributionMeasurement:
+class DistributionMeasurement(AccumulatorMeasurement):
     """The distribution of the hidden coordinates per (layer, point, class); ``point`` is one of
     ``layer_input``, ``multihead_output``, ``layer_output`` (each head's output is measured
     apart: :class:`HeadDistributionMeasurement`). ``class_covariance=False`` keeps the
@@ -51,11 +51,6 @@ class DistributionMeasurement:
         for layer, point, hidden in stream_points(captured):
             self.accumulator.update(layer, point, hidden, mask, labels)
 
-    def merge(self, other: DistributionMeasurement) -> DistributionMeasurement:
-        merged = DistributionMeasurement.__new__(DistributionMeasurement)
-        merged.accumulator = self.accumulator.merge(other.accumulator)
-        return merged
-
     def result(self) -> pd.DataFrame:
         return with_layer_inputs(self.accumulator.result())
 
@@ -74,7 +69,7 @@ class DistributionMeasurement:
         return rows[["layer", "point", "class", "coordinate"]].reset_index(drop=True)
 
 
-class HeadDistributionMeasurement:
+class HeadDistributionMeasurement(AccumulatorMeasurement):
     """The distribution of each head's output ``Z_h = A V_h`` (DESIGN 3.1's head-output point,
     before concatenation) per (layer, head, class): ``dist.head_output.*`` in the ``heads``
     table."""
@@ -89,16 +84,8 @@ class HeadDistributionMeasurement:
             captured.layer, captured.head_outputs, context.attention_mask, context.labels
         )
 
-    def merge(self, other: HeadDistributionMeasurement) -> HeadDistributionMeasurement:
-        merged = HeadDistributionMeasurement.__new__(HeadDistributionMeasurement)
-        merged.accumulator = self.accumulator.merge(other.accumulator)
-        return merged
 
-    def result(self) -> pd.DataFrame:
-        return self.accumulator.result()
-
-
-class ClsSeparabilityMeasurement:
+class ClsSeparabilityMeasurement(AccumulatorMeasurement):
     """Separability of the classes in the ``[CLS]`` vectors at every ``layer_output`` (and the
     embedding output, layer -1): silhouette, Fisher ratio, held-out probe accuracy (rows at point
     ``layer_output``, class ``all``) and the 2-D PCA (:meth:`pca`, with the explained variance
@@ -121,11 +108,6 @@ class ClsSeparabilityMeasurement:
             if point == "layer_output":
                 cls = hidden[:, 0] if len(keep) == len(labels) else hidden[keep, 0]
                 self.accumulator.update(layer, cls, kept_labels)
-
-    def merge(self, other: ClsSeparabilityMeasurement) -> ClsSeparabilityMeasurement:
-        merged = ClsSeparabilityMeasurement.__new__(ClsSeparabilityMeasurement)
-        merged.accumulator = self.accumulator.merge(other.accumulator)
-        return merged
 
     def result(self) -> pd.DataFrame:
         table = self.accumulator.result()
