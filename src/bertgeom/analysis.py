@@ -350,7 +350,9 @@ above it only the ``all`` covariance is kept (per-class effective rank NaN)."""
 
 
 def _class_covariance_fits(loaded: LoadedModel, n_classes: int) -> bool:
-    keys = (3 * loaded.n_layers + 1) * n_classes
+    # States are kept for the embedding output and each layer's two measured points (layer
+    # inputs are copies), for every class and "all".
+    keys = (2 * loaded.n_layers + 1) * (n_classes + 1)
     return keys * loaded.hidden_size**2 * 8 <= CLASS_COVARIANCE_BUDGET
 
 
