@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from bertgeom.cli.main import app
 from bertgeom.genomics.fasta import write_fasta
-from bertgeom.genomics.mutations import CLASSES
+from bertgeom.genomics.mutations import CLASSES, Mutation, apply_mutations, mutation_profiles
 from bertgeom.genomics.reference import SPIKE_END, SPIKE_START, reference_genome
 from bertgeom.genomics.synthetic import synthesize_table
 from bertgeom.results.store import load_results
@@ -106,6 +106,41 @@ def test_predict_keeps_bad_records_with_a_status(tmp_path: Path, tiny_model: Pat
     hard = calls["status"].isin(["empty", "invalid_characters", "no_alignment"])
     assert (calls.loc[hard, "predicted_class"] == "").all()
     assert (calls.loc[~hard, "predicted_class"] != "").all()
+
+
+def test_predict_withholds_a_lineage_outside_the_classes(tmp_path: Path) -> None:
+    """The shipped model: an Epsilon spike (pre-VOC + S13I, W152C, L452R) is not forced into
+    pre-VOC, and says why; a spike with Gamma's core mutations is called; ``--change-alpha 0``
+    turns the check off."""
+    genome = reference_genome()
+    epsilon = apply_mutations([Mutation.parse(n) for n in EPSILON]).sequence
+    profiles = mutation_profiles()
+    core = profiles[(profiles["class"] == "Gamma") & (profiles["frequency"] >= 0.9)]
+    gamma = apply_mutations([Mutation.parse(n) for n in core["mutation"]]).sequence
+    fasta = tmp_path / "two.fa"
+    write_fasta(
+        [
+            ("epsilon", genome[: SPIKE_START - 1] + epsilon + genome[SPIKE_END:]),
+            ("gamma", gamma),
+        ],
+        fasta,
+    )
+    out = tmp_path / "calls.tsv"
+    code, output = run("predict", "--fasta", fasta, "--out", out)
+    assert code == 0, output
+    calls = pd.read_csv(out, sep="\t", keep_default_na=False).set_index("record_id")
+    assert calls.loc["epsilon", "predicted_class"] == "unassigned"
+    assert calls.loc["epsilon", "unassigned_reason"] == "unexpected_changes"
+    assert calls.loc["epsilon", "unexpected_changes"] == "S13I,W152C,L452R"
+    assert float(calls.loc["epsilon", "changes_p_value"]) < 0.05
+    assert calls.loc["gamma", "predicted_class"] == "Gamma"
+    code, output = run("predict", "--fasta", fasta, "--out", out, "--change-alpha", 0)
+    assert code == 0, output
+    unchecked = pd.read_csv(out, sep="\t", keep_default_na=False).set_index("record_id")
+    assert unchecked.loc["epsilon", "predicted_class"] == "pre-VOC"
+
+
+EPSILON = ("G21600T", "G22018T", "T22917G", "A23403G")  # S13I, W152C, L452R, D614G
 
 
 @pytest.mark.parametrize(

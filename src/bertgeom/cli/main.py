@@ -45,15 +45,29 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Output table (TSV), one row per record.")],
     model: ModelOption = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 64,
+    change_alpha: Annotated[
+        float | None,
+        typer.Option(
+            help="Level of the change check: a call is unassigned when its spike's unexpected "
+            "changes have a p-value below it (default: the model's, 0.05; 0 turns it off).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
 ) -> None:
     """Call the variant class of every record of a FASTA file (alignment and QC included)."""
     with user_errors():
+        from dataclasses import replace
+
         from bertgeom.genomics.fasta import read_fasta
         from bertgeom.model.predict import predict_records
         from bertgeom.model.storage import load_classifier
 
         started = time.perf_counter()
         classifier = load_classifier(model)
+        if change_alpha is not None and classifier.change_check is not None:
+            check = replace(classifier.change_check, alpha=change_alpha) if change_alpha else None
+            classifier = replace(classifier, change_check=check)
         records = read_fasta(fasta)
         with progress_bar() as bar:
             task = bar.add_task("aligning and classifying", total=None)
@@ -223,8 +237,13 @@ def _print_metrics(metrics: dict[str, object], out: Path) -> None:
     ):
         part = metrics.get(key)
         if isinstance(part, dict):
+            by_spike = ", ".join(
+                f"{target} {entry['as_expected']}/{entry['n']}"
+                for target, entry in part.get("by_spike", {}).items()
+            )
             console.print(
-                f"{title}: n={part['n']} unassigned={part['unassigned_share']:.2f}",
+                f"{title}: n={part['n']} unassigned={part['unassigned_share']:.2f}"
+                + (f" (called as their spike says: {by_spike})" if by_spike else ""),
                 highlight=False,
             )
     console.print(f"-> {out / 'metrics.json'}, {out / 'confusion_matrix.png'}", highlight=False)

@@ -11,26 +11,36 @@ import numpy as np
 import pandas as pd
 
 from bertgeom.atomic import atomic_file
-from bertgeom.genomics.mutations import SYNTHETIC_ONLY_CLASSES
+from bertgeom.genomics.changes import sequence_changes
+from bertgeom.genomics.mutations import CLASSES, SYNTHETIC_ONLY_CLASSES
+from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.synthetic import OUTLIER
 from bertgeom.model.evaluate import (
     classification_metrics,
     plot_confusion_matrix,
     predict_probabilities,
 )
-from bertgeom.model.predict import UNASSIGNED, call_classes
+from bertgeom.model.predict import UNASSIGNED, checked_calls
 from bertgeom.model.storage import Classifier
 
 
 def calls(
     classifier: Classifier, sequences: list[str], batch_size: int = 64
 ) -> tuple[list[str], list[str], np.ndarray]:
-    """Arg-max classes, calls with ``unassigned`` applied, and best probabilities."""
+    """Arg-max classes, calls with ``unassigned`` applied (probability and change check), and
+    best probabilities."""
     settings = classifier.settings
     probabilities = predict_probabilities(
         classifier.model, classifier.tokenizer, sequences, settings.k, settings.stride, batch_size
     )
-    return call_classes(probabilities, settings.classes, settings.unassigned_threshold)
+    checked = checked_calls(
+        probabilities,
+        sequence_changes(sequences),
+        settings.classes,
+        settings.unassigned_threshold,
+        classifier.change_check,
+    )
+    return checked.argmax, checked.called, checked.best
 
 
 def evaluate_classifier(
@@ -89,7 +99,37 @@ def _unassigned_summary(classifier: Classifier, part: pd.DataFrame) -> dict[str,
         "unassigned_share": float(np.mean([c == UNASSIGNED for c in called])),
         "calls": pd.Series(called).value_counts().to_dict(),
         "median_best_probability": float(np.median(best)),
+        "by_spike": spike_level_summary(called, spike_level_expectation(part)),
     }
+
+
+def spike_level_expectation(outside: pd.DataFrame) -> list[str]:
+    """What a *spike* classifier should call each outside spike, from the embedded labels.
+
+    ``labels.tsv`` gives every genome two calls, its Nextstrain clade and its spike's signature;
+    ``disputed`` means they disagree. Where the spike's signature names one of the classes (an
+    Alpha or Gamma spike in a genome whose clade says otherwise, a pre-VOC spike whose genome has
+    too many N for a clade), that class is the right call for a classifier that reads the spike
+    only; ``other-VOI`` genomes and spikes with an ambiguous signature should be ``unassigned``.
+    Records not in the embedded labels are expected ``unassigned``.
+    """
+    labels = pd.read_csv(data_path("labels.tsv"), sep="\t", dtype=str)
+    signature = dict(zip(labels["record_name"], labels["spike_signature_call"], strict=True))
+    expected = []
+    for label, record_ids in zip(outside["label"], outside["record_ids"], strict=True):
+        call = signature.get(str(record_ids).split(",")[0], "")
+        expected.append(call if label == "disputed" and call in CLASSES else UNASSIGNED)
+    return expected
+
+
+def spike_level_summary(called: list[str], expected: list[str]) -> dict[str, dict[str, int]]:
+    """Per expected call (``unassigned`` or a class): how many, and how many were called so."""
+    summary: dict[str, dict[str, int]] = {}
+    for call, target in zip(called, expected, strict=True):
+        entry = summary.setdefault(target, {"n": 0, "as_expected": 0})
+        entry["n"] += 1
+        entry["as_expected"] += int(call == target)
+    return summary
 
 
 def write_evaluation(metrics: dict[str, Any], directory: Path, title: str) -> None:

@@ -2,24 +2,31 @@
 
 Each record is aligned and QC'd (:mod:`bertgeom.genomics.spike`); records with a hard QC failure
 keep their status and get empty predictions; the others are classified in batches. A call whose
-best probability is below the model's calibrated threshold is ``unassigned`` (as pangolin does),
-so recombinants and lineages outside the eight classes are not forced into one.
+best probability is below the model's calibrated threshold, or whose spike carries more changes
+its class never showed than the class's own spikes do (:mod:`bertgeom.model.change_check`), is
+``unassigned`` (as pangolin and Nextclade withhold such calls), so recombinants and lineages
+outside the eight classes are not forced into one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
 import pandas as pd
 
+from bertgeom.genomics.changes import spike_changes
 from bertgeom.genomics.fasta import FastaRecord
 from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
+from bertgeom.model.change_check import ChangeCheck
 from bertgeom.model.evaluate import predict_probabilities
 from bertgeom.model.storage import Classifier
 
 UNASSIGNED = "unassigned"
+LOW_PROBABILITY = "low_probability"
+UNEXPECTED_CHANGES = "unexpected_changes"
 BASE_COLUMNS = (
     "record_id",
     "status",
@@ -30,6 +37,9 @@ BASE_COLUMNS = (
     "spike_n_fraction",
     "predicted_class",
     "probability",
+    "unassigned_reason",
+    "unexpected_changes",
+    "changes_p_value",
 )
 
 
@@ -42,6 +52,43 @@ def call_classes(
     argmax = [classes[index] for index in probabilities.argmax(axis=1)] if len(best) else []
     called = [UNASSIGNED if p < threshold else c for c, p in zip(argmax, best, strict=True)]
     return argmax, called, best
+
+
+@dataclass(frozen=True)
+class Calls:
+    """The calls of ``n`` spikes: ``argmax`` (the best class), ``called`` (``unassigned`` where
+    withheld), ``best`` (its probability), ``reasons`` (why withheld, else ``""``) and, for the
+    best class, the ``unexpected`` changes and their ``p_values`` (NaN without a check)."""
+
+    argmax: list[str]
+    called: list[str]
+    best: np.ndarray
+    reasons: list[str]
+    unexpected: list[tuple[str, ...]]
+    p_values: np.ndarray
+
+
+def checked_calls(
+    probabilities: np.ndarray,
+    changes: Sequence[Sequence[str]],
+    classes: Sequence[str],
+    threshold: float,
+    check: ChangeCheck | None,
+) -> Calls:
+    """Calls withheld for a low probability (first) or for unexpected changes (then)."""
+    argmax, called, best = call_classes(probabilities, classes, threshold)
+    reasons = [LOW_PROBABILITY if call == UNASSIGNED else "" for call in called]
+    unexpected: list[tuple[str, ...]] = []
+    p_values = np.full(len(argmax), np.nan)
+    for row, (label, carried) in enumerate(zip(argmax, changes, strict=True)):
+        if check is None:
+            unexpected.append(())
+            continue
+        unexpected.append(check.unexpected(label, carried))
+        p_values[row] = check.p_value(label, len(unexpected[-1]))
+        if p_values[row] < check.alpha and not reasons[row]:
+            called[row], reasons[row] = UNASSIGNED, UNEXPECTED_CHANGES
+    return Calls(argmax, called, best, reasons, unexpected, p_values)
 
 
 def prediction_columns(classes: Iterable[str]) -> list[str]:
@@ -88,14 +135,24 @@ def classify_spikes(
         }
     )
     table["spike_length"] = table["spike_length"].astype("Int64")
+    table["unassigned_reason"] = ""
+    table["unexpected_changes"] = ""
+    table["changes_p_value"] = np.nan
     full = np.full((len(spikes), len(settings.classes)), np.nan)
     if usable:
         full[usable] = probabilities
-        _, called, best = call_classes(
-            probabilities, settings.classes, settings.unassigned_threshold
+        calls = checked_calls(
+            probabilities,
+            [spike_changes(spikes[index]) for index in usable],
+            settings.classes,
+            settings.unassigned_threshold,
+            classifier.change_check,
         )
-        table.loc[usable, "predicted_class"] = called
-        table.loc[usable, "probability"] = best
+        table.loc[usable, "predicted_class"] = calls.called
+        table.loc[usable, "probability"] = calls.best
+        table.loc[usable, "unassigned_reason"] = calls.reasons
+        table.loc[usable, "unexpected_changes"] = [",".join(u) for u in calls.unexpected]
+        table.loc[usable, "changes_p_value"] = np.round(calls.p_values, 4)
     for column, label in enumerate(settings.classes):
         table[f"p_{label}"] = full[:, column]
     return table

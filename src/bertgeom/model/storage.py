@@ -1,8 +1,9 @@
 """Saving and loading classifier directories in Hugging Face format (safetensors only).
 
 A classifier directory holds ``config.json`` (a ``BertConfig`` with ``id2label`` and a
-``bertgeom`` entry: k, stride, classes, the ``unassigned`` threshold), ``model.safetensors`` and
-the tokenizer files. Pickled weights (``pytorch_model.bin``) and remote code are never loaded.
+``bertgeom`` entry: k, stride, classes, the ``unassigned`` threshold), ``model.safetensors``, the
+tokenizer files and ``change_check.json`` (:mod:`bertgeom.model.change_check`; older directories
+have none). Pickled weights (``pytorch_model.bin``) and remote code are never loaded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from transformers import (
 
 from bertgeom.atomic import atomic_directory
 from bertgeom.errors import ModelError
+from bertgeom.model.change_check import ChangeCheck
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,13 @@ class ClassifierSettings:
 
 @dataclass
 class Classifier:
-    """A loaded classifier: model (eval mode), tokenizer and settings."""
+    """A loaded classifier: model (eval mode), tokenizer, settings and the change check."""
 
     model: BertForSequenceClassification
     tokenizer: PreTrainedTokenizerBase
     settings: ClassifierSettings
     directory: Path
+    change_check: ChangeCheck | None = None
 
 
 def default_model_directory() -> Path:
@@ -65,12 +68,15 @@ def save_classifier(
     tokenizer: PreTrainedTokenizerBase,
     settings: ClassifierSettings,
     directory: Path,
+    change_check: ChangeCheck | None = None,
 ) -> None:
     """Write the classifier to ``directory`` atomically (a temporary folder, then a rename)."""
     model.config.bertgeom = settings.to_json()
     with atomic_directory(Path(directory)) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        if change_check is not None:
+            change_check.save(staging)
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -127,10 +133,11 @@ def load_classifier(directory: Path | None = None) -> Classifier:
         model = BertForSequenceClassification.from_pretrained(
             directory, use_safetensors=True, local_files_only=True
         )
-    except (KeyError, ValueError, OSError) as error:
+        change_check = ChangeCheck.load(directory)
+    except (KeyError, ValueError, TypeError, OSError) as error:
         raise ModelError(f"{directory}: cannot load the classifier ({error})") from error
     model.eval()
-    return Classifier(model=model, tokenizer=tokenizer, settings=settings, directory=directory)
+    return Classifier(model, tokenizer, settings, directory, change_check)
 
 
 def new_classifier(

@@ -3,7 +3,9 @@
 A model directory loads with ``AutoTokenizer.from_pretrained`` alone: the tokenizer splits the
 space-joined k-mers of :func:`bertgeom.genomics.kmers.kmer_sentence` on white space and maps each
 to its id; a k-mer not seen in training becomes ``[UNK]`` (the vocabulary holds whole 12-mers
-only, so WordPiece finds no sub-piece).
+only, so WordPiece finds no sub-piece). The vocabulary holds only fully called k-mers (A/C/G/T):
+a k-mer with an ``n`` in it (a drop-out, an uncovered end, the padding of the last token) is
+missing data, and reaches the model as ``[UNK]`` whatever its pattern of ``n``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 def build_vocabulary(
     sequences: Iterable[str], k: int = DEFAULT_K, stride: int = DEFAULT_STRIDE, min_count: int = 1
 ) -> list[str]:
-    """Special tokens, then every k-mer seen at least ``min_count`` times, most frequent first."""
-    counts = Counter(token for sequence in sequences for token in kmers(sequence, k, stride))
+    """Special tokens, then every fully called k-mer (no ``n``) seen at least ``min_count``
+    times, most frequent first."""
+    counts = Counter(
+        token for sequence in sequences for token in kmers(sequence, k, stride) if "n" not in token
+    )
     frequent = sorted(
         (kmer for kmer, count in counts.items() if count >= min_count),
         key=lambda t: (-counts[t], t),

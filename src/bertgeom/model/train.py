@@ -2,10 +2,12 @@
 
 AdamW with linear warm-up (10 % of steps) and linear decay, gradient clipping at 1.0, seeded;
 validation after each epoch; the checkpoint with the best validation macro-F1 is kept and saved
-in Hugging Face format, with the ``unassigned`` threshold calibrated on the validation split.
-Rows labelled ``outlier`` (synthetic spikes of no class) are trained towards the uniform
-distribution over the classes (outlier exposure), so that spikes unlike every class get low
-confidence; they are left out of the validation macro-F1.
+in Hugging Face format, with the ``unassigned`` threshold calibrated on the validation split and
+the change check (:mod:`bertgeom.model.change_check`) fitted on the real spikes. Each training
+batch turns some spikes into partial ones on the fly (:func:`window_tokens`), as a user's
+fragment reaches the model. Rows labelled ``outlier`` (synthetic spikes of no class) are trained
+towards the uniform distribution over the classes (outlier exposure), so that spikes unlike every
+class get low confidence; they are left out of the validation macro-F1.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import pandas as pd
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from bertgeom.genomics.changes import definition_changes, sequence_changes
 from bertgeom.genomics.kmers import DEFAULT_K, DEFAULT_STRIDE
 from bertgeom.genomics.mutations import CLASSES
 from bertgeom.genomics.synthetic import OUTLIER
+from bertgeom.model.change_check import ChangeCheck, fit_change_check
 from bertgeom.model.evaluate import (
     calibrate_unassigned_threshold,
     classification_metrics,
@@ -51,6 +55,8 @@ class TrainingOptions:
     stride: int = DEFAULT_STRIDE
     min_count: int = 1
     token_mask_probability: float = 0.1
+    window_probability: float = 0.5
+    window_fraction: tuple[float, float] = (0.3, 1.0)
     warmup_share: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -102,6 +108,53 @@ def mask_tokens(
     content = ~torch.isin(input_ids, torch.tensor(special_ids))
     masked = torch.full_like(input_ids, mask_id)
     return torch.where((draws < probability) & content, masked, input_ids)
+
+
+def window_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    probability: float,
+    fraction: tuple[float, float],
+    unknown_id: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Keep, in each row with ``probability``, one window of ``U(fraction)`` of its content
+    tokens at their positions and make the others ``unknown_id`` (augmentation).
+
+    This is what a partial spike looks like to the model: :func:`bertgeom.genomics.spike.
+    extract_spike` fills the uncovered ends with ``N``, so the covered k-mers keep the token
+    index they have in a complete spike, and every k-mer with an ``n`` is ``[UNK]``. Rows are
+    ``[CLS] content [SEP] [PAD]...``; the special tokens are kept.
+    """
+    if probability <= 0:
+        return input_ids
+    rows, width = input_ids.shape
+    content = attention_mask.sum(dim=1) - 2
+    low, high = fraction
+    share = low + (high - low) * torch.rand(rows, generator=generator)
+    kept = torch.clamp(torch.ceil(share * content), min=1)
+    start = torch.floor(torch.rand(rows, generator=generator) * (content - kept + 1))
+    chosen = torch.rand(rows, generator=generator) < probability
+    index = torch.arange(width)[None, :] - 1  # content index of each position
+    inside_content = (index >= 0) & (index < content[:, None])
+    inside_window = (index >= start[:, None]) & (index < (start + kept)[:, None])
+    hidden = chosen[:, None] & inside_content & ~inside_window
+    return torch.where(hidden, torch.full_like(input_ids, unknown_id), input_ids)
+
+
+def fit_dataset_change_check(dataset: pd.DataFrame, classes: tuple[str, ...]) -> ChangeCheck:
+    """The change check (:mod:`bertgeom.model.change_check`) of a split dataset's real spikes;
+    the classes without real training spikes expect their public definitions."""
+    real = dataset[(dataset["source"] == "real") & dataset["label"].isin(classes)]
+    train, validation = real[real["split"] == "train"], real[real["split"] == "validation"]
+    return fit_change_check(
+        sequence_changes(list(train["sequence"])),
+        list(train["label"]),
+        sequence_changes(list(validation["sequence"])),
+        list(validation["label"]),
+        {label: definition_changes(label) for label in classes},
+        classes,
+    )
 
 
 def train_classifier(
@@ -158,8 +211,16 @@ def train_classifier(
             index = order[start : start + batch_size]
             mask = encoded["attention_mask"][index]
             width = int(mask.sum(dim=1).max())
-            input_ids = mask_tokens(
+            windowed = window_tokens(
                 encoded["input_ids"][index, :width],
+                mask[:, :width],
+                options.window_probability,
+                options.window_fraction,
+                tokenizer.unk_token_id,
+                generator,
+            )
+            input_ids = mask_tokens(
+                windowed,
                 options.token_mask_probability,
                 tokenizer.mask_token_id,
                 tokenizer.all_special_ids,
@@ -202,6 +263,6 @@ def train_classifier(
     )
     report.unassigned_threshold = calibrate_unassigned_threshold(probabilities, validation_true)
     settings = ClassifierSettings(options.k, options.stride, classes, report.unassigned_threshold)
-    save_classifier(model, tokenizer, settings, out)
+    save_classifier(model, tokenizer, settings, out, fit_dataset_change_check(dataset, classes))
     report.seconds = time.perf_counter() - started
     return report

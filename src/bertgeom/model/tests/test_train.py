@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bertgeom.model.evaluate import calibrate_unassigned_threshold, classification_metrics
-from bertgeom.model.train import soft_targets
+from bertgeom.model.tokenizer import build_vocabulary
+from bertgeom.model.train import soft_targets, window_tokens
 
 
 def test_soft_targets_one_hot_and_uniform() -> None:
@@ -36,3 +37,35 @@ def test_metrics_against_hand_counts() -> None:
     assert metrics["classes_scored"] == ["a", "b"]
     assert metrics["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
     assert metrics["confusion_matrix"]["matrix"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+
+
+def test_windows_keep_one_run_of_content_in_place() -> None:
+    """Each windowed row keeps one contiguous run of its own content tokens, at their
+    positions, of ``U(fraction)`` of its length; the rest is ``[UNK]``; specials untouched."""
+    generator = torch.Generator().manual_seed(0)
+    rows, width, unknown = 200, 60, 1
+    lengths = torch.randint(5, width - 1, (rows,), generator=generator)
+    ids = torch.zeros(rows, width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, length in enumerate(lengths.tolist()):
+        ids[row, 0], ids[row, 1 : length + 1], ids[row, length + 1] = 2, 100 + row, 3
+        mask[row, : length + 2] = 1
+    windowed = window_tokens(ids, mask, 1.0, (0.3, 0.6), unknown, generator)
+    for row, length in enumerate(lengths.tolist()):
+        content = windowed[row, 1 : length + 1]
+        kept = torch.nonzero(content != unknown).flatten()
+        assert len(kept) and torch.equal(kept, torch.arange(int(kept[0]), int(kept[-1]) + 1))
+        assert torch.equal(content[kept], ids[row, 1 : length + 1][kept])
+        assert np.ceil(0.3 * length) <= len(kept) <= np.ceil(0.6 * length)
+        assert windowed[row, 0] == 2 and windowed[row, length + 1] == 3
+        assert torch.equal(windowed[row, length + 2 :], ids[row, length + 2 :])
+    assert torch.equal(window_tokens(ids, mask, 0.0, (0.3, 0.6), unknown, generator), ids)
+    some = window_tokens(ids, mask, 0.5, (0.3, 0.6), unknown, generator)
+    changed = (some != ids).any(dim=1).float().mean()
+    assert 0.35 < float(changed) < 0.65
+
+
+def test_vocabulary_holds_only_called_kmers() -> None:
+    vocabulary = build_vocabulary(["ACGTACGTACGTNNNACGTACGTACGTACGTA"], k=12, stride=9)
+    assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert vocabulary[5:] and all("n" not in token for token in vocabulary[5:])

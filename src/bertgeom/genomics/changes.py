@@ -1,0 +1,110 @@
+"""The changes a spike carries against Wuhan-Hu-1: amino-acid substitutions, deletions and
+insertions, one name per event, read off the alignment map of a :class:`SpikeRecord`.
+
+Names: ``L452R`` (a codon whose three bases are called, that translates to another amino acid;
+synonymous changes are not changes here), ``del21765-21770`` (a run of deleted reference
+positions, named by nucleotides as in ``spike_mutation_profiles.tsv``, so that one deletion is one
+event however it cuts codons) and ``ins22204:GAGCCAGAA`` (bases inserted after a reference
+position). A codon with an ``N`` or a partial deletion says nothing about its amino acid and is
+skipped: missing data is not a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bertgeom.genomics.mutations import EditedSpike, Mutation, apply_mutations, mutation_profiles
+from bertgeom.genomics.reference import SPIKE_LENGTH, SPIKE_START, reference_spike
+from bertgeom.genomics.spike import QCStatus, SpikeRecord, extract_spike
+
+_BASES = "TCAG"
+_AMINO_ACIDS = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
+GENETIC_CODE: dict[str, str] = {
+    first + second + third: _AMINO_ACIDS[16 * i + 4 * j + k]
+    for i, first in enumerate(_BASES)
+    for j, second in enumerate(_BASES)
+    for k, third in enumerate(_BASES)
+}
+"""The standard genetic code (``*`` is a stop codon)."""
+
+_DELETED = ord("-")
+_MISSING = ord("N")
+
+
+@cache
+def _reference_bytes() -> NDArray[np.uint8]:
+    return np.frombuffer(reference_spike().encode(), dtype=np.uint8)
+
+
+def aligned_bases(spike: SpikeRecord) -> NDArray[np.uint8]:
+    """``(3822,)`` bytes: the spike's base at each spike reference position, ``-`` where the
+    position is deleted, ``N`` where it is not called (insertions are left out)."""
+    bases = np.full(SPIKE_LENGTH, _DELETED, dtype=np.uint8)
+    keep = ~spike.is_insertion
+    offsets = spike.reference_positions[keep] - SPIKE_START
+    inside = (offsets >= 0) & (offsets < SPIKE_LENGTH)
+    sequence = np.frombuffer(spike.sequence.encode(), dtype=np.uint8)[keep]
+    bases[offsets[inside]] = sequence[inside]
+    return bases
+
+
+def spike_changes(spike: SpikeRecord) -> tuple[str, ...]:
+    """The spike's changes against the reference, in reference order (module docstring)."""
+    if not spike.usable or not spike.sequence:
+        return ()
+    reference = _reference_bytes()
+    bases = aligned_bases(spike)
+    events: list[tuple[int, str]] = []
+    deleted = bases == _DELETED
+    if deleted.any():
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], deleted.astype(np.int8), [0]])))
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            first, last = SPIKE_START + int(start), SPIKE_START + int(stop) - 1
+            events.append((first, f"del{first}-{last}"))
+    codons = bases.reshape(-1, 3)
+    differing = np.flatnonzero((codons != reference.reshape(-1, 3)).any(axis=1))
+    for codon in differing:
+        triplet = codons[codon]
+        if (triplet == _DELETED).any() or (triplet == _MISSING).any():
+            continue
+        query = GENETIC_CODE.get(triplet.tobytes().decode())
+        original = GENETIC_CODE[reference[3 * codon : 3 * codon + 3].tobytes().decode()]
+        if query is not None and query != original:
+            events.append((SPIKE_START + 3 * int(codon), f"{original}{codon + 1}{query}"))
+    if spike.is_insertion.any():
+        inserted = np.flatnonzero(spike.is_insertion)
+        runs = np.split(inserted, np.flatnonzero(np.diff(inserted) > 1) + 1)
+        for run in runs:
+            after = int(spike.reference_positions[run[0]])
+            events.append((after, f"ins{after}:{spike.sequence[run[0] : run[-1] + 1]}"))
+    return tuple(name for _, name in sorted(events))
+
+
+def edited_spike_changes(edited: EditedSpike) -> tuple[str, ...]:
+    """The changes of a spike made by editing the reference (synthetic spikes, definitions)."""
+    record = SpikeRecord(
+        "edited",
+        QCStatus.OK,
+        edited.sequence,
+        edited.reference_positions,
+        edited.is_insertion,
+    )
+    return spike_changes(record)
+
+
+def definition_changes(label: str) -> tuple[str, ...]:
+    """The changes of a class's public definition (``source == definition`` in the profiles;
+    empty for classes profiled from real data)."""
+    profiles = mutation_profiles()
+    rows = profiles[(profiles["class"] == label) & (profiles["source"] == "definition")]
+    mutations = [Mutation.parse(name) for name in rows["mutation"]]
+    return edited_spike_changes(apply_mutations(mutations)) if mutations else ()
+
+
+def sequence_changes(sequences: Sequence[str]) -> list[tuple[str, ...]]:
+    """The changes of each sequence (a genome or a spike), aligned as any input is."""
+    return [spike_changes(extract_spike("sequence", sequence)) for sequence in sequences]

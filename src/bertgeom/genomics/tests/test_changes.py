@@ -1,0 +1,102 @@
+"""Spike changes against the reference: planted edits, an independent translation, alignment."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bertgeom.genomics.changes import (
+    GENETIC_CODE,
+    definition_changes,
+    edited_spike_changes,
+    sequence_changes,
+    spike_changes,
+)
+from bertgeom.genomics.fasta import read_fasta
+from bertgeom.genomics.mutations import Mutation, apply_mutations
+from bertgeom.genomics.reference import SPIKE_START, data_path, reference_spike
+from bertgeom.genomics.spike import extract_spike
+
+
+def translate(sequence: str) -> str:
+    return "".join(GENETIC_CODE[sequence[i : i + 3]] for i in range(0, len(sequence) - 2, 3))
+
+
+def test_genetic_code_reads_the_spike_protein() -> None:
+    protein = translate(reference_spike())
+    assert protein.startswith("MFVFLVLLPLVSSQCVNLT") and protein.endswith("VKLHYT*")
+    assert len(protein) == 1274 and "*" not in protein[:-1]
+
+
+def test_reference_has_no_changes() -> None:
+    assert spike_changes(extract_spike("ref", reference_spike())) == ()
+
+
+def test_planted_substitution_deletion_and_insertion() -> None:
+    planted = [
+        Mutation.parse("A23063T"),  # N501Y
+        Mutation.parse("C21575T"),  # L5F
+        Mutation.parse("del21765-21770"),  # the Alpha deletion at 69-70
+        Mutation.parse("ins22204:GAGCCAGAA"),  # Omicron BA.1's insertion after 214
+        Mutation.parse("C23017T"),  # a synonymous change (codon 485 GGC -> GGT): not a change
+    ]
+    assert translate(reference_spike()[3 * 484 : 3 * 485]) == "G"
+    changes = edited_spike_changes(apply_mutations(planted))
+    assert changes == ("L5F", "del21765-21770", "ins22204:GAGCCAGAA", "N501Y")
+
+
+def test_missing_bases_are_not_changes() -> None:
+    spike = apply_mutations([Mutation.parse("A23063T")]).sequence
+    offset = 23063 - SPIKE_START
+    masked = spike[: offset - 1] + "NNN" + spike[offset + 2 :]
+    assert spike_changes(extract_spike("masked", masked)) == ()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3821), st.integers(1, 3)), max_size=12, unique_by=lambda t: t[0]
+    )
+)
+def test_substitutions_match_an_independent_translation(edits: list[tuple[int, int]]) -> None:
+    reference = reference_spike()
+    mutations = []
+    for offset, shift in edits:
+        base = reference[offset]
+        alt = "ACGT"[("ACGT".index(base) + shift) % 4]
+        mutations.append(
+            Mutation(
+                f"{base}{SPIKE_START + offset}{alt}",
+                "sub",
+                SPIKE_START + offset,
+                SPIKE_START + offset,
+                alt,
+            )
+        )
+    edited = apply_mutations(mutations)
+    before, after = translate(reference), translate(edited.sequence)
+    expected = tuple(
+        f"{a}{position + 1}{b}"
+        for position, (a, b) in enumerate(zip(before, after, strict=True))
+        if a != b
+    )
+    assert edited_spike_changes(edited) == expected
+
+
+def test_alignment_round_trip_on_a_real_genome() -> None:
+    """A real genome with an Alpha spike, read through minimap2: Alpha's defining changes."""
+    genome = next(
+        record.sequence
+        for record in read_fasta(data_path("genomes_ncbi.fasta.xz"))
+        if record.record_id == "MW769709.1"
+    )
+    changes = set(sequence_changes([genome])[0])
+    assert {"N501Y", "A570D", "D614G", "P681H", "T716I", "S982A", "D1118H"} <= changes
+    assert {"del21765-21770", "del21991-21993"} <= changes
+
+
+def test_definitions_of_the_synthetic_only_classes() -> None:
+    lambda_changes = definition_changes("Lambda")
+    assert "L452Q" in lambda_changes and "F490S" in lambda_changes
+    assert definition_changes("Alpha") == ()  # profiled from real data, no definition rows
+    assert "ins21990:TAC" in definition_changes("Mu")
