@@ -1,13 +1,14 @@
 """Training a BERT variant classifier from scratch on a split dataset.
 
-AdamW with linear warm-up (10 % of steps) and linear decay, gradient clipping at 1.0, seeded;
-validation after each epoch; the checkpoint with the best validation macro-F1 is kept and saved
-in Hugging Face format, with the ``unassigned`` threshold calibrated on the validation split and
-the change check (:mod:`bertgeom.model.change_check`) fitted on the real spikes. Each training
-batch turns some spikes into partial ones on the fly (:func:`window_tokens`), as a user's
-fragment reaches the model. Rows labelled ``outlier`` (synthetic spikes of no class) are trained
-towards the uniform distribution over the classes (outlier exposure), so that spikes unlike every
-class get low confidence; they are left out of the validation macro-F1.
+AdamW with linear warm-up (3 epochs, at most a quarter of the run) and linear decay, gradient
+clipping at 1.0, seeded; validation after each epoch; the checkpoint with the best validation
+macro-F1 is kept and saved in Hugging Face format, with the ``unassigned`` threshold calibrated
+on the validation split and the change check (:mod:`bertgeom.model.change_check`) fitted on the
+real spikes. Each training batch turns some spikes into partial ones on the fly
+(:func:`window_tokens`), as a user's fragment reaches the model. Rows labelled ``outlier``
+(synthetic spikes of no class) are trained towards the uniform distribution over the classes
+(outlier exposure), so that spikes unlike every class get low confidence; they are left out of
+the validation macro-F1.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class TrainingOptions:
     token_mask_probability: float = 0.1
     window_probability: float = 0.5
     window_fraction: tuple[float, float] = (0.3, 1.0)
-    warmup_share: float = 0.1
+    warmup_epochs: float = 3.0
+    warmup_share: float = 0.25
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
 
@@ -187,8 +189,12 @@ def train_classifier(
         model.parameters(), lr=learning_rate, weight_decay=options.weight_decay
     )
     steps_per_epoch = -(-len(train) // batch_size)
+    # Warm-up over 3 epochs, at most a quarter of the run: with partial-spike windows a model
+    # warmed up over 1.2 epochs (10 % of 12) stalled (validation macro-F1 0.72 after 12 epochs,
+    # against 0.95 with 3).
+    warmup = min(options.warmup_epochs, options.warmup_share * epochs)
     scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(options.warmup_share * epochs * steps_per_epoch), epochs * steps_per_epoch
+        optimizer, int(warmup * steps_per_epoch), epochs * steps_per_epoch
     )
     generator = torch.Generator().manual_seed(options.seed)
     report = TrainingReport(

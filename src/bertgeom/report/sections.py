@@ -144,7 +144,9 @@ def classifier(results: Results) -> Section:
     section.blocks.append(
         Paragraph(
             f"{len(labelled)} labelled inputs (of {len(predictions)}): accuracy "
-            f"{accuracy:.4f}, macro-F1 {macro_f1:.4f} (over the {sum(present)} classes present)."
+            f"{accuracy:.4f}, macro-F1 {macro_f1:.4f} (over the {sum(present)} classes present), "
+            "of the arg-max calls of the model's head: the unassigned rules of bertgeom predict "
+            "(probability threshold, change check) are not applied here."
         )
     )
     frame = pd.DataFrame(
