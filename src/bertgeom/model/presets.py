@@ -35,7 +35,7 @@ PRESETS: dict[str, Preset] = {
     # For tests: trains in seconds, learns little.
     "tiny": Preset(32, 1, 2, 64, epochs=1, batch_size=16, learning_rate=2e-3),
     # The default and the shipped model: fast on a laptop CPU, >0.99 macro-F1 on real spikes.
-    "small": Preset(64, 2, 4, 256, epochs=12, batch_size=16, learning_rate=3e-3),
+    "small": Preset(64, 2, 4, 256, epochs=15, batch_size=16, learning_rate=3e-3),
     # The paper's shape (BERT-base: 12 layers, 12 heads, hidden 768); slow on a CPU.
     "paper": Preset(768, 12, 12, 3072, epochs=2, batch_size=4, learning_rate=2e-5),
 }
