@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bertgeom.cli.main import app
-from bertgeom.genomics.fasta import write_fasta
+from bertgeom.genomics.fasta import read_fasta, write_fasta
 from bertgeom.genomics.mutations import CLASSES, Mutation, apply_mutations, mutation_profiles
-from bertgeom.genomics.reference import SPIKE_END, SPIKE_START, reference_genome
+from bertgeom.genomics.reference import SPIKE_END, SPIKE_START, data_path, reference_genome
 from bertgeom.genomics.synthetic import synthesize_table
 from bertgeom.results.store import load_results
 
@@ -109,18 +109,29 @@ def test_predict_keeps_bad_records_with_a_status(tmp_path: Path, tiny_model: Pat
 
 
 def test_predict_withholds_a_lineage_outside_the_classes(tmp_path: Path) -> None:
-    """The shipped model: an Epsilon spike (pre-VOC + S13I, W152C, L452R) is not forced into
-    pre-VOC, and says why; a spike with Gamma's core mutations is called; ``--change-alpha 0``
-    turns the check off."""
+    """The shipped model on a real Epsilon genome (clade 21C, outside the eight classes, which
+    the BERT calls pre-VOC): placed on 21C and withheld for it; a spike alone with Epsilon's
+    changes is placed on 21C too, by its three defining sites in S; a reference genome carrying
+    only Epsilon's spike (a recombinant-like record that the tree cannot place) falls back to
+    the change check; a spike with Gamma's core mutations, which the tree cannot tell from a
+    pre-VOC or Beta spike, is called Gamma. ``--change-alpha 0`` turns the change check off."""
     genome = reference_genome()
     epsilon = apply_mutations([Mutation.parse(n) for n in EPSILON]).sequence
     profiles = mutation_profiles()
     core = profiles[(profiles["class"] == "Gamma") & (profiles["frequency"] >= 0.9)]
     gamma = apply_mutations([Mutation.parse(n) for n in core["mutation"]]).sequence
-    fasta = tmp_path / "two.fa"
+    real_epsilon = next(
+        r for r in read_fasta(data_path("genomes_ncbi.fasta.xz")) if r.record_id == "MZ622372.1"
+    )
+    fasta = tmp_path / "four.fa"
     write_fasta(
         [
-            ("epsilon", genome[: SPIKE_START - 1] + epsilon + genome[SPIKE_END:]),
+            ("epsilon_genome", real_epsilon.sequence),
+            ("epsilon_spike", epsilon),
+            (
+                "epsilon_spike_in_reference",
+                genome[: SPIKE_START - 1] + epsilon + genome[SPIKE_END:],
+            ),
             ("gamma", gamma),
         ],
         fasta,
@@ -129,15 +140,22 @@ def test_predict_withholds_a_lineage_outside_the_classes(tmp_path: Path) -> None
     code, output = run("predict", "--fasta", fasta, "--out", out)
     assert code == 0, output
     calls = pd.read_csv(out, sep="\t", keep_default_na=False).set_index("record_id")
-    assert calls.loc["epsilon", "predicted_class"] == "unassigned"
-    assert calls.loc["epsilon", "unassigned_reason"] == "unexpected_changes"
-    assert calls.loc["epsilon", "unexpected_changes"] == "S13I,W152C,L452R"
-    assert float(calls.loc["epsilon", "changes_p_value"]) < 0.05
+    for record in ("epsilon_genome", "epsilon_spike"):
+        assert calls.loc[record, "predicted_class"] == "unassigned"
+        assert calls.loc[record, "unassigned_reason"] == "clade_outside_classes"
+        assert calls.loc[record, "clade"] == "21C"
+        assert calls.loc[record, "clade_class"] == "other-VOI"
+    assert float(calls.loc["epsilon_genome", "clade_support"]) > 0.9
+    mixed = calls.loc["epsilon_spike_in_reference"]
+    assert mixed["clade_class"] == "" and mixed["unassigned_reason"] == "unexpected_changes"
+    assert mixed["unexpected_changes"] == "S13I,W152C,L452R"
+    assert float(mixed["changes_p_value"]) < 0.05
     assert calls.loc["gamma", "predicted_class"] == "Gamma"
     code, output = run("predict", "--fasta", fasta, "--out", out, "--change-alpha", 0)
     assert code == 0, output
     unchecked = pd.read_csv(out, sep="\t", keep_default_na=False).set_index("record_id")
-    assert unchecked.loc["epsilon", "predicted_class"] == "pre-VOC"
+    assert unchecked.loc["epsilon_spike_in_reference", "predicted_class"] == "pre-VOC"
+    assert unchecked.loc["epsilon_genome", "predicted_class"] == "unassigned"  # the tree still
 
 
 EPSILON = ("G21600T", "G22018T", "T22917G", "A23403G")  # S13I, W152C, L452R, D614G
@@ -205,8 +223,14 @@ def test_data_split_without_prepare_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_writes_model_metrics_and_confusion_matrix(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    code, output = run("demo", "--out", out, "--preset", "tiny", "--epochs", 1)
+    code, output = run(
+        "demo", "--out", out, "--preset", "tiny", "--epochs", 1, "--lineage-epochs", 1
+    )
     assert code == 0, output
+    assert "leave-lineage-out" in output
+    lineages = pd.read_csv(out / "lineages" / "lineages.tsv", sep="\t")
+    assert set(lineages["model"]) == {"bert", "kmer_logistic_regression"}
+    assert {"fold 1", "fold 2", "fold 3"} == set(lineages["fold"])
     assert (out / "model" / "model.safetensors").is_file()
     assert (out / "confusion_matrix.png").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -221,3 +245,10 @@ def test_demo_writes_model_metrics_and_confusion_matrix(tmp_path: Path) -> None:
     page = (out / "report.html").read_text()
     assert 'id="gates"' in page and 'id="spike"' in page and "<figure" in page
     assert not list(out.glob(".*partial"))
+
+
+def test_leave_lineage_out_with_an_unknown_preset_is_one_line(tmp_path: Path) -> None:
+    code, output = run("evaluate", "--leave-lineage-out", "--preset", "huge", "--out", tmp_path)
+    assert code != 0
+    assert "unknown preset 'huge'" in output and "Traceback" not in output
+    assert not list(tmp_path.iterdir())

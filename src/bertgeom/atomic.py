@@ -1,4 +1,8 @@
-"""Outputs appear whole or not at all: write to a hidden temporary sibling, then rename."""
+"""Outputs appear whole or not at all: write to a hidden temporary sibling, then rename.
+
+``mkstemp``/``mkdtemp`` create 0600/0700 entries; they are widened to the modes a plain
+``open``/``mkdir`` would give under the current umask, so outputs stay readable as usual.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process umask, read from /proc where possible: setting it to query it is racy."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # No /proc (macOS, old kernels): the only portable query sets and restores it, which
+    # briefly affects files other threads create in between.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, else vanishes."""
@@ -19,6 +39,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     os.close(handle)
     temporary = Path(name)
     try:
+        temporary.chmod(0o666 & ~_umask())
         yield temporary
         temporary.replace(path)
     finally:
@@ -32,6 +53,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
+        temporary.chmod(0o777 & ~_umask())
         yield temporary
         if path.exists():
             shutil.rmtree(path)

@@ -8,14 +8,11 @@ head so its predictions come out of the same forward pass; the analysis reads it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -37,7 +34,7 @@ from bertgeom.capture.adapters import (
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
 from bertgeom.errors import ModelError
 from bertgeom.measures.subspace_weights import AttentionWeights
-from bertgeom.model.storage import read_config, require_safetensors
+from bertgeom.model.storage import quiet_transformers, read_config, require_safetensors
 
 ATTENTION_IMPLEMENTATION = "eager"
 """The attention kernel analysis needs: the only one that returns the probabilities."""
@@ -128,21 +125,6 @@ class LoadedModel:
         }
 
 
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' warnings and weight-loading progress bars while loading."""
-    verbosity = transformers.logging.get_verbosity()
-    bars = transformers.logging.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-        if bars:
-            transformers.logging.enable_progress_bar()
-
-
 def _has_classification_head(config: PretrainedConfig) -> bool:
     architectures = getattr(config, "architectures", None) or []
     return any(str(name).endswith("ForSequenceClassification") for name in architectures)
@@ -183,7 +165,7 @@ def load_model(directory: Path) -> LoadedModel:
     require_safetensors(directory)
     adapter = ADAPTERS[str(model_type)]
     options: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(directory, **options)
             loader = (

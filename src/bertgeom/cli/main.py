@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import typer
 from rich.progress import TaskID
+from rich.table import Table
 
 from bertgeom.atomic import atomic_file
 from bertgeom.cli.analyze import analyze
@@ -132,9 +135,28 @@ def evaluate(
         Path | None, typer.Option("--data", help="Dataset directory (default: the embedded data).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the embedded dataset's split.")] = 42,
+    leave_lineage_out: Annotated[
+        bool,
+        typer.Option(
+            "--leave-lineage-out",
+            help="Instead: train one model per fold without whole Nextstrain lineages of the "
+            "embedded data and call their genomes (BERT and k-mer baseline; "
+            "lineages.tsv, lineages.json).",
+        ),
+    ] = False,
+    preset: Annotated[str, typer.Option(help="--leave-lineage-out: the folds' preset.")] = "small",
+    epochs: Annotated[
+        int | None, typer.Option(help="--leave-lineage-out: the folds' epochs.")
+    ] = None,
 ) -> None:
-    """Evaluate a classifier on the held-out test split and the outside-the-classes genomes."""
+    """Evaluate a classifier on the held-out test split and the genomes kept out of the
+    dataset, or (--leave-lineage-out) the training recipe on lineages it never saw."""
     with user_errors():
+        if leave_lineage_out:
+            from bertgeom.model.train import TrainingOptions
+
+            _evaluate_lineages(out, TrainingOptions(preset, epochs, seed=seed))
+            return
         from bertgeom.model.experiment import evaluate_classifier, write_evaluation
         from bertgeom.model.storage import load_classifier
 
@@ -145,6 +167,27 @@ def evaluate(
         _print_metrics(metrics, out)
 
 
+def _evaluate_lineages(out: Path, options: TrainingOptions) -> None:
+    from bertgeom.model.lineages import leave_lineage_out, write_lineages
+    from bertgeom.model.presets import PRESETS
+
+    if options.preset not in PRESETS:
+        raise InputError(f"unknown preset {options.preset!r}; choose one of {', '.join(PRESETS)}")
+    started = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task("training", total=None)
+
+        def advance(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        table = leave_lineage_out(options, progress=advance, announce=bar.console.print)
+    seconds = time.perf_counter() - started
+    write_lineages(table, out, {"options": options.__dict__, "seconds": seconds})
+    console.print(_lineage_table(table))
+    console.print(f"leave-lineage-out finished in {seconds:.0f} s", highlight=False)
+    console.print(f"-> {out / 'lineages.tsv'}, {out / 'lineages.json'}", highlight=False)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Directory for the demo's outputs.")] = Path(
@@ -153,9 +196,20 @@ def demo(
     preset: Annotated[str, typer.Option(help="Model size.")] = "small",
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    lineages: Annotated[
+        bool,
+        typer.Option(
+            help="Leave-lineage-out with the tiny preset (lineages/); the small preset's numbers "
+            "come from 'bertgeom evaluate --leave-lineage-out' (BENCHMARKS.md)."
+        ),
+    ] = True,
+    lineage_epochs: Annotated[
+        int, typer.Option(help="Epochs of each leave-lineage-out fold.", min=1)
+    ] = 10,
 ) -> None:
-    """Prepare the embedded data, train, evaluate, analyse the model on the held-out data and
-    write the report (model/, metrics.json, confusion matrix, analysis/, report.html)."""
+    """Prepare the embedded data, train, evaluate, call lineages left out of training, analyse
+    the model on the held-out data and write the report (model/, metrics.json, confusion
+    matrix, lineages/, analysis/, report.html)."""
     with user_errors():
         from bertgeom.analysis import AnalysisOptions, InputSpec
         from bertgeom.cli.analyze import run_analysis
@@ -165,32 +219,83 @@ def demo(
         from bertgeom.model.train import TrainingOptions
         from bertgeom.report.build import build_report
 
-        started = time.perf_counter()
-        console.print(
-            "[bold]1/5[/] preparing the embedded data (alignment, synthetic spikes, splits)"
-        )
-        dataset, outside = _dataset(None, seed)
-        save_dataset(dataset, outside, out / "data")
-        console.print(f"[bold]2/5[/] training the {preset} preset")
-        report = _train(dataset, out / "model", TrainingOptions(preset, epochs, seed=seed))
-        console.print("[bold]3/5[/] evaluating on the held-out test split")
-        metrics = evaluate_classifier(load_classifier(out / "model"), dataset, outside)
-        metrics["training"] = {
-            "history": report.history,
-            "best_epoch": report.best_epoch,
-            "seconds": report.seconds,
-        }
-        write_evaluation(metrics, out, f"bertgeom demo ({preset})")
-        _print_metrics(metrics, out)
-        console.print("[bold]4/5[/] analysing the model on the held-out test split")
-        test_split = InputSpec("data", out / "data", split="test")
-        run_analysis(out / "model", test_split, out / "analysis", AnalysisOptions())
-        console.print("[bold]5/5[/] writing the report")
-        with console.status("drawing the figures"):
+        steps = _Steps(6 if lineages else 5)
+        with steps("preparing the embedded data (alignment, synthetic spikes, splits)", "data"):
+            dataset, outside = _dataset(None, seed)
+            save_dataset(dataset, outside, out / "data")
+        with steps(f"training the {preset} preset", "training"):
+            report = _train(dataset, out / "model", TrainingOptions(preset, epochs, seed=seed))
+        with steps("evaluating on the held-out test split", "evaluation"):
+            metrics = evaluate_classifier(load_classifier(out / "model"), dataset, outside)
+            metrics["training"] = {
+                "history": report.history,
+                "best_epoch": report.best_epoch,
+                "seconds": report.seconds,
+            }
+            write_evaluation(metrics, out, f"bertgeom demo ({preset})")
+            _print_metrics(metrics, out)
+        if lineages:
+            with steps(
+                "leave-lineage-out: three folds of the tiny preset, each trained without whole "
+                "lineages, then called on them",
+                "leave-lineage-out",
+            ):
+                options = TrainingOptions("tiny", lineage_epochs, seed=seed)
+                _evaluate_lineages(out / "lineages", options)
+        with steps("analysing the model on the held-out test split", "analysis"):
+            test_split = InputSpec("data", out / "data", split="test")
+            run_analysis(out / "model", test_split, out / "analysis", AnalysisOptions())
+        with steps("writing the report", "report"), console.status("drawing the figures"):
             page = build_report(out / "analysis", out / "report.html")
         console.print(f"report: {page}", highlight=False)
-        seconds = time.perf_counter() - started
-        console.print(f"demo finished in {seconds:.0f} s", highlight=False)
+        console.print(f"demo finished in {steps.total():.0f} s: {steps.summary()}", highlight=False)
+
+
+class _Steps:
+    """Numbered steps of a long command, each timed; ``summary()`` lists the times."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, title: str, name: str) -> Iterator[None]:
+        console.print(f"[bold]{len(self.seconds) + 1}/{self.count}[/] {title}")
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - started
+        console.print(f"    {name}: {self.seconds[name]:.1f} s", highlight=False)
+
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.seconds.items())
+
+
+def _lineage_table(table: pd.DataFrame) -> Table:
+    from bertgeom.model.lineages import REASONS
+
+    view = Table(title="leave-lineage-out: held-out genomes, as called (BERT | k-mer LR)")
+    for column in ("fold", "group", "expected", "n", "called so", "unassigned", "other class"):
+        view.add_column(column, justify="left" if column in ("fold", "group") else "right")
+    for (fold, group), rows in table.groupby(["fold", "group"], sort=False):
+        models = list(rows.itertuples())
+        view.add_row(
+            str(fold),
+            str(group),
+            str(models[0].expected),
+            str(models[0].n),
+            " | ".join(str(row.called_expected) for row in models),
+            " | ".join(_withheld(row, REASONS) for row in models),
+            " | ".join(str(row.called_other) for row in models),
+        )
+    return view
+
+
+def _withheld(row: Any, reasons: tuple[str, ...]) -> str:
+    counts = {reason: getattr(row, f"unassigned_{reason}") for reason in reasons}
+    return ", ".join(f"{count} {reason}" for reason, count in counts.items() if count) or "0"
 
 
 def _dataset(directory: Path | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -233,17 +338,17 @@ def _print_metrics(metrics: dict[str, object], out: Path) -> None:
             )
     for key, title in (
         ("test_synthetic_outliers", "synthetic outliers"),
-        ("outside", "real genomes outside the eight classes"),
+        ("outside", "real genomes kept out of the dataset (other-VOI, disputed)"),
     ):
         part = metrics.get(key)
         if isinstance(part, dict):
-            by_spike = ", ".join(
+            by_clade = ", ".join(
                 f"{target} {entry['as_expected']}/{entry['n']}"
-                for target, entry in part.get("by_spike", {}).items()
+                for target, entry in part.get("by_clade", {}).items()
             )
             console.print(
                 f"{title}: n={part['n']} unassigned={part['unassigned_share']:.2f}"
-                + (f" (called as their spike says: {by_spike})" if by_spike else ""),
+                + (f" (called as their clade says: {by_clade})" if by_clade else ""),
                 highlight=False,
             )
     console.print(f"-> {out / 'metrics.json'}, {out / 'confusion_matrix.png'}", highlight=False)

@@ -141,16 +141,22 @@ def synthetic_spikes(
     seed: int = 42,
     outliers: bool = False,
     settings: GeneratorSettings | None = None,
+    profiles: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Synthetic spikes per class for each split (drawn with separate seeds), and as many
-    spikes of no class (label ``outlier``) when ``outliers``: columns
-    ``record_id, label, status, sequence, mutations, split``."""
+    spikes of no class (label ``outlier``) when ``outliers``, drawn from ``profiles``
+    (default: the embedded ones): columns ``record_id, label, status, sequence, mutations,
+    split``."""
     parts = []
     for offset, (split, count) in enumerate(zip(SPLITS, per_split, strict=True)):
         if count == 0:
             continue
         drawn = synthesize_table(
-            count, seed=seed * 1000 + offset, settings=settings, outliers=count if outliers else 0
+            count,
+            seed=seed * 1000 + offset,
+            settings=settings,
+            outliers=count if outliers else 0,
+            profiles=profiles,
         )
         drawn["record_id"] = [f"synthetic-{split}-{i}" for i in range(len(drawn))]
         drawn["status"] = QCStatus.OK.value

@@ -19,6 +19,7 @@ import mappy
 import numpy as np
 from numpy.typing import NDArray
 
+from bertgeom.genomics.clades import UNREAD, clade_tree
 from bertgeom.genomics.reference import SPIKE_END, SPIKE_LENGTH, SPIKE_START, reference_genome
 
 _IUPAC = re.compile(r"[^ACGTURYKMSWBDHVN]")
@@ -70,7 +71,9 @@ class SpikeRecord:
     ``sequence[i]``; for an inserted base, the reference position it follows
     (``is_insertion[i]`` is True). ``coverage`` is the share of the 3,822 spike reference
     positions covered by the alignment (deletions count as covered), ``n_fraction`` the share of
-    non-ACGT bases among the aligned bases.
+    non-ACGT bases among the aligned bases. ``clade_bases`` holds the record's base at each
+    clade-defining site of :func:`bertgeom.genomics.clades.clade_tree` (the whole genome's
+    alignment, not only S: ``-`` deleted, ``N`` unread), for placing it on the clade tree.
     """
 
     record_id: str
@@ -84,6 +87,7 @@ class SpikeRecord:
     n_fraction: float = 0.0
     input_kind: str = ""
     flags: tuple[str, ...] = ()
+    clade_bases: NDArray[np.uint8] = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))
 
     @property
     def usable(self) -> bool:
@@ -126,7 +130,34 @@ def extract_spike(
     spiked = [hit for hit in hits if hit.r_st < SPIKE_END and hit.r_en >= SPIKE_START - 1]
     if not spiked:
         return SpikeRecord(record_id, QCStatus.NO_ALIGNMENT, input_kind=_input_kind(sequence, []))
-    return _spike_from_hits(record_id, sequence, spiked, thresholds)
+    record = _spike_from_hits(record_id, sequence, spiked, thresholds)
+    record.clade_bases = bases_at_sites(sequence, hits, clade_tree().sites)
+    return record
+
+
+def bases_at_sites(
+    sequence: str, hits: list[mappy.Alignment], sites: NDArray[np.int64]
+) -> NDArray[np.uint8]:
+    """``(n_sites,)`` bytes: the query's base aligned to each 1-based reference position of
+    ``sites`` (sorted), ``-`` where the alignment deletes it, ``N`` where no hit covers it."""
+    bases = np.full(len(sites), UNREAD, dtype=np.uint8)
+    encoded = np.frombuffer(sequence.encode(), dtype=np.uint8)
+    zero_based = sites - 1
+    for hit in hits:
+        ref, query = hit.r_st, hit.q_st
+        for length, operation in hit.cigar:
+            if operation in (_MATCH, _EQUAL, _DIFF):
+                lo, hi = np.searchsorted(zero_based, [ref, ref + length])
+                bases[lo:hi] = encoded[query + zero_based[lo:hi] - ref]
+                ref += length
+                query += length
+            elif operation == _INSERTION:
+                query += length
+            elif operation in (_DELETION, _SKIP):
+                lo, hi = np.searchsorted(zero_based, [ref, ref + length])
+                bases[lo:hi] = ord("-")
+                ref += length
+    return bases
 
 
 def _input_kind(sequence: str, hits: list[mappy.Alignment]) -> str:

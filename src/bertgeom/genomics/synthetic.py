@@ -54,9 +54,12 @@ class GeneratorSettings:
     incomplete_end_length: tuple[int, int] = (20, 600)
 
 
-def _class_mutations(label: str) -> tuple[list[tuple[Mutation, float]], list[Mutation]]:
-    """The class's own (mutation, frequency) list and every other class's markers."""
-    profiles = mutation_profiles()
+def _class_mutations(
+    label: str, profiles: pd.DataFrame | None = None
+) -> tuple[list[tuple[Mutation, float]], list[Mutation]]:
+    """The class's own (mutation, frequency) list and every other class's markers, from
+    ``profiles`` (columns of ``spike_mutation_profiles.tsv``; default: the embedded ones)."""
+    profiles = mutation_profiles() if profiles is None else profiles
     own = profiles[profiles["class"] == label]
     if own.empty and label not in CLASSES:
         raise ValueError(f"unknown class {label!r}; expected one of {', '.join(CLASSES)}")
@@ -76,10 +79,14 @@ def _add_if_free(chosen: list[Mutation], candidate: Mutation) -> None:
 
 
 def draw_mutations(
-    label: str, rng: np.random.Generator, settings: GeneratorSettings
+    label: str,
+    rng: np.random.Generator,
+    settings: GeneratorSettings,
+    profiles: pd.DataFrame | None = None,
 ) -> list[Mutation]:
-    """Draw one synthetic spike's mutation set for class ``label``."""
-    own, foreign = _class_mutations(label)
+    """Draw one synthetic spike's mutation set for class ``label`` from ``profiles`` (default:
+    the embedded ones; :func:`bertgeom.genomics.profiles.profiles_from_spikes` makes others)."""
+    own, foreign = _class_mutations(label, profiles)
     chosen: list[Mutation] = []
     for mutation, frequency in own:
         core = frequency >= settings.core_frequency
@@ -129,11 +136,15 @@ def mask_with_n(sequence: str, rng: np.random.Generator, settings: GeneratorSett
 
 
 def synthesize(
-    label: str, rng: np.random.Generator, settings: GeneratorSettings | None = None
+    label: str,
+    rng: np.random.Generator,
+    settings: GeneratorSettings | None = None,
+    profiles: pd.DataFrame | None = None,
 ) -> tuple[EditedSpike, list[Mutation]]:
-    """One synthetic spike of class ``label`` (N runs included) and the mutations it carries."""
+    """One synthetic spike of class ``label`` (N runs included) and the mutations it carries,
+    drawn from ``profiles`` (default: the embedded ones)."""
     settings = settings or GeneratorSettings()
-    mutations = draw_mutations(label, rng, settings)
+    mutations = draw_mutations(label, rng, settings, profiles)
     edited = apply_mutations(mutations)
     masked = mask_with_n(edited.sequence, rng, settings)
     return EditedSpike(masked, edited.reference_positions, edited.is_insertion), mutations
@@ -144,7 +155,9 @@ OUTLIER = "outlier"
 
 
 def synthesize_outlier(
-    rng: np.random.Generator, settings: GeneratorSettings | None = None
+    rng: np.random.Generator,
+    settings: GeneratorSettings | None = None,
+    profiles: pd.DataFrame | None = None,
 ) -> tuple[EditedSpike, list[Mutation], str]:
     """A spike of no class: a ``recombinant`` or a ``novel`` lineage (N runs included).
 
@@ -153,6 +166,7 @@ def synthesize_outlier(
     D614G (p = 0.9), 4-10 random substitutions and 2-4 convergent markers. Trained towards the
     uniform distribution (outlier exposure, Hendrycks et al. 2019), they teach the model to be
     unsure of spikes like the variants outside its classes, which then come out ``unassigned``.
+    A recombinant's parents draw from ``profiles`` (default: the embedded ones).
     """
     settings = settings or GeneratorSettings()
     spike = reference_spike()
@@ -163,8 +177,12 @@ def synthesize_outlier(
         while not chosen:
             first, second = rng.choice(CLASSES[1:], size=2, replace=False)
             breakpoint_ = SPIKE_START + int(rng.integers(600, len(spike) - 600))
-            left = [m for m in draw_mutations(first, rng, settings) if m.end < breakpoint_]
-            right = [m for m in draw_mutations(second, rng, settings) if m.start > breakpoint_]
+            left = [
+                m for m in draw_mutations(first, rng, settings, profiles) if m.end < breakpoint_
+            ]
+            right = [
+                m for m in draw_mutations(second, rng, settings, profiles) if m.start > breakpoint_
+            ]
             if left and right:
                 chosen, kind = [*left, *right], f"recombinant {first}/{second}"
     else:
@@ -190,19 +208,21 @@ def synthesize_table(
     classes: tuple[str, ...] = CLASSES,
     settings: GeneratorSettings | None = None,
     outliers: int = 0,
+    profiles: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """``per_class`` synthetic spikes of each class and ``outliers`` spikes labelled
-    :data:`OUTLIER`: columns ``label, sequence, mutations``."""
+    :data:`OUTLIER`, drawn from ``profiles`` (default: the embedded ones): columns
+    ``label, sequence, mutations``."""
     rng = np.random.default_rng(seed)
     rows = []
     for label in classes:
         for _ in range(per_class):
-            edited, mutations = synthesize(label, rng, settings)
+            edited, mutations = synthesize(label, rng, settings, profiles)
             rows.append(
                 {"label": label, "sequence": edited.sequence, "mutations": _names(mutations)}
             )
     for _ in range(outliers):
-        edited, mutations, _ = synthesize_outlier(rng, settings)
+        edited, mutations, _ = synthesize_outlier(rng, settings, profiles)
         rows.append({"label": OUTLIER, "sequence": edited.sequence, "mutations": _names(mutations)})
     return pd.DataFrame(rows, columns=["label", "sequence", "mutations"])
 

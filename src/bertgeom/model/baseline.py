@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -56,3 +57,29 @@ class KmerLogisticRegression:
         """The most probable class of each spike."""
         probabilities = self.predict_proba(sequences)
         return [self.classes_[index] for index in probabilities.argmax(axis=1)]
+
+
+def fit_baseline(
+    dataset: pd.DataFrame, classes: Sequence[str], Cs: Sequence[float] = (0.1, 1.0, 10.0)
+) -> tuple[KmerLogisticRegression, float]:
+    """The baseline trained on a split dataset's ``train`` rows, ``C`` chosen on validation
+    macro-F1 (as the BERT chooses its epoch), and its ``unassigned`` threshold calibrated on
+    validation as the BERT's is."""
+    from bertgeom.model.evaluate import calibrate_unassigned_threshold, classification_metrics
+
+    train = dataset[dataset["split"] == "train"]
+    validation = dataset[(dataset["split"] == "validation") & dataset["label"].isin(classes)]
+    sequences, labels = list(validation["sequence"]), list(validation["label"])
+    best: tuple[float, KmerLogisticRegression] | None = None
+    for C in Cs:
+        model = KmerLogisticRegression(C=C).fit(list(train["sequence"]), list(train["label"]))
+        score = classification_metrics(labels, model.predict(sequences), classes)["macro_f1"]
+        if best is None or score > best[0]:
+            best = (score, model)
+    assert best is not None
+    model = best[1]
+    index = {label: i for i, label in enumerate(model.classes_)}
+    threshold = calibrate_unassigned_threshold(
+        model.predict_proba(sequences), np.array([index[label] for label in labels])
+    )
+    return model, threshold

@@ -2,10 +2,13 @@
 
 Each record is aligned and QC'd (:mod:`bertgeom.genomics.spike`); records with a hard QC failure
 keep their status and get empty predictions; the others are classified in batches. A call whose
-best probability is below the model's calibrated threshold, or whose spike carries more changes
-its class never showed than the class's own spikes do (:mod:`bertgeom.model.change_check`), is
-``unassigned`` (as pangolin and Nextclade withhold such calls), so recombinants and lineages
-outside the eight classes are not forced into one.
+placement on the Nextstrain clade tree (:mod:`bertgeom.genomics.clades`) falls outside the eight
+classes or under another class is ``unassigned`` (as pangolin and Nextclade withhold such calls);
+a call the placement confirms is kept, whatever private changes its lineage carries. Where the
+sites read cannot tell the class (a spike alone cannot tell pre-VOC from Gamma), a call is
+withheld when its best probability is below the model's calibrated threshold or its spike carries
+more changes its class never showed than the class's own spikes do
+(:mod:`bertgeom.model.change_check`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bertgeom.genomics.changes import spike_changes
+from bertgeom.genomics.clades import OUTSIDE_CLASSES, Placement, clade_tree
 from bertgeom.genomics.fasta import FastaRecord
 from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
 from bertgeom.model.change_check import ChangeCheck
@@ -27,6 +31,8 @@ from bertgeom.model.storage import Classifier
 UNASSIGNED = "unassigned"
 LOW_PROBABILITY = "low_probability"
 UNEXPECTED_CHANGES = "unexpected_changes"
+CLADE_OUTSIDE_CLASSES = "clade_outside_classes"
+CLADE_DISAGREES = "clade_disagrees"
 BASE_COLUMNS = (
     "record_id",
     "status",
@@ -38,6 +44,9 @@ BASE_COLUMNS = (
     "predicted_class",
     "probability",
     "unassigned_reason",
+    "clade",
+    "clade_class",
+    "clade_support",
     "unexpected_changes",
     "changes_p_value",
 )
@@ -74,21 +83,52 @@ def checked_calls(
     classes: Sequence[str],
     threshold: float,
     check: ChangeCheck | None,
+    placements: Sequence[Placement | None] | None = None,
 ) -> Calls:
-    """Calls withheld for a low probability (first) or for unexpected changes (then)."""
+    """The arg-max calls, withheld by the clade tree where the placement tells the class, else
+    by a low probability (first) or unexpected changes (then); see the module docstring."""
     argmax, called, best = call_classes(probabilities, classes, threshold)
     reasons = [LOW_PROBABILITY if call == UNASSIGNED else "" for call in called]
     unexpected: list[tuple[str, ...]] = []
     p_values = np.full(len(argmax), np.nan)
     for row, (label, carried) in enumerate(zip(argmax, changes, strict=True)):
-        if check is None:
+        if check is not None:
+            unexpected.append(check.unexpected(label, carried))
+            p_values[row] = check.p_value(label, len(unexpected[-1]))
+        else:
             unexpected.append(())
-            continue
-        unexpected.append(check.unexpected(label, carried))
-        p_values[row] = check.p_value(label, len(unexpected[-1]))
-        if p_values[row] < check.alpha and not reasons[row]:
+        placed = placements[row] if placements is not None else None
+        if placed is not None and placed.clade_class:
+            if placed.clade_class == label:
+                called[row], reasons[row] = label, ""
+            else:
+                reason = (
+                    CLADE_OUTSIDE_CLASSES
+                    if placed.clade_class == OUTSIDE_CLASSES
+                    else CLADE_DISAGREES
+                )
+                called[row], reasons[row] = UNASSIGNED, reason
+        elif check is not None and p_values[row] < check.alpha and not reasons[row]:
             called[row], reasons[row] = UNASSIGNED, UNEXPECTED_CHANGES
     return Calls(argmax, called, best, reasons, unexpected, p_values)
+
+
+def spike_evidence(
+    spikes: Sequence[SpikeRecord],
+) -> tuple[list[tuple[str, ...]], list[Placement | None]]:
+    """Each spike's changes and its clade placement (``None`` without aligned sites)."""
+    tree = clade_tree()
+    placements = [
+        tree.place(spike.clade_bases) if len(spike.clade_bases) else None for spike in spikes
+    ]
+    return [spike_changes(spike) for spike in spikes], placements
+
+
+def sequence_evidence(
+    sequences: Sequence[str],
+) -> tuple[list[tuple[str, ...]], list[Placement | None]]:
+    """:func:`spike_evidence` of sequences (genomes or spikes), each aligned as any input is."""
+    return spike_evidence([extract_spike("sequence", sequence) for sequence in sequences])
 
 
 def prediction_columns(classes: Iterable[str]) -> list[str]:
@@ -136,21 +176,31 @@ def classify_spikes(
     )
     table["spike_length"] = table["spike_length"].astype("Int64")
     table["unassigned_reason"] = ""
+    table["clade"] = ""
+    table["clade_class"] = ""
+    table["clade_support"] = np.nan
     table["unexpected_changes"] = ""
     table["changes_p_value"] = np.nan
     full = np.full((len(spikes), len(settings.classes)), np.nan)
     if usable:
         full[usable] = probabilities
+        changes, placements = spike_evidence([spikes[index] for index in usable])
         calls = checked_calls(
             probabilities,
-            [spike_changes(spikes[index]) for index in usable],
+            changes,
             settings.classes,
             settings.unassigned_threshold,
             classifier.change_check,
+            placements,
         )
         table.loc[usable, "predicted_class"] = calls.called
         table.loc[usable, "probability"] = calls.best
         table.loc[usable, "unassigned_reason"] = calls.reasons
+        table.loc[usable, "clade"] = [p.clade if p else "" for p in placements]
+        table.loc[usable, "clade_class"] = [p.clade_class if p else "" for p in placements]
+        table.loc[usable, "clade_support"] = [
+            round(p.support, 4) if p else np.nan for p in placements
+        ]
         table.loc[usable, "unexpected_changes"] = [",".join(u) for u in calls.unexpected]
         table.loc[usable, "changes_p_value"] = np.round(calls.p_values, 4)
     for column, label in enumerate(settings.classes):

@@ -9,12 +9,15 @@ have none). Pickled weights (``pytorch_model.bin``) and remote code are never lo
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -58,6 +61,21 @@ class Classifier:
     change_check: ChangeCheck | None = None
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warnings and its weight loading and saving progress bars."""
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+
+
 def default_model_directory() -> Path:
     """The model shipped inside the package (trained by ``benchmarks/train_default_model.sh``)."""
     return Path(str(resources.files("bertgeom.model") / "default"))
@@ -72,7 +90,7 @@ def save_classifier(
 ) -> None:
     """Write the classifier to ``directory`` atomically (a temporary folder, then a rename)."""
     model.config.bertgeom = settings.to_json()
-    with atomic_directory(Path(directory)) as staging:
+    with atomic_directory(Path(directory)) as staging, quiet_transformers():
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         if change_check is not None:
@@ -129,10 +147,11 @@ def load_classifier(directory: Path | None = None) -> Classifier:
             unassigned_threshold=float(extra["unassigned_threshold"]),
             max_length=int(extra.get("max_length", 512)),
         )
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        model = BertForSequenceClassification.from_pretrained(
-            directory, use_safetensors=True, local_files_only=True
-        )
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+            model = BertForSequenceClassification.from_pretrained(
+                directory, use_safetensors=True, local_files_only=True
+            )
         change_check = ChangeCheck.load(directory)
     except (KeyError, ValueError, TypeError, OSError) as error:
         raise ModelError(f"{directory}: cannot load the classifier ({error})") from error

@@ -1,5 +1,5 @@
-"""The change check: expected changes, leave-one-out calibration and the p-value, on planted
-data checked against brute-force counts."""
+"""The change check (expected changes, leave-one-out calibration, the p-value) on planted data
+checked against brute-force counts, and the order of the rules that withhold a call."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bertgeom.genomics.clades import OUTSIDE_CLASSES, Placement
 from bertgeom.model.change_check import ChangeCheck, fit_change_check
-from bertgeom.model.predict import LOW_PROBABILITY, UNASSIGNED, UNEXPECTED_CHANGES, checked_calls
+from bertgeom.model.predict import (
+    CLADE_DISAGREES,
+    CLADE_OUTSIDE_CLASSES,
+    LOW_PROBABILITY,
+    UNASSIGNED,
+    UNEXPECTED_CHANGES,
+    checked_calls,
+)
 
 
 def planted(seed: int = 0, n: int = 60) -> tuple[list[tuple[str, ...]], list[str]]:
@@ -83,3 +91,30 @@ def test_checked_calls_withhold_for_probability_then_changes() -> None:
     assert calls.p_values[0] == pytest.approx(1.0) and calls.p_values[1] == pytest.approx(1 / 41)
     without = checked_calls(probabilities, [(), (), ()], ("A", "B"), 0.7, None)
     assert without.called == ["A", "A", UNASSIGNED] and np.isnan(without.p_values).all()
+
+
+def test_the_clade_tree_decides_where_it_tells_the_class() -> None:
+    """A placement that confirms the call keeps it (whatever its probability or changes); one
+    outside the classes or under another class withholds it; an undecided one leaves the call
+    to the probability and the change check."""
+    check = ChangeCheck(
+        expected={"A": frozenset(), "B": frozenset()},
+        calibration={"A": tuple([0] * 40), "B": tuple([0] * 40)},
+    )
+
+    def placed(label: str) -> Placement:
+        return Placement("X", label, 0, 1, 0, 1, ("X",))
+
+    probabilities = np.array([[0.55, 0.45], [0.99, 0.01], [0.99, 0.01], [0.99, 0.01], [0.6, 0.4]])
+    changes = [("Q1", "Q2"), (), (), ("Q1",), ()]
+    placements = [placed("A"), placed(OUTSIDE_CLASSES), placed("B"), placed(""), None]
+    calls = checked_calls(probabilities, changes, ("A", "B"), 0.7, check, placements)
+    assert calls.called == ["A", UNASSIGNED, UNASSIGNED, UNASSIGNED, UNASSIGNED]
+    assert calls.reasons == [
+        "",
+        CLADE_OUTSIDE_CLASSES,
+        CLADE_DISAGREES,
+        UNEXPECTED_CHANGES,
+        LOW_PROBABILITY,
+    ]
+    assert calls.unexpected[0] == ("Q1", "Q2")  # kept as information
