@@ -276,10 +276,13 @@ class _Steps:
 def _lineage_table(table: pd.DataFrame) -> Table:
     from bertgeom.model.lineages import REASONS
 
-    view = Table(title="leave-lineage-out: held-out genomes, as called (BERT | k-mer LR)")
+    view = Table(
+        title="leave-lineage-out: held-out genomes, as predict calls them (BERT | k-mer LR)"
+    )
     for column in ("fold", "group", "expected", "n", "called so", "unassigned", "other class"):
         view.add_column(column, justify="left" if column in ("fold", "group") else "right")
-    for (fold, group), rows in table.groupby(["fold", "group"], sort=False):
+    with_tree = table[table["rule"] == "clade tree"]
+    for (fold, group), rows in with_tree.groupby(["fold", "group"], sort=False):
         models = list(rows.itertuples())
         view.add_row(
             str(fold),

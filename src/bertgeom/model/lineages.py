@@ -28,6 +28,7 @@ import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,9 @@ from bertgeom.model.storage import load_classifier
 from bertgeom.model.train import ProgressCallback, TrainingOptions, train_classifier
 
 REASONS = ("clade_outside_classes", "clade_disagrees", "low_probability", "unexpected_changes")
+RULES = ("clade tree", "changes only")
+"""The ``unassigned`` rule of each row: ``predict``'s (the clade tree first), or the probability
+and change check alone (the rule before the tree, kept to show what the tree changes)."""
 
 
 @dataclass(frozen=True)
@@ -240,8 +244,9 @@ def leave_lineage_out(
     progress: ProgressCallback | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
-    """One row per (fold, group, model): ``n``, ``expected``, how many were called the expected
-    class, withheld for each reason, called another class, and right on the arg-max alone."""
+    """One row per (fold, group, model, rule): ``n``, ``expected``, how many were called the
+    expected class, withheld for each reason, called another class, and right on the arg-max
+    alone."""
     tree = clade_tree()
     if announce:
         announce("aligning the embedded genomes")
@@ -282,9 +287,15 @@ def leave_lineage_out(
                     baseline_threshold,
                 ),
             }
-            for name, (probabilities, classes, threshold) in models.items():
+            for (name, (probabilities, classes, threshold)), rule in product(models.items(), RULES):
+                tree_placements = placements if rule == "clade tree" else None
                 calls = checked_calls(
-                    probabilities, changes, classes, threshold, classifier.change_check, placements
+                    probabilities,
+                    changes,
+                    classes,
+                    threshold,
+                    classifier.change_check,
+                    tree_placements,
                 )
                 rows.append(
                     {
@@ -292,6 +303,7 @@ def leave_lineage_out(
                         "group": group.name,
                         "held_out": group in fold.groups,
                         "model": name,
+                        "rule": rule,
                         "expected": expected,
                         "n": len(members),
                         **_outcomes(calls, expected),
@@ -301,15 +313,17 @@ def leave_lineage_out(
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model: the held-out groups of the eight classes and the outside ones, pooled."""
+    """Per model and rule: the held-out groups of the eight classes and the outside ones,
+    pooled."""
     parts = []
-    for model, rows in table.groupby("model", sort=False):
+    for (model, rule), rows in table.groupby(["model", "rule"], sort=False):
         inside = rows[rows["held_out"] & (rows["expected"] != UNASSIGNED)]
         outside = rows[rows["expected"] == UNASSIGNED]
         unassigned = inside[[f"unassigned_{reason}" for reason in REASONS]].to_numpy().sum()
         parts.append(
             {
                 "model": model,
+                "rule": rule,
                 "held_out_n": int(inside["n"].sum()),
                 "held_out_called_class": float(inside["called_expected"].sum() / inside["n"].sum()),
                 "held_out_unassigned": float(unassigned / inside["n"].sum()),

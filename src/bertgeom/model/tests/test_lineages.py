@@ -82,6 +82,7 @@ def test_one_fold_end_to_end_with_the_tiny_preset() -> None:
     outcome_columns = [c for c in table.columns if c.startswith(("called_", "unassigned_"))]
     assert (table[outcome_columns].sum(axis=1) == table["n"]).all()  # every genome counted once
     assert set(table["group"]) == {g.name for g in (*fold.groups, *NEVER_TRAINED)}
+    assert set(table["rule"]) == {"clade tree", "changes only"}
     summary = summarise(table)
-    assert set(summary["model"]) == {"bert", "kmer_logistic_regression"}
+    assert len(summary) == 4 and set(summary["model"]) == {"bert", "kmer_logistic_regression"}
     assert (summary["held_out_n"] == 183 + 104).all()
