@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,10 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Output table (TSV), one row per record.")],
     model: ModelOption = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 64,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Alignment processes (default: one per CPU core; 1: in-process).", min=1),
+    ] = None,
     change_alpha: Annotated[
         float | None,
         typer.Option(
@@ -75,7 +80,11 @@ def predict(
         with progress_bar() as bar:
             task = bar.add_task("aligning and classifying", total=None)
             table = predict_records(
-                records, classifier, batch_size=batch_size, progress=lambda n: bar.advance(task, n)
+                records,
+                classifier,
+                batch_size=batch_size,
+                progress=lambda n: bar.advance(task, n),
+                workers=workers or os.cpu_count() or 1,
             )
         with atomic_file(out) as partial:
             table.to_csv(partial, sep="\t", index=False, float_format="%.6g")

@@ -96,7 +96,8 @@ class SpikeRecord:
 
 
 @cache
-def _aligner() -> mappy.Aligner:
+def reference_aligner() -> mappy.Aligner:
+    """minimap2's index of the embedded reference genome, built once per process."""
     # asm20: genome-to-genome preset tolerant of ~5 % divergence; SARS-CoV-2 variants are <0.5 %.
     aligner = mappy.Aligner(seq=reference_genome(), preset="asm20")
     if not aligner:
@@ -122,10 +123,10 @@ def extract_spike(
         return SpikeRecord(record_id, QCStatus.INVALID_CHARACTERS)
     # Ambiguity codes are mapped to N for the aligner and the tokens: they carry no called base.
     sequence = _NOT_ACGT.sub("N", sequence)
-    hits = [hit for hit in _aligner().map(sequence) if hit.is_primary or hit.strand != 0]
+    hits = [hit for hit in reference_aligner().map(sequence) if hit.is_primary or hit.strand != 0]
     if hits and all(hit.strand == -1 for hit in hits):
         sequence = sequence.translate(_COMPLEMENT)[::-1]
-        hits = list(_aligner().map(sequence))
+        hits = list(reference_aligner().map(sequence))
     hits = sorted((hit for hit in hits if hit.strand == 1), key=lambda hit: hit.q_st)
     spiked = [hit for hit in hits if hit.r_st < SPIKE_END and hit.r_en >= SPIKE_START - 1]
     if not spiked:

@@ -23,6 +23,7 @@ import pandas as pd
 from bertgeom.genomics.changes import spike_changes
 from bertgeom.genomics.clades import OUTSIDE_CLASSES, Placement, clade_tree
 from bertgeom.genomics.fasta import FastaRecord
+from bertgeom.genomics.parallel import Pending, SpikeExtractor
 from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
 from bertgeom.model.change_check import ChangeCheck
 from bertgeom.model.evaluate import predict_probabilities
@@ -215,14 +216,29 @@ def predict_records(
     chunk_size: int = 256,
     thresholds: QCThresholds | None = None,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
-    """Classify every record; memory is bounded by ``chunk_size`` records at a time."""
+    """Classify every record, in input order; spikes are held ``chunk_size`` records at a time.
+
+    With ``workers > 1`` the records are aligned in that many processes, one chunk ahead of
+    the classifier (:class:`bertgeom.genomics.parallel.SpikeExtractor`).
+    """
     parts = []
-    for chunk in _chunks(records, chunk_size):
-        spikes = [extract_spike(record.record_id, record.sequence, thresholds) for record in chunk]
-        parts.append(classify_spikes(spikes, classifier, batch_size))
+
+    def classify(chunk: list[FastaRecord], pending: Pending) -> None:
+        parts.append(classify_spikes(pending(), classifier, batch_size))
         if progress:
             progress(len(chunk))
+
+    with SpikeExtractor(workers, thresholds) as extractor:
+        previous: tuple[list[FastaRecord], Pending] | None = None
+        for chunk in _chunks(records, chunk_size):
+            submitted = (chunk, extractor.submit(chunk))
+            if previous is not None:
+                classify(*previous)
+            previous = submitted
+        if previous is not None:
+            classify(*previous)
     if not parts:
         return pd.DataFrame(columns=prediction_columns(classifier.settings.classes))
     return pd.concat(parts, ignore_index=True)
