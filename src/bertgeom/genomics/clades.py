@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,11 @@ class CladeTree:
             current = self.parent.get(current)
         return path
 
+    @cached_property
+    def clade_classes(self) -> tuple[str, ...]:
+        """The class of each clade of :attr:`clades`, in order (computed once)."""
+        return tuple(self.class_of(clade) for clade in self.clades)
+
     def class_of(self, clade: str) -> str:
         """The case study's class of ``clade`` (module docstring); ``""`` if unknown."""
         return next((CLADE_CLASSES[c] for c in self.ancestors(clade) if c in CLADE_CLASSES), "")
@@ -136,9 +141,9 @@ class CladeTree:
         nearest = distance.min()
         best = np.flatnonzero(distance == nearest)
         tied = tuple(self.clades[i] for i in best)
-        classes = {self.class_of(clade) for clade in tied}
+        classes = {self.clade_classes[i] for i in best}
         rivals = [
-            d for c, d in zip(self.clades, distance, strict=True) if self.class_of(c) not in classes
+            d for label, d in zip(self.clade_classes, distance, strict=True) if label not in classes
         ]
         decided = len(classes) == 1 and (not rivals or min(rivals) >= nearest + margin)
         chosen = self.lowest_common_ancestor(tied)

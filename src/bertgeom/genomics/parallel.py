@@ -1,7 +1,7 @@
 """Alignment in worker processes, a chunk at a time, so that it overlaps with classification.
 
 Alignment (minimap2 through ``mappy``) is the floor of ``predict``: one core aligns about 120
-genomes a second. :class:`SpikeExtractor` hands each chunk of records to a pool of worker
+genomes a second. :func:`spike_extractor` hands each chunk of records to a pool of worker
 processes and returns at once; the caller classifies the previous chunk meanwhile and collects
 this one later, in input order. Workers are started with ``spawn`` (a fork of a process running
 torch's thread pool can deadlock) and only once a second chunk shows the input is worth it.
@@ -10,9 +10,9 @@ torch's thread pool can deadlock) and only once a second chunk shows the input i
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.pool import Pool
-from types import TracebackType
 
 from bertgeom.genomics.fasta import FastaRecord
 from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
@@ -25,40 +25,30 @@ def _extract(item: tuple[str, str, QCThresholds | None]) -> SpikeRecord:
     return extract_spike(*item)
 
 
-class SpikeExtractor:
-    """``submit(chunk)`` aligns a chunk of records (in ``workers`` processes when > 1)."""
+@contextmanager
+def spike_extractor(
+    workers: int = 1, thresholds: QCThresholds | None = None
+) -> Iterator[Callable[[Sequence[FastaRecord]], Pending]]:
+    """Yield ``submit(chunk)``, which starts aligning a chunk of records (in ``workers``
+    processes when > 1, from the second chunk on) and returns a callable that waits for them."""
+    pool: Pool | None = None
+    chunks_seen = 0
 
-    def __init__(self, workers: int = 1, thresholds: QCThresholds | None = None) -> None:
-        self.workers = workers
-        self.thresholds = thresholds
-        self._pool: Pool | None = None
-        self._chunks_seen = 0
-
-    def submit(self, chunk: Sequence[FastaRecord]) -> Pending:
-        """Start aligning ``chunk``; the returned callable waits for its spikes."""
-        items = [(record.record_id, record.sequence, self.thresholds) for record in chunk]
-        self._chunks_seen += 1
-        if self.workers <= 1 or self._chunks_seen == 1:
+    def submit(chunk: Sequence[FastaRecord]) -> Pending:
+        nonlocal pool, chunks_seen
+        items = [(record.record_id, record.sequence, thresholds) for record in chunk]
+        chunks_seen += 1
+        if workers <= 1 or chunks_seen == 1:
             spikes = [_extract(item) for item in items]
             return lambda: spikes
-        if self._pool is None:
-            self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
-        size = max(1, len(items) // (4 * self.workers))
-        return self._pool.map_async(_extract, items, chunksize=size).get
+        if pool is None:
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+        size = max(1, len(items) // (4 * workers))
+        return pool.map_async(_extract, items, chunksize=size).get
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
-
-    def __enter__(self) -> SpikeExtractor:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+    try:
+        yield submit
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()

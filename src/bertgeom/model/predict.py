@@ -23,7 +23,7 @@ import pandas as pd
 from bertgeom.genomics.changes import spike_changes
 from bertgeom.genomics.clades import OUTSIDE_CLASSES, Placement, clade_tree
 from bertgeom.genomics.fasta import FastaRecord
-from bertgeom.genomics.parallel import Pending, SpikeExtractor
+from bertgeom.genomics.parallel import Pending, spike_extractor
 from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
 from bertgeom.model.change_check import ChangeCheck
 from bertgeom.model.evaluate import predict_probabilities
@@ -221,7 +221,7 @@ def predict_records(
     """Classify every record, in input order; spikes are held ``chunk_size`` records at a time.
 
     With ``workers > 1`` the records are aligned in that many processes, one chunk ahead of
-    the classifier (:class:`bertgeom.genomics.parallel.SpikeExtractor`).
+    the classifier (:func:`bertgeom.genomics.parallel.spike_extractor`).
     """
     parts = []
 
@@ -230,10 +230,10 @@ def predict_records(
         if progress:
             progress(len(chunk))
 
-    with SpikeExtractor(workers, thresholds) as extractor:
+    with spike_extractor(workers, thresholds) as submit:
         previous: tuple[list[FastaRecord], Pending] | None = None
         for chunk in _chunks(records, chunk_size):
-            submitted = (chunk, extractor.submit(chunk))
+            submitted = (chunk, submit(chunk))
             if previous is not None:
                 classify(*previous)
             previous = submitted
