@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bertgeom.genomics.fasta import read_fasta
+from bertgeom.genomics.fasta import FastaRecord, read_fasta
 from bertgeom.genomics.mutations import CLASSES
 from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.spike import QCStatus, extract_spike
@@ -51,20 +52,27 @@ def read_labels(path: Path) -> dict[str, str]:
     return dict(zip(table["record_id"], table["label"], strict=True))
 
 
+def embedded_labelled_records() -> Iterator[tuple[FastaRecord, Any]]:
+    """Each embedded genome with its ``labels.tsv`` row (``label``, ``nextstrain_clade_computed``,
+    ...); genomes the table does not list are skipped."""
+    table = pd.read_csv(data_path("labels.tsv"), sep="\t", dtype=str)
+    rows = {(row.file, row.record_name): row for row in table.itertuples()}
+    for file_name in GENOME_FILES:
+        for record in read_fasta(data_path(file_name)):
+            row = rows.get((file_name, record.description)) or rows.get(
+                (file_name, record.record_id)
+            )
+            if row is not None:
+                yield record, row
+
+
 def _labelled_records(
     fasta_paths: Sequence[Path] | None, labels: dict[str, str] | None
 ) -> Iterator[tuple[str, str, str]]:
     """``(record_id, label, raw sequence)`` of every labelled record (default: embedded data)."""
     if fasta_paths is None:
-        table = pd.read_csv(data_path("labels.tsv"), sep="\t")
-        embedded = {(row.file, row.record_name): str(row.label) for row in table.itertuples()}
-        for file_name in GENOME_FILES:
-            for record in read_fasta(data_path(file_name)):
-                label = embedded.get((file_name, record.description)) or embedded.get(
-                    (file_name, record.record_id)
-                )
-                if label is not None:
-                    yield record.record_id, label, record.sequence
+        for record, row in embedded_labelled_records():
+            yield record.record_id, str(row.label), record.sequence
         return
     for path in fasta_paths:
         for record in read_fasta(path):

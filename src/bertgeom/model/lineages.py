@@ -36,11 +36,9 @@ import pandas as pd
 
 from bertgeom.atomic import atomic_file
 from bertgeom.genomics.clades import OUTSIDE_CLASSES, CladeTree, clade_tree
-from bertgeom.genomics.dataset import GENOME_FILES, split_dataset, synthetic_spikes
-from bertgeom.genomics.fasta import read_fasta
+from bertgeom.genomics.dataset import embedded_labelled_records, split_dataset, synthetic_spikes
 from bertgeom.genomics.mutations import CLASSES, mutation_profiles
 from bertgeom.genomics.profiles import profiles_from_spikes
-from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.spike import SpikeRecord, extract_spike
 from bertgeom.model.baseline import fit_baseline
 from bertgeom.model.evaluate import predict_probabilities
@@ -129,25 +127,15 @@ class EmbeddedGenome:
 
 def embedded_genomes() -> list[EmbeddedGenome]:
     """Every embedded genome with its ``labels.tsv`` label and clade, aligned once."""
-    labels = pd.read_csv(data_path("labels.tsv"), sep="\t", dtype=str)
-    by_name = {(row.file, row.record_name): row for row in labels.itertuples()}
-    genomes = []
-    for file_name in GENOME_FILES:
-        for record in read_fasta(data_path(file_name)):
-            row = by_name.get((file_name, record.description)) or by_name.get(
-                (file_name, record.record_id)
-            )
-            if row is None:
-                continue
-            genomes.append(
-                EmbeddedGenome(
-                    record.record_id,
-                    str(row.label),
-                    str(row.nextstrain_clade_computed),
-                    extract_spike(record.record_id, record.sequence),
-                )
-            )
-    return genomes
+    return [
+        EmbeddedGenome(
+            record.record_id,
+            str(row.label),
+            str(row.nextstrain_clade_computed),
+            extract_spike(record.record_id, record.sequence),
+        )
+        for record, row in embedded_labelled_records()
+    ]
 
 
 def expected_call(group: LineageGroup, tree: CladeTree) -> str:
