@@ -1,0 +1,326 @@
+"""Running a classifier with one head ablated at a time (``docs/ablation.md``).
+
+Every edit happens at one hook point, the input of the output projection ``W_O`` (the
+concatenated head outputs ``Z``, ``(batch, seq, head * dk)``), so the same code serves every
+architecture of ``capture.adapters`` and every replacement of ``measures.ablation``. Per batch
+the clean pass runs once and records each layer's output; an ablation at layer ``l`` then
+*replays* layers ``0 .. l-1`` from that record (they cannot differ) and computes only layers
+``l ..``. The mean replacement needs the mean over all the data first, so it takes a second
+pass over the inputs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from bertgeom.capture.adapters import encoder_layers, submodule
+from bertgeom.capture.inputs import InputBatch
+from bertgeom.capture.loading import LoadedModel
+from bertgeom.errors import InputError
+from bertgeom.genomics.token_map import NO_POSITION
+from bertgeom.measures.ablation import (
+    BASELINE,
+    MASK_MATCHED_KEYS,
+    MASK_MUTATION_KEYS,
+    MEAN,
+    WHOLE_BLOCK,
+    ZERO,
+    Ablation,
+    AblationAccumulator,
+    key_masked,
+    matched_keys,
+    mean_replaced,
+    mutation_keys,
+    zeroed,
+)
+
+ABLATION_KINDS: tuple[str, ...] = ("zero", "mean", "keys")
+"""What ``--ablation`` takes: ``zero`` and ``mean`` replace a head's output (every head and every
+layer's whole attention block); ``keys`` masks the defining-mutation keys of one head, and as many
+position-matched keys as a control (spike classifiers only)."""
+
+MATCHED_OFFSET = 24
+"""Tokens between a masked mutation token and its position-matched control (24 tokens of
+stride 9 are 216 nucleotides, 72 codons: the same neighbourhood, away from the mutation)."""
+
+
+def ablation_plan(n_layers: int, n_heads: int, kinds: Sequence[str], spike: bool) -> list[Ablation]:
+    """The baseline, then for each of ``kinds`` its ablations layer by layer: ``zero``/``mean``
+    of every head and of the whole block (head -1); ``keys`` (when ``spike``) the mutation and
+    the matched key masks of every head."""
+    unknown = sorted(set(kinds) - set(ABLATION_KINDS))
+    if unknown:
+        raise InputError(
+            f"--ablation: unknown {', '.join(unknown)}; choose from {', '.join(ABLATION_KINDS)}"
+        )
+    plan = [BASELINE]
+    for kind in ABLATION_KINDS:
+        if kind not in kinds:
+            continue
+        for layer in range(n_layers):
+            if kind == "keys":
+                if spike:
+                    for head in range(n_heads):
+                        plan += [
+                            Ablation(layer, head, MASK_MUTATION_KEYS),
+                            Ablation(layer, head, MASK_MATCHED_KEYS),
+                        ]
+                continue
+            mode = ZERO if kind == "zero" else MEAN
+            plan += [Ablation(layer, head, mode) for head in range(n_heads)]
+            plan.append(Ablation(layer, WHOLE_BLOCK, mode))
+    return plan
+
+
+def check_ablation(loaded: LoadedModel, kinds: Sequence[str]) -> list[Ablation]:
+    """The plan of ``kinds`` for ``loaded``; :class:`InputError` when it cannot run (unknown
+    kinds, a model without a classification head)."""
+    plan = ablation_plan(loaded.n_layers, loaded.n_heads, kinds, loaded.kmers is not None)
+    if loaded.class_names is None:
+        raise InputError(
+            f"{loaded.directory}: --ablation measures a classifier's calls; this model has no "
+            "sequence-classification head"
+        )
+    return plan
+
+
+class _Replay(nn.Module):
+    """Stands in for a layer whose output for this batch is already known."""
+
+    def __init__(self, output: Any) -> None:
+        super().__init__()
+        self.output = output
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.output
+
+
+class HeadEditor:
+    """Context manager holding the hooks of an ablation run on ``loaded``'s layers.
+
+    Set ``ablation`` (and, for key masking, ``keep (batch, key)`` bool) before a forward pass;
+    ``recording`` (the clean pass) keeps each layer's output for :meth:`replaying` and, with
+    ``accumulating``, adds the head outputs of valid tokens (``attention_mask`` of the batch)
+    to the running sums behind :meth:`means`.
+    """
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.layers = encoder_layers(loaded.encoder, loaded.adapter)
+        self.head_size = loaded.head_size
+        self.ablation: Ablation = BASELINE
+        self.keep: Tensor | None = None
+        self.attention_mask: Tensor | None = None
+        self.recording = False
+        self.accumulating = False
+        self.outputs: dict[int, Any] = {}
+        width = loaded.n_heads * loaded.head_size
+        self.sums = torch.zeros(len(self.layers), width, dtype=torch.float64)
+        self.tokens = torch.zeros(len(self.layers), dtype=torch.float64)
+        self._means: Tensor | None = None
+        self._pending: dict[str, Tensor] = {}
+        self._handles: list[RemovableHandle] = []
+
+    def __enter__(self) -> HeadEditor:
+        adapter = self.loaded.adapter
+        for index, layer in enumerate(self.layers):
+            self._handles += [
+                submodule(layer, adapter.self_attention).register_forward_hook(
+                    self._attention_hook(index)
+                ),
+                submodule(layer, adapter.value).register_forward_hook(self._value_hook(index)),
+                submodule(layer, adapter.output_projection).register_forward_pre_hook(
+                    self._edit_hook(index)
+                ),
+                layer.register_forward_hook(self._record_hook(index)),
+            ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def means(self) -> Tensor:
+        """``(layer, head * dk)``: each head's output averaged over every valid token seen."""
+        if self._means is None:
+            self._means = (self.sums / self.tokens.clamp_min(1)[:, None]).float()
+        return self._means
+
+    def _masking(self, index: int) -> bool:
+        return self.ablation.layer == index and self.ablation.mode in (
+            MASK_MUTATION_KEYS,
+            MASK_MATCHED_KEYS,
+        )
+
+    def _attention_hook(self, index: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if self._masking(index):
+                self._pending["attention"] = output[1]
+
+        return hook
+
+    def _value_hook(self, index: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+            if self._masking(index):
+                self._pending["values"] = output
+
+        return hook
+
+    def _record_hook(self, index: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if self.recording:
+                self.outputs[index] = output
+
+        return hook
+
+    def _edit_hook(self, index: int) -> Callable[..., tuple[Any, ...] | None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            z = args[0]  # (batch, seq, head * dk)
+            if self.accumulating and self.recording and self.attention_mask is not None:
+                valid = self.attention_mask.to(z.dtype)
+                self.sums[index] += torch.einsum("bs,bsw->w", valid, z).double().cpu()
+                self.tokens[index] += float(valid.sum())
+            if self.ablation.layer != index:
+                return None
+            return (self._edited(index, z), *args[1:])
+
+        return hook
+
+    def _edited(self, index: int, z: Tensor) -> Tensor:
+        ablation, size = self.ablation, self.head_size
+        heads = range(self.loaded.n_heads) if ablation.head == WHOLE_BLOCK else [ablation.head]
+        z = z.clone()
+        for head in heads:
+            part = slice(head * size, (head + 1) * size)
+            if ablation.mode == ZERO:
+                z[..., part] = zeroed(z[..., part])
+            elif ablation.mode == MEAN:
+                z[..., part] = mean_replaced(z[..., part], self.means()[index, part].to(z.device))
+            else:
+                assert self.keep is not None, "key masking needs keep"
+                attention = self._pending.pop("attention")[:, head]
+                values = self._pending.pop("values")[..., part]
+                z[..., part] = key_masked(attention, values, self.keep).to(z.dtype)
+        return z
+
+    @contextmanager
+    def replaying(self, upto: int) -> Iterator[None]:
+        """Within the block, layers ``0 .. upto-1`` return their recorded outputs."""
+        stack = submodule(self.loaded.encoder, self.loaded.adapter.layers)
+        assert isinstance(stack, nn.ModuleList)
+        originals = [stack[i] for i in range(upto)]
+        try:
+            for i in range(upto):
+                stack[i] = _Replay(self.outputs[i])
+            yield
+        finally:
+            for i, original in enumerate(originals):
+                stack[i] = original
+
+
+@dataclass
+class AblationRun:
+    """The accumulator, the inputs counted and skipped (no known class), and the seconds."""
+
+    accumulator: AblationAccumulator
+    labelled: int = 0
+    unlabelled: int = 0
+    seconds: float = 0.0
+    passes: int = 1
+
+
+def run_ablation(
+    loaded: LoadedModel,
+    batches: Callable[[], Iterable[InputBatch]],
+    kinds: Sequence[str] = ("zero",),
+    *,
+    device: torch.device | str = "cpu",
+    on_batch: Callable[[int], None] | None = None,
+    matched_offset: int = MATCHED_OFFSET,
+) -> AblationRun:
+    """Every ablation of :func:`ablation_plan` on the labelled inputs of ``batches()`` (called
+    once per pass: twice with ``mean``). ``on_batch(n)`` after each batch of each pass."""
+    started = time.perf_counter()
+    plan = check_ablation(loaded, kinds)
+    run = AblationRun(AblationAccumulator(plan, loaded.class_names))
+    first = [a for a in plan if a.mode != MEAN]
+    second = [a for a in plan if a.mode == MEAN]
+    class_index = {name: i for i, name in enumerate(loaded.class_names)}
+    with torch.inference_mode(), HeadEditor(loaded) as editor:
+        for pass_number, ablations in enumerate((first, second)):
+            if not ablations:
+                continue
+            run.passes = pass_number + 1
+            editor.accumulating = pass_number == 0 and bool(second)
+            for batch in batches():
+                rows = [i for i, label in enumerate(batch.labels or ()) if label in class_index]
+                if pass_number == 0:
+                    run.labelled += len(rows)
+                    run.unlabelled += len(batch) - len(rows)
+                _ablate_batch(loaded, editor, batch, rows, ablations, run, device, matched_offset)
+                if on_batch is not None:
+                    on_batch(len(batch))
+            editor.accumulating = False
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def _ablate_batch(
+    loaded: LoadedModel,
+    editor: HeadEditor,
+    batch: InputBatch,
+    rows: list[int],
+    ablations: Sequence[Ablation],
+    run: AblationRun,
+    device: torch.device | str,
+    matched_offset: int,
+) -> None:
+    """The clean pass (recording; the baseline when it is in ``ablations``), then each
+    ablation on the labelled ``rows`` of ``batch``."""
+    class_index = {name: i for i, name in enumerate(run.accumulator.class_names)}
+    assert batch.labels is not None or not rows
+    true = torch.tensor([class_index[batch.labels[i]] for i in rows] if batch.labels else [])
+    encoding = {name: tensor.to(device) for name, tensor in batch.encoding.items()}
+    editor.attention_mask = encoding["attention_mask"]
+    editor.ablation, editor.recording = BASELINE, True
+    logits = loaded.model(**encoding).logits
+    editor.recording = False
+    if BASELINE in ablations and rows:
+        run.accumulator.update(BASELINE, true, logits[rows])
+    if not rows:
+        return
+    keeps = _key_masks(batch, encoding["attention_mask"], matched_offset)
+    for ablation in ablations:
+        if ablation == BASELINE:
+            continue
+        editor.ablation = ablation
+        editor.keep = keeps.get(ablation.mode)
+        with editor.replaying(ablation.layer):
+            logits = loaded.model(**encoding).logits
+        run.accumulator.update(ablation, true, logits[rows])
+    editor.ablation, editor.keep = BASELINE, None
+
+
+def _key_masks(batch: InputBatch, attention_mask: Tensor, offset: int) -> dict[str, Tensor]:
+    """``keep (batch, key)`` of the two key-masking modes: every key but the tokens covering a
+    defining mutation the input carries, or but as many position-matched tokens."""
+    layout = batch.spike
+    if layout is None:
+        return {}
+    device = attention_mask.device
+    span_lo, span_hi = layout.span_lo.long().to(device), layout.span_hi.long().to(device)
+    starts = torch.tensor([m.start for m in layout.mutations], dtype=torch.long, device=device)
+    ends = torch.tensor([m.end for m in layout.mutations], dtype=torch.long, device=device)
+    masked = mutation_keys(span_lo, span_hi, starts, ends, layout.carries.to(device))
+    placed = (span_lo != NO_POSITION) & attention_mask.bool()
+    matched = matched_keys(masked, placed, offset)
+    return {MASK_MUTATION_KEYS: ~masked, MASK_MATCHED_KEYS: ~matched}
