@@ -1,4 +1,5 @@
-"""``bertgeom report`` end to end on a real analysis, and its one-line errors."""
+"""``bertgeom report`` end to end on a real analysis, ``bertgeom report A B`` on two results
+directories, and their one-line errors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from bertgeom.cli.main import app
 from bertgeom.report.build import SECTION_IDS
 from bertgeom.report.tests.analysed import analyse_tiny_classifier
+from bertgeom.report.tests.fabricated import write_fabricated_results
 
 runner = CliRunner()
 
@@ -63,3 +65,31 @@ def test_errors_are_one_line_and_write_nothing(results: Path, tmp_path: Path) ->
         assert message in output and "Traceback" not in output, (arguments, output)
         assert output.strip().count("\n") == 0, output
     assert not list(tmp_path.rglob("*.html")) and not list(tmp_path.rglob(".*partial"))
+
+
+def test_report_a_b_compares_two_results_directories(results: Path, tmp_path: Path) -> None:
+    fabricated = write_fabricated_results(tmp_path / "fabricated", control=False)
+    code, output = run(results, fabricated)
+    assert code == 0, output
+    default = results / "compare-fabricated.html"
+    assert default.is_file() and f"-> {default}" in output
+    html = default.read_text()
+    assert html.index('<section id="findings">') < html.index('<section id="overview">')
+    assert "<h3>results</h3>" in html and "<h3>fabricated</h3>" in html
+    default.unlink()
+
+
+def test_report_a_b_errors_are_one_line(results: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([results, tmp_path / "absent"], "no such results directory"),
+        ([results, tmp_path / "empty"], "not a results directory"),
+        ([tmp_path / "absent", results], "no such results directory"),
+        ([results, results, "--out", tmp_path], "is a directory"),
+    ]
+    for arguments, message in cases:
+        code, output = run(*arguments)
+        assert code == 1, (arguments, output)
+        assert message in output and "Traceback" not in output, (arguments, output)
+        assert output.strip().count("\n") == 0, output
+    assert not list(results.glob("compare-*")) and not list(tmp_path.rglob("*.html"))

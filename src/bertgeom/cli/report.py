@@ -1,4 +1,5 @@
-"""``bertgeom report``: one self-contained HTML file from a results directory."""
+"""``bertgeom report``: one self-contained HTML file from a results directory, or the comparison
+of two (``bertgeom report A B``)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,29 @@ def report(
     results: Annotated[
         Path, typer.Argument(help="Results directory written by 'bertgeom analyze'.")
     ],
+    other: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="B",
+            help="A second results directory (another model, or RESULTS/control, the untrained "
+            "control): write a comparison of the two, section by section.",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="HTML file to write (default: RESULTS/report.html)."),
+        typer.Option(
+            "--out",
+            help="HTML file to write (default: RESULTS/report.html; with a second directory B, "
+            "RESULTS/compare-<B's folder name>.html).",
+        ),
     ] = None,
 ) -> None:
-    """Build one self-contained HTML report (figures embedded, opens offline) from results."""
+    """Build one self-contained HTML report (figures embedded, opens offline) from results,
+    the findings first; with two results directories, compare them section by section."""
     with user_errors():
         from bertgeom.report.build import SECTION_IDS, build_report_summary
+        from bertgeom.report.compare import build_comparison
 
         with console.status("reading the results") as status:
 
@@ -29,7 +45,10 @@ def report(
                 step = SECTION_IDS.index(section_id) + 1
                 status.update(f"drawing {section_id} ({step}/{len(SECTION_IDS)})")
 
-            summary = build_report_summary(results, out, progress)
+            if other is None:
+                summary = build_report_summary(results, out, progress)
+            else:
+                summary = build_comparison(results, other, out, progress)
         for section_id, problem in summary.problems.items():
             console.print(
                 f"[bold yellow]warning:[/] section {section_id} could not be drawn: {problem}",

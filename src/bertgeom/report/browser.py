@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
+VIEWPORT_HEIGHT = 900
+"""The first screen: a 1280 x 900 window."""
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -32,6 +34,11 @@ FIGURES_JS = """() => Array.from(document.querySelectorAll('figure')).map(figure
     caption: caption ? caption.textContent.trim() : '',
   };
 })"""
+SECTIONS_JS = """() => Array.from(document.querySelectorAll('section[id]')).map(section => ({
+  id: section.id,
+  top: section.getBoundingClientRect().top + window.scrollY,
+  folded: !!section.querySelector(':scope > details:not([open])'),
+}))"""
 TIMING_JS = """() => {
   const entry = performance.getEntriesByType('navigation')[0];
   return {load_event_ms: entry.loadEventEnd, dom_content_loaded_ms: entry.domContentLoadedEventEnd};
@@ -41,7 +48,8 @@ TIMING_JS = """() => {
 @dataclass
 class PageVisit:
     """What a visit saw: console errors, failed and outside requests, the section ids, headings
-    and table-of-contents links, each figure's rendering, and the load timings (ms)."""
+    and table-of-contents links, each figure's rendering, where each section starts, and the
+    load timings (ms)."""
 
     console_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
@@ -50,8 +58,12 @@ class PageVisit:
     headings: list[str] = field(default_factory=list)
     toc: list[str] = field(default_factory=list)
     figures: list[dict[str, Any]] = field(default_factory=list)
+    sections: list[dict[str, Any]] = field(default_factory=list)
+    """Per section: ``id``, ``top`` (CSS pixels from the top of the page) and ``folded`` (a
+    closed ``<details>``)."""
     timing: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
+    viewport_height: int = 0
 
     @property
     def outside_requests(self) -> list[str]:
@@ -81,7 +93,8 @@ def visit(path: Path, screenshot: Path | None = None) -> PageVisit:
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
         )
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": VIEWPORT_HEIGHT})
+            seen.viewport_height = VIEWPORT_HEIGHT
             page.on(
                 "console",
                 lambda m: seen.console_errors.append(m.text) if m.type == "error" else None,
@@ -95,12 +108,13 @@ def visit(path: Path, screenshot: Path | None = None) -> PageVisit:
             seen.timing = page.evaluate(TIMING_JS)
             seen.section_ids = page.eval_on_selector_all("section[id]", "s => s.map(e => e.id)")
             seen.headings = page.eval_on_selector_all(
-                "section > h2", "h => h.map(e => e.textContent)"
+                "section > h2, section > details > summary > h2", "h => h.map(e => e.textContent)"
             )
             seen.toc = page.eval_on_selector_all(
                 "nav.toc a", "a => a.map(e => e.getAttribute('href'))"
             )
             seen.figures = page.evaluate(FIGURES_JS)
+            seen.sections = page.evaluate(SECTIONS_JS)
             if screenshot is not None:
                 page.screenshot(path=str(screenshot), full_page=True)
         finally:

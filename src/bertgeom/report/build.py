@@ -18,12 +18,21 @@ import bertgeom
 from bertgeom.atomic import atomic_file
 from bertgeom.errors import InputError
 from bertgeom.report.content import Missing, Section
+from bertgeom.report.findings_section import findings
 from bertgeom.report.global_sections import cone, distribution, separability
-from bertgeom.report.sections import attention_maps, classifier, gates, overview, subspace
+from bertgeom.report.sections import (
+    attention_maps,
+    classifier,
+    gates,
+    metadata,
+    overview,
+    subspace,
+)
 from bertgeom.report.spike_section import spike
 from bertgeom.results.store import Results, load_results
 
 SECTIONS: tuple[Callable[[Results], Section], ...] = (
+    findings,
     overview,
     classifier,
     gates,
@@ -33,9 +42,12 @@ SECTIONS: tuple[Callable[[Results], Section], ...] = (
     distribution,
     separability,
     spike,
+    metadata,
 )
-"""The report's sections, in order; each reads only what it needs from the results."""
+"""The report's sections, in order (the findings first, the folded metadata last); each reads
+only what it needs from the results."""
 SECTION_IDS = (
+    "findings",
     "overview",
     "classifier",
     "gates",
@@ -45,6 +57,7 @@ SECTION_IDS = (
     "distribution",
     "separability",
     "spike",
+    "metadata",
 )
 _DRAW_ERRORS = (KeyError, ValueError, IndexError, TypeError, AttributeError)
 
@@ -91,40 +104,62 @@ def draw_sections(
     for function, section_id in zip(SECTIONS, SECTION_IDS, strict=True):
         if progress is not None:
             progress(section_id)
-        try:
-            section = function(results)
-        except _DRAW_ERRORS as error:
-            problems[section_id] = f"{type(error).__name__}: {error}"
-            section = Section(section_id, section_id.replace("-", " ").capitalize())
-            section.blocks.append(
-                Missing(
-                    f"This section could not be drawn from the results ({problems[section_id]})."
-                )
-            )
+        section, problem = draw_section(function, section_id, results)
+        if problem is not None:
+            problems[section_id] = problem
         sections.append(section)
     return sections, problems
 
 
+def draw_section(
+    function: Callable[[Results], Section], section_id: str, results: Results
+) -> tuple[Section, str | None]:
+    """One section, or one that says why it could not be drawn, and that reason."""
+    try:
+        return function(results), None
+    except _DRAW_ERRORS as error:
+        problem = f"{type(error).__name__}: {error}"
+        section = Section(section_id, section_id.replace("-", " ").capitalize())
+        section.blocks.append(
+            Missing(f"This section could not be drawn from the results ({problem}).")
+        )
+        return section, problem
+
+
 def render_html(results: Results, sections: list[Section]) -> str:
     """The report's HTML (autoescaped: text from the results cannot inject markup)."""
+    model = results.manifest.get("model", {})
+    name = model.get("name_or_path") or model.get("path") or "model"
+    return render_page(
+        f"bertgeom report: {Path(str(name)).name}", subtitle(results), sections, results.path.name
+    )
+
+
+def subtitle(results: Results) -> str:
+    """The model's shape and the inputs analysed, in one line."""
+    model = results.manifest.get("model", {})
+    data = results.manifest.get("data", {})
+    return (
+        f"{model.get('model_type', '')} with {model.get('n_layers', '?')} layers x "
+        f"{model.get('n_heads', '?')} heads, {data.get('analysed', '?')} inputs "
+        f"({data.get('source', '?')})"
+    )
+
+
+def render_page(title: str, subtitle: str, sections: list[Section], source: str) -> str:
+    """A page of ``sections`` (autoescaped: text from the results cannot inject markup);
+    ``source`` names what it was built from."""
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("bertgeom.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    model = results.manifest.get("model", {})
-    name = model.get("name_or_path") or model.get("path") or "model"
-    data = results.manifest.get("data", {})
     return environment.get_template("report.html.j2").render(
-        title=f"bertgeom report: {Path(str(name)).name}",
-        subtitle=(
-            f"{model.get('model_type', '')} with {model.get('n_layers', '?')} layers x "
-            f"{model.get('n_heads', '?')} heads, {data.get('analysed', '?')} inputs "
-            f"({data.get('source', '?')})"
-        ),
+        title=title,
+        subtitle=subtitle,
         sections=sections,
         version=bertgeom.__version__,
-        source=results.path.name,
+        source=source,
     )
 
 
@@ -145,11 +180,23 @@ def build_report_summary(
 ) -> ReportSummary:
     """``build_report``, returning what was built."""
     results = read_results(results_dir)
-    out = Path(out_path) if out_path is not None else Path(results_dir) / "report.html"
+    out = output_path(out_path, Path(results_dir) / "report.html")
+    sections, problems = draw_sections(results, progress)
+    return write_page(out, render_html(results, sections), sections, problems)
+
+
+def output_path(out_path: Path | None, default: Path) -> Path:
+    """``out_path`` or ``default``, refused when it is a directory."""
+    out = Path(out_path) if out_path is not None else default
     if out.is_dir():
         raise InputError(f"{out}: is a directory; give a file name such as report.html")
-    sections, problems = draw_sections(results, progress)
-    html = render_html(results, sections)
+    return out
+
+
+def write_page(
+    out: Path, html: str, sections: list[Section], problems: dict[str, str]
+) -> ReportSummary:
+    """Write ``html`` to ``out`` atomically and say what was built."""
     with atomic_file(out) as partial:
         partial.write_text(html, encoding="utf-8")
     return ReportSummary(

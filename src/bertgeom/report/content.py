@@ -80,24 +80,54 @@ class Cards:
     tables: list[tuple[str, Table]]
 
 
-Block = Paragraph | Table | Figure | Missing | Cards
+@dataclass(frozen=True)
+class Bullets:
+    """A short list of sentences (the findings)."""
+
+    kind: ClassVar[str] = "bullets"
+    items: list[str]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Titled columns of blocks side by side (two results directories compared)."""
+
+    kind: ClassVar[str] = "columns"
+    columns: list[tuple[str, list[Block]]]
+
+
+Block = Paragraph | Table | Figure | Missing | Cards | Bullets | Columns
 
 
 @dataclass
 class Section:
-    """One ``<section id=...>`` of the report with its ``<h2>`` title."""
+    """One ``<section id=...>`` of the report with its ``<h2>`` title; a folded section is a
+    closed ``<details>`` whose summary is the title."""
 
     id: str
     title: str
     blocks: list[Block] = field(default_factory=list)
+    folded: bool = False
 
     @property
     def figures(self) -> list[Figure]:
-        return [block for block in self.blocks if isinstance(block, Figure)]
+        return [block for block in _flat(self.blocks) if isinstance(block, Figure)]
 
     @property
     def missing(self) -> list[Missing]:
-        return [block for block in self.blocks if isinstance(block, Missing)]
+        return [block for block in _flat(self.blocks) if isinstance(block, Missing)]
+
+
+def _flat(blocks: list[Block]) -> list[Block]:
+    """The blocks, those inside columns included."""
+    flat: list[Block] = []
+    for block in blocks:
+        if isinstance(block, Columns):
+            for _, inner in block.columns:
+                flat.extend(_flat(inner))
+        else:
+            flat.append(block)
+    return flat
 
 
 def format_value(value: object, digits: int = 4) -> str:

@@ -1,8 +1,11 @@
-"""The report's first sections (what was analysed, the classifier, and the local measures of
-DESIGN 3.2-3.3): each a function ``Results -> Section`` that reads only what it needs and says
-in one line what is missing when its data is not in the results."""
+"""The report's sections on what was analysed (overview, and the folded metadata), the
+classifier, and the local measures of DESIGN 3.2-3.3: each a function ``Results -> Section``
+that reads only what it needs and says in one line what is missing when its data is not in the
+results."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,12 +58,12 @@ DATA_KEYS = (
 
 
 def overview(results: Results) -> Section:
-    """What was analysed: model, data, classes, parameters, versions and timings."""
+    """What was analysed, in one sentence, and the inputs per class (the details are in the
+    folded metadata section at the end)."""
     section = Section("overview", "What was analysed")
-    manifest = results.manifest
-    model = manifest.get("model", {})
-    data = manifest.get("data", {})
-    name = model.get("name_or_path") or model.get("path") or "a model"
+    model = results.manifest.get("model", {})
+    data = results.manifest.get("data", {})
+    name = Path(str(model.get("name_or_path") or model.get("path") or "a model")).name
     shape = ", ".join(
         f"{model[key]} {label}"
         for key, label in (("n_layers", "layers"), ("n_heads", "heads"), ("hidden_size", "hidden"))
@@ -69,18 +72,35 @@ def overview(results: Results) -> Section:
     section.blocks.append(
         Paragraph(
             f"{name} ({model.get('model_type', 'unknown type')}; {shape}) analysed on "
-            f"{data.get('analysed', '?')} inputs from {data.get('source', '?')} "
-            f"{data.get('path', '')}, results in {results.path}."
+            f"{data.get('analysed', '?')} inputs from {data.get('source', '?')}; model path, "
+            "parameters, versions and timings are in the metadata at the end."
+        )
+    )
+    counts = data.get("classes") or {}
+    if counts:
+        frame = pd.DataFrame({"class": list(counts), "inputs": list(counts.values())})
+        section.blocks.append(Table.from_frame(frame, "Inputs analysed per class."))
+    return section
+
+
+def metadata(results: Results) -> Section:
+    """Model, data, parameters, versions and timings of the manifest: a folded section."""
+    section = Section("metadata", "Metadata: model, data, parameters, timings", folded=True)
+    manifest = results.manifest
+    model = manifest.get("model", {})
+    data = manifest.get("data", {})
+    section.blocks.append(
+        Paragraph(
+            f"Model {model.get('path') or model.get('name_or_path') or '?'}; data "
+            f"{data.get('source', '?')} {data.get('path', '')}; results in {results.path}."
         )
     )
     cards = [
         ("Model", Table.from_pairs([(k, model[k]) for k in MODEL_KEYS if k in model])),
         ("Data", Table.from_pairs([(k, data[k]) for k in DATA_KEYS if k in data])),
     ]
-    counts = data.get("classes") or {}
-    if counts:
-        frame = pd.DataFrame({"class": list(counts), "inputs": list(counts.values())})
-        cards.append(("Classes", Table.from_frame(frame)))
+    if isinstance(manifest.get("control"), dict):
+        cards.append(("Control", Table.from_pairs(_flatten(manifest["control"]))))
     section.blocks.append(Cards(cards))
     cards = [
         (title, Table.from_pairs(_flatten(manifest[key])))

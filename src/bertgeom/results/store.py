@@ -187,6 +187,18 @@ class Results:
     """``histograms.parquet``: layer, point, class, kind, bin_left, bin_right, count."""
     mutations: pd.DataFrame | None = None
     """``mutations.parquet``: attention on variant-defining mutations (classifiers on spikes)."""
+    ablation: pd.DataFrame | None = None
+    """``ablation.parquet``: layer, head, mode, class, metric, value of the head ablations
+    (baseline: layer -1, head -1, mode ``none``)."""
+
+    @property
+    def control_path(self) -> Path | None:
+        """The control results directory (the same architecture at its untrained initial
+        weights, on the same inputs): the manifest's ``control`` entry, relative to this
+        directory, else ``control/``; None when it holds no manifest.json."""
+        entry = self.manifest.get("control")
+        folder = self.path / (entry if isinstance(entry, str) else "control")
+        return folder if (folder / "manifest.json").is_file() else None
 
     def inputs(self, columns: list[str] | None = None, **filters: object) -> pd.DataFrame:
         """Rows of ``inputs.parquet`` (read on demand: it can be large), optionally only some
@@ -257,6 +269,7 @@ def load_results(path: Path) -> Results:
         pca=optional("pca"),
         histograms=optional("histograms"),
         mutations=optional("mutations"),
+        ablation=optional("ablation"),
         array_index=index,
         arrays=arrays,
     )

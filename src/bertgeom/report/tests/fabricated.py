@@ -1,6 +1,7 @@
 """A fabricated results directory holding every table and array the report reads (the whole
-contract of ``docs/results.md``, the global and spike outputs included), small and random but
-shaped like the real thing, so that every section of the report is exercised."""
+contract of ``docs/results.md``, the global and spike outputs, the ablation table and an
+untrained control included), small and random but shaped like the real thing, so that every
+section of the report is exercised; a few numbers are planted for the findings to find."""
 
 from __future__ import annotations
 
@@ -17,6 +18,20 @@ from bertgeom.results.store import HEAD_COLUMNS, LAYER_COLUMNS, ResultsWriter, t
 
 CLASSES = ("Alpha", "Delta", "Lambda")
 CODONS = 1273
+ABLATION_COLUMNS = ["layer", "head", "mode", "class", "metric", "value"]
+BASELINE_ACCURACY = 0.9
+PLANTED_ZERO_DROP = 0.4
+"""Accuracy drop of zeroing the planted head (every other head costs at most 0.03)."""
+PLANTED_MASK_HEAD = (0, 1)
+"""The head whose mutation tokens, masked, cost most (log-probability drop 0.6 vs 0.05)."""
+EMBEDDING_CONE = {False: 0.2, True: 0.65}
+"""I/n at the embeddings (class all), trained and untrained."""
+CONTROL_SEED_OFFSET = 1000
+
+
+def planted_head(layers: int, heads: int) -> tuple[int, int]:
+    """The head whose zeroing costs most: (1, 2) in the default 2 x 4 model."""
+    return layers - 1, min(2, heads - 1)
 
 
 def write_fabricated_results(
@@ -27,15 +42,24 @@ def write_fabricated_results(
     inputs: int = 60,
     map_length: int = 48,
     seed: int = 0,
+    ablation: bool = True,
+    control: bool = True,
+    untrained: bool = False,
 ) -> Path:
-    """Write a results directory at ``path`` with every table and array of the contract."""
+    """Write a results directory at ``path`` with every table and array of the contract; with
+    ``control``, also ``path/control``, the same shape ``untrained`` (a flatter, higher cone,
+    classes that never separate, open gates)."""
     rng = np.random.default_rng(seed)
     labels = ["all", *classes]
     input_classes = [classes[i % len(classes)] for i in range(inputs)]
     with ResultsWriter(path) as writer:
-        writer.write_table("heads", tidy(_heads(rng, layers, heads, labels), HEAD_COLUMNS))
-        writer.write_table("layers", tidy(_layers(rng, layers, labels), LAYER_COLUMNS))
-        writer.write_table("predictions", _predictions(rng, input_classes))
+        head_rows = _heads(rng, layers, heads, labels, untrained)
+        writer.write_table("heads", tidy(head_rows, HEAD_COLUMNS))
+        writer.write_table("layers", tidy(_layers(rng, layers, labels, untrained), LAYER_COLUMNS))
+        writer.write_table("predictions", _predictions(rng, input_classes, untrained))
+        if ablation:
+            rows = _ablation(rng, layers, heads, classes)
+            writer.write_table("ablation", tidy(rows, ABLATION_COLUMNS))
         writer.write_table("pca", _pca(rng, layers, input_classes))
         writer.write_table("histograms", _histograms(rng, layers, labels))
         writer.write_table("mutations", _mutations(rng, layers, heads, classes))
@@ -67,7 +91,25 @@ def write_fabricated_results(
             "mean attention received by each spike codon",
             {"class": labels},
         )
-        writer.write_manifest(_manifest(layers, heads, labels, input_classes))
+        manifest = _manifest(layers, heads, labels, input_classes)
+        if control:
+            manifest["control"] = "control"
+        if untrained:
+            manifest["control"] = {"kind": "random-init", "seed": seed}
+        writer.write_manifest(manifest)
+    if control:
+        write_fabricated_results(
+            path / "control",
+            layers,
+            heads,
+            classes,
+            inputs,
+            map_length,
+            seed + CONTROL_SEED_OFFSET,
+            ablation=False,
+            control=False,
+            untrained=True,
+        )
     return path
 
 
@@ -75,13 +117,17 @@ def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _heads(rng: np.random.Generator, layers: int, heads: int, labels: list[str]) -> pd.DataFrame:
+def _heads(
+    rng: np.random.Generator, layers: int, heads: int, labels: list[str], untrained: bool
+) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
     slugs = [SPIKE_DOMAIN_SLUGS[name] for name, _, _ in SPIKE_DOMAINS] + ["other"]
     for layer in range(layers):
         records.append(_row(layer, -1, "all", "subspace.layer.overlap_chance", 0.25))
         for head in range(heads):
             favourite = (layer * heads + head) % len(DOMINANT_NAMES)
+            if untrained:
+                favourite = DOMINANT_NAMES.index("open")
             for label in labels:
                 weights = np.full(len(DOMINANT_NAMES), 0.3)
                 # Some classes move some heads to another gate: per-class differences to draw.
@@ -121,12 +167,20 @@ def _row(layer: int, head: int, label: str, metric: str, value: float) -> dict[s
     return {"layer": layer, "head": head, "class": label, "metric": metric, "value": value}
 
 
-def _layers(rng: np.random.Generator, layers: int, labels: list[str]) -> pd.DataFrame:
+def _layers(
+    rng: np.random.Generator, layers: int, labels: list[str], untrained: bool
+) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
+    for label in labels:  # the embedding output, layer -1
+        level = EMBEDDING_CONE[untrained]
+        for metric, value in (("cone.normalized_mean", level), ("cone.mean_cosine", level**2)):
+            records.append(_layer_row(-1, "layer_output", label, metric, value))
     for layer in range(layers):
         for point_index, point in enumerate(POINTS):
             for label in labels:
-                level = 0.3 + 0.2 * layer + 0.05 * point_index + rng.uniform(0, 0.05)
+                level = min(0.98, 0.3 + 0.2 * layer + 0.05 * point_index + rng.uniform(0, 0.05))
+                if untrained:
+                    level = 0.7 + 0.01 * layer + 0.01 * point_index
                 for metric, value in (
                     ("cone.normalized_mean", level),
                     ("cone.normalized_std", 0.05),
@@ -146,10 +200,12 @@ def _layers(rng: np.random.Generator, layers: int, labels: list[str]) -> pd.Data
             value = 0.5 + 0.1 * layer
             records.append(_layer_row(layer, "layer_output", label, "cls.cone.normalized", value))
     for layer in range(-1, layers):
+        # trained: the probe reaches 0.9 at the last layer of the default 2-layer model
+        probe = 0.35 if untrained else min(1.0, 0.5 + 0.2 * (layer + 1))
         for metric, value in (
-            ("cls.silhouette", 0.1 + 0.2 * (layer + 1)),
-            ("cls.fisher_ratio", 0.5 + layer + 1),
-            ("cls.probe_accuracy", min(1.0, 0.5 + 0.25 * (layer + 1))),
+            ("cls.silhouette", 0.02 if untrained else 0.1 + 0.2 * (layer + 1)),
+            ("cls.fisher_ratio", 0.1 if untrained else 0.5 + layer + 1),
+            ("cls.probe_accuracy", probe),
             ("cls.pca.explained_1", 0.4),
             ("cls.pca.explained_2", 0.2),
         ):
@@ -161,10 +217,13 @@ def _layer_row(layer: int, point: str, label: str, metric: str, value: float) ->
     return {"layer": layer, "point": point, "class": label, "metric": metric, "value": value}
 
 
-def _predictions(rng: np.random.Generator, input_classes: list[str]) -> pd.DataFrame:
+def _predictions(
+    rng: np.random.Generator, input_classes: list[str], untrained: bool
+) -> pd.DataFrame:
     classes = sorted(set(input_classes))
+    hit = 0.0 if untrained else 0.85
     predicted = [
-        label if rng.uniform() < 0.85 else classes[int(rng.integers(len(classes)))]
+        label if rng.uniform() < hit else classes[int(rng.integers(len(classes)))]
         for label in input_classes
     ]
     return pd.DataFrame(
@@ -192,6 +251,48 @@ def _pca(rng: np.random.Generator, layers: int, input_classes: list[str]) -> pd.
             )
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def _ablation(
+    rng: np.random.Generator, layers: int, heads: int, classes: tuple[str, ...]
+) -> pd.DataFrame:
+    """Baseline, zero and mean ablation of every head and attention block, and the two key
+    maskings per head, for class all and each class; the planted heads cost most."""
+    planted = planted_head(layers, heads)
+    labels = ["all", *classes]
+    records = []
+
+    def add(layer: int, head: int, mode: str, accuracy_drop: float, log_drop: float) -> None:
+        for label in labels:
+            # the planted head hurts the second class most
+            hurt = 2.0 if (layer, head) == planted and label == classes[1] else 1.0
+            accuracy = BASELINE_ACCURACY - min(BASELINE_ACCURACY, accuracy_drop * hurt)
+            metrics = {
+                "accuracy": accuracy,
+                "true_log_probability": -0.3 - log_drop * hurt,
+                "inputs": 60.0 if label == "all" else 20.0,
+            }
+            if label == "all":
+                metrics["macro_f1"] = accuracy - 0.02
+            for metric, value in metrics.items():
+                records.append(
+                    {"layer": layer, "head": head, "mode": mode, "class": label}
+                    | {"metric": metric, "value": value}
+                )
+
+    add(-1, -1, "none", 0.0, 0.0)
+    for mode, scale in (("zero", 1.0), ("mean", 0.75)):
+        for layer in range(layers):
+            add(layer, -1, mode, scale * (0.5 + 0.1 * layer), scale * (1.0 + 0.2 * layer))
+            for head in range(heads):
+                drop = PLANTED_ZERO_DROP if (layer, head) == planted else rng.uniform(0, 0.03)
+                add(layer, head, mode, scale * drop, scale * 2 * drop + rng.uniform(0, 0.01))
+    for layer in range(layers):
+        for head in range(heads):
+            mutation_drop = 0.6 if (layer, head) == PLANTED_MASK_HEAD else rng.uniform(0, 0.1)
+            add(layer, head, "mask_mutation_keys", 0.0, mutation_drop)
+            add(layer, head, "mask_matched_keys", 0.0, 0.05)
+    return pd.DataFrame.from_records(records)
 
 
 def _histograms(rng: np.random.Generator, layers: int, labels: list[str]) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from bertgeom.report import figures
 from bertgeom.report.build import SECTION_IDS, build_report_summary, draw_sections
 from bertgeom.report.common import evenly
 from bertgeom.report.content import Figure, Missing, Table, format_value
+from bertgeom.report.sections import metadata, overview
 from bertgeom.report.tests.analysed import analyse_tiny_classifier
 from bertgeom.report.tests.fabricated import write_fabricated_results
 from bertgeom.results.store import Results, load_results
@@ -41,8 +42,11 @@ def test_every_section_is_drawn_from_the_full_contract(fabricated: Results) -> N
     sections, problems = draw_sections(fabricated)
     assert problems == {}
     assert [s.id for s in sections] == list(SECTION_IDS)
+    assert sections[0].id == "findings" and sections[-1].id == "metadata"
+    assert [s.id for s in sections if s.folded] == ["metadata"]
     for section in sections:
-        assert section.title and (section.figures or section.id == "overview"), section.id
+        has_figures = section.figures or section.id in ("overview", "metadata")
+        assert section.title and has_figures, section.id
         assert section.missing == [], (section.id, section.missing)
         for figure in section.figures:
             assert _png(figure).startswith(b"\x89PNG")
@@ -55,6 +59,14 @@ def test_every_section_is_drawn_from_the_full_contract(fabricated: Results) -> N
     assert "Lambda is a synthetic-only class" in by_id["classifier"].figures[0].caption
     assert len(by_id["attention-maps"].figures) == 1
     assert len(by_id["subspace"].figures) == 5 + 2  # five overlap kinds, two weight figures
+    assert len(by_id["findings"].figures) == 2  # per-layer lines, gate mix
+
+
+def test_metadata_is_folded_and_not_in_the_overview(fabricated: Results) -> None:
+    overview_text, folded = repr(overview(fabricated).blocks), metadata(fabricated)
+    assert folded.folded and "fabricated-classifier" in overview_text
+    for entry in ("/models/fabricated", "batch_size", "total_s", "Timings"):
+        assert entry not in overview_text and entry in repr(folded.blocks)
 
 
 def test_report_file_is_self_contained_and_escaped(fabricated: Results, tmp_path: Path) -> None:
@@ -82,6 +94,7 @@ def test_missing_pieces_say_what_is_missing(fabricated: Results) -> None:
         pca=None,
         histograms=None,
         mutations=None,
+        ablation=None,
         heads=fabricated.heads[~fabricated.heads["metric"].str.startswith(("spike.", "cone."))],
         arrays={k: v for k, v in fabricated.arrays.items() if k != "spike_attention_profile"},
     )
@@ -89,10 +102,12 @@ def test_missing_pieces_say_what_is_missing(fabricated: Results) -> None:
     assert problems == {}
     missing = {s.id: " ".join(m.text for m in s.missing) for s in sections}
     assert "classification head" in missing["classifier"]
-    for section_id in ("cone", "distribution", "separability"):
+    for section_id in ("findings", "cone", "distribution", "separability"):
         assert "--global" in missing[section_id], section_id
     assert "variant classifier" in missing["spike"]
+    assert "No ablation.parquet" in missing["findings"]
     assert missing["overview"] == missing["gates"] == missing["subspace"] == ""
+    assert missing["metadata"] == ""
 
 
 def test_a_section_that_breaks_on_bad_data_says_so(fabricated: Results) -> None:
@@ -109,6 +124,9 @@ def test_report_of_a_real_analysis(analysed: Path) -> None:
     assert summary.figures >= 15
     assert summary.size_bytes < 15_000_000
     assert "classifier" not in summary.missing and "gates" not in summary.missing
+    html = summary.path.read_text()
+    assert html.index('<section id="findings">') < html.index('<section id="overview">')
+    assert "Cone index I/n" in html and "No ablation.parquet" in html
 
 
 @pytest.mark.slow
