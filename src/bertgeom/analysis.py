@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -85,7 +85,10 @@ class AnalysisOptions:
     and the ``[CLS]`` separability (``layers.parquet``, the head cone metrics, histograms and
     PCA); ``input_records``: write
     ``inputs.parquet``; ``overlap``: measure on a second thread while the forward pass goes on
-    (same results, see ``capture.engine``).
+    (same results, see ``capture.engine``); ``scheduler``: the address of a running Dask
+    scheduler, or ``dask_workers``: a local Dask cluster of that many worker processes, to
+    shard the inputs over (``bertgeom.scale``, ``docs/dask.md``; same results to float
+    tolerance).
     """
 
     batch_size: int = 32
@@ -100,6 +103,8 @@ class AnalysisOptions:
     overlap: bool = False
     window: int = DEFAULT_WINDOW
     cluster_rows: int | None = DEFAULT_CLUSTER_ROWS
+    scheduler: str | None = None
+    dask_workers: int | None = None
 
 
 @dataclass
@@ -147,9 +152,18 @@ def parse_heads(text: str, n_layers: int, n_heads: int) -> tuple[tuple[int, int]
     return tuple(dict.fromkeys(pairs))
 
 
-def open_source(loaded: LoadedModel, spec: InputSpec, options: AnalysisOptions) -> InputSource:
-    """The input source of ``spec`` for ``loaded``."""
-    common: dict[str, Any] = {"max_length": options.max_length, "max_inputs": options.max_inputs}
+def open_source(
+    loaded: LoadedModel,
+    spec: InputSpec,
+    options: AnalysisOptions,
+    positions: range | None = None,
+) -> InputSource:
+    """The input source of ``spec`` for ``loaded`` (``positions``: one shard of it)."""
+    common: dict[str, Any] = {
+        "max_length": options.max_length,
+        "max_inputs": options.max_inputs,
+        "positions": positions,
+    }
     if loaded.kmers is not None and options.global_measures and spec.kind != "text":
         common["spike_layouts"] = True  # DESIGN 3.5: place the tokens on the spike
     if spec.kind == "data":
@@ -173,10 +187,16 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-class _Predictions:
+class RowWriter(Protocol):
+    """Where per-input rows go: a ``ResultsWriter``, or a shard's collector on a Dask worker."""
+
+    def add_rows(self, name: str, frame: pd.DataFrame) -> None: ...
+
+
+class Predictions:
     """Per-input predictions of a classification head, streamed to ``predictions.parquet``."""
 
-    def __init__(self, writer: ResultsWriter, class_names: Sequence[str]) -> None:
+    def __init__(self, writer: RowWriter, class_names: Sequence[str]) -> None:
         self.writer = writer
         self.class_names = np.asarray(class_names, dtype=object)
         self.correct = 0
@@ -203,6 +223,11 @@ class _Predictions:
             sum(k and p == y for k, p, y in zip(known, predicted, labels, strict=True))
         )
         self.writer.add_rows("predictions", frame)
+
+    def add_counts(self, correct: int, labelled: int) -> None:
+        """Count a shard's inputs too (their rows were written apart)."""
+        self.correct += correct
+        self.labelled += labelled
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -241,9 +266,9 @@ def analyze(
     if on_start is not None:
         on_start(loaded, source.expected_inputs())
     with ResultsWriter(out) as writer:
-        measurements = _measurements(loaded, source, options, map_heads, map_length, writer)
+        measurements = build_measurements(loaded, source, options, map_heads, map_length, writer)
         predictions = (
-            _Predictions(writer, loaded.class_names) if loaded.class_names is not None else None
+            Predictions(writer, loaded.class_names) if loaded.class_names is not None else None
         )
 
         def after_batch(batch: InputBatch, logits: Tensor | None) -> None:
@@ -252,15 +277,21 @@ def analyze(
             if progress is not None:
                 progress(len(batch))
 
-        timings = run_measurements(
-            loaded,
-            source.batches(options.batch_size),
-            list(measurements.values()),
-            include_padding=options.include_padding,
-            device=device,
-            on_batch=after_batch,
-            overlap=options.overlap,
-        )
+        if options.scheduler is not None or options.dask_workers is not None:
+            from bertgeom.scale.analysis import ShardedAnalysis
+
+            sharded = ShardedAnalysis(model_directory, spec, options, map_heads, map_length)
+            timings = sharded.run(source, measurements, predictions, writer, progress)
+        else:
+            timings = run_measurements(
+                loaded,
+                source.batches(options.batch_size),
+                list(measurements.values()),
+                include_padding=options.include_padding,
+                device=device,
+                on_batch=after_batch,
+                overlap=options.overlap,
+            )
         weights_started = time.perf_counter()
         weights = weight_subspace_measures(loaded.attention_weights())
         weights_s = time.perf_counter() - weights_started
@@ -299,14 +330,15 @@ def analyze(
     )
 
 
-def _measurements(
+def build_measurements(
     loaded: LoadedModel,
     source: InputSource,
     options: AnalysisOptions,
     map_heads: Sequence[tuple[int, int]],
     map_length: int,
-    writer: ResultsWriter,
+    writer: RowWriter,
 ) -> dict[str, Measurement]:
+    """The measurements of an analysis by name, empty; per-input gate rows go to ``writer``."""
     classes = source.declared_classes
     padding = options.include_padding
     qk = loaded.query_key_weights()

@@ -85,6 +85,29 @@ class InputStats:
             **self.extra,
         }
 
+    def merge(self, other: InputStats) -> InputStats:
+        """The counts of both streams (shards of one source): counts add up, ``longest`` is
+        the larger, numeric ``extra`` entries add up and the others are taken from ``self``."""
+        extra = dict(self.extra)
+        for key, value in other.extra.items():
+            if isinstance(value, int) and isinstance(extra.get(key), int):
+                extra[key] += value
+            else:
+                extra.setdefault(key, value)
+        return InputStats(
+            source=self.source,
+            path=self.path,
+            read=self.read + other.read,
+            analysed=self.analysed + other.analysed,
+            truncated=self.truncated + other.truncated,
+            unlabelled=self.unlabelled + other.unlabelled,
+            skipped=self.skipped + other.skipped,
+            classes=self.classes + other.classes,
+            max_length=self.max_length,
+            longest=max(self.longest, other.longest),
+            extra=extra,
+        )
+
 
 def read_input_labels(path: Path) -> dict[str, str]:
     """A TSV with an ``input_id`` (or ``record_id``) column and a ``label`` column, as a dict."""
@@ -105,7 +128,14 @@ def read_input_labels(path: Path) -> dict[str, str]:
 
 class InputSource:
     """Base of the three sources: ``batches(batch_size)`` streams, ``stats`` counts,
-    ``declared_classes`` are the classes known before streaming (reported even if empty)."""
+    ``declared_classes`` are the classes known before streaming (reported even if empty).
+
+    ``positions``: stream only the items at these positions (a shard, for scale-out:
+    ``bertgeom.scale``). A position numbers what the source reads, usable or not: a non-blank
+    line, a FASTA record, a row of the dataset file (any split); ``positions_count`` says how
+    many there are. Each shard counts only what it reads, so shards' ``stats`` add up
+    (``InputStats.merge``), and an empty shard is no error.
+    """
 
     spike_layouts = False
     """Whether batches carry a ``SpikeLayout`` (k-mer sources opened with ``spike_layouts``)."""
@@ -117,6 +147,7 @@ class InputSource:
         max_length: int | None = None,
         max_inputs: int | None = None,
         labels: dict[str, str] | None = None,
+        positions: range | None = None,
     ) -> None:
         limit = loaded.max_tokens
         if max_length is not None and max_length < 4:
@@ -127,6 +158,7 @@ class InputSource:
         self.max_length = min(limit, max_length) if max_length else limit
         self.max_inputs = max_inputs
         self.labels = labels
+        self.positions = positions
         self.stats = stats
         self.stats.max_length = self.max_length
         self.declared_classes: list[str] = sorted(set(labels.values())) if labels else []
@@ -138,6 +170,10 @@ class InputSource:
     def count(self) -> int | None:
         """How many inputs the source holds, when known without reading them all."""
         return None
+
+    def positions_count(self) -> int:
+        """How many positions a whole run reads (``--max-inputs`` included), for sharding."""
+        raise NotImplementedError
 
     def longest_hint(self) -> int | None:
         """The longest input in tokens (truncation included), when known up front."""
@@ -188,7 +224,7 @@ class InputSource:
             indices = np.arange(start, start + len(chunk), dtype=np.int64)
             start += len(chunk)
             yield InputBatch(indices, ids, labels, encoding, self.spike_layout(chunk, encoding))
-        if self.stats.analysed == 0:
+        if self.stats.analysed == 0 and self.positions is None:
             skipped = f" ({_describe(self.stats.skipped)} skipped)" if self.stats.skipped else ""
             raise InputError(f"{self.stats.path}: no input to analyse{skipped}")
 
@@ -222,16 +258,19 @@ class TextSource(InputSource):
         self.path = path
         self.tokenizer = loaded.require_tokenizer()
         self.lines, self.longest = self._scan()
-        if self.lines == 0:
+        if self.lines == 0 and self.positions is None:
             raise InputError(f"{path}: empty, no line of text to analyse")
 
     def _scan(self) -> tuple[int, int]:
         """One streaming pass: the number of inputs and the longest one in tokens (so the
-        class-mean maps are sized to the inputs, not to the model's maximum)."""
+        class-mean maps are sized to the inputs, not to the model's maximum); of the shard
+        only, with ``positions``."""
         lines, longest = 0, 0
+        shard = self.positions
+        first, stop = (0, self.max_inputs) if shard is None else (shard.start, shard.stop)
         with self.path.open(encoding="utf-8", errors="replace") as handle:
             texts = (line.strip() for line in handle)
-            non_blank = islice((text for text in texts if text), self.max_inputs)
+            non_blank = islice((text for text in texts if text), first, stop)
             while chunk := list(islice(non_blank, 512)):
                 lines += len(chunk)
                 lengths = self.tokenizer(
@@ -246,11 +285,21 @@ class TextSource(InputSource):
     def longest_hint(self) -> int | None:
         return self.longest
 
+    def positions_count(self) -> int:
+        return self.lines
+
     def items(self) -> Iterator[tuple[str, str, str | None]]:
+        positions = self.positions
         with self.path.open(encoding="utf-8", errors="replace") as handle:
+            position = -1
             for number, line in enumerate(handle, start=1):
                 text = line.strip()
                 if not text:
+                    continue
+                position += 1
+                if positions is not None and position not in positions:
+                    if position >= positions.stop:
+                        return
                     continue
                 self.stats.read += 1
                 yield str(number), text, self.label_of(str(number))
@@ -353,11 +402,27 @@ class FastaSource(_KmerSource):
         """The records' alignments, made when they were read (``items`` keeps them in order)."""
         return [self._aligned.popleft() for _ in chunk]
 
+    def positions_count(self) -> int:
+        """The number of records (one pass over the file, no alignment)."""
+        from bertgeom.genomics.fasta import read_fasta
+
+        if self.max_inputs is not None:
+            raise InputError(
+                "--max-inputs with --fasta cannot be sharded (which records count depends on "
+                "their alignment); cut the FASTA file instead"
+            )
+        return sum(1 for _ in read_fasta(self.path))
+
     def items(self) -> Iterator[tuple[str, str, str | None]]:
         from bertgeom.genomics.fasta import read_fasta
         from bertgeom.genomics.spike import extract_spike
 
-        for record in read_fasta(self.path):
+        positions = self.positions
+        for position, record in enumerate(read_fasta(self.path)):
+            if positions is not None and position not in positions:
+                if position >= positions.stop:
+                    return
+                continue
             self.stats.read += 1
             spike = extract_spike(record.record_id, record.sequence)
             if not spike.usable:
@@ -411,9 +476,29 @@ class DatasetSource(_KmerSource):
     def count(self) -> int | None:
         return self.rows
 
+    def positions_count(self) -> int:
+        """The rows of the file, or with ``max_inputs`` those up to the last one analysed."""
+        if self.max_inputs is None:
+            return int(self.file.metadata.num_rows)
+        splits = pq.read_table(self.path, columns=["split"]).column("split").to_numpy()
+        chosen = np.flatnonzero(splits == self.split) if self.split is not None else None
+        if chosen is None:
+            return min(self.max_inputs, len(splits))
+        return int(chosen[min(self.max_inputs, len(chosen)) - 1]) + 1 if len(chosen) else 0
+
     def items(self) -> Iterator[tuple[str, str, str | None]]:
+        positions = self.positions
+        end = 0
         for chunk in self.file.iter_batches(batch_size=1024, columns=list(self.COLUMNS)):
+            first, end = end, end + chunk.num_rows  # the chunk's positions
+            if positions is not None:
+                if first >= positions.stop:
+                    return
+                if end <= positions.start:
+                    continue
             frame = chunk.to_pandas()
+            if positions is not None:
+                frame = frame.iloc[max(0, positions.start - first) : positions.stop - first]
             self.stats.read += len(frame)
             if self.split is not None:
                 frame = frame[frame["split"] == self.split]

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bertgeom.cli.common import console, progress_bar, user_errors
+from bertgeom.cli.common import (
+    DaskWorkersOption,
+    SchedulerOption,
+    console,
+    progress_bar,
+    user_errors,
+)
 from bertgeom.errors import InputError
 
 if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
@@ -80,6 +86,8 @@ def analyze(
         ),
     ] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    scheduler: SchedulerOption = None,
+    dask_workers: DaskWorkersOption = None,
 ) -> None:
     """Analyse a BERT-family model on inputs: gates, subspaces, cone index -> a results folder."""
     with user_errors():
@@ -106,6 +114,8 @@ def analyze(
             global_measures=global_measures,
             overlap=overlap,
             device=device,
+            scheduler=scheduler,
+            dask_workers=dask_workers,
         )
         run_analysis(model, spec, out, options)
 

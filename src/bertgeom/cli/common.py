@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +21,26 @@ from rich.progress import (
 from bertgeom.errors import BertgeomError
 
 console = Console(stderr=True)
+
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Shard the inputs over the workers of a running Dask scheduler (tcp://host:8786); "
+        "the model and the inputs must be readable at the same paths on the workers "
+        "(docs/dask.md; needs pip install 'bertgeom\\[dask]').",
+    ),
+]
+DaskWorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--dask-workers",
+        metavar="N",
+        min=1,
+        help="Shard the inputs over a local Dask cluster of N worker processes (docs/dask.md).",
+    ),
+]
 
 
 @contextmanager

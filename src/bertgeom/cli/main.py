@@ -17,7 +17,13 @@ from rich.table import Table
 
 from bertgeom.atomic import atomic_file
 from bertgeom.cli.analyze import analyze
-from bertgeom.cli.common import console, progress_bar, user_errors
+from bertgeom.cli.common import (
+    DaskWorkersOption,
+    SchedulerOption,
+    console,
+    progress_bar,
+    user_errors,
+)
 from bertgeom.cli.data import data_app
 from bertgeom.cli.report import report
 from bertgeom.errors import InputError
@@ -62,30 +68,41 @@ def predict(
             max=1.0,
         ),
     ] = None,
+    scheduler: SchedulerOption = None,
+    dask_workers: DaskWorkersOption = None,
 ) -> None:
     """Call the variant class of every record of a FASTA file (alignment and QC included)."""
     with user_errors():
-        from dataclasses import replace
-
         from bertgeom.genomics.fasta import read_fasta
-        from bertgeom.model.predict import predict_records
+        from bertgeom.model.predict import predict_records, with_change_alpha
         from bertgeom.model.storage import load_classifier
 
         started = time.perf_counter()
         classifier = load_classifier(model)
-        if change_alpha is not None and classifier.change_check is not None:
-            check = replace(classifier.change_check, alpha=change_alpha) if change_alpha else None
-            classifier = replace(classifier, change_check=check)
-        records = read_fasta(fasta)
         with progress_bar() as bar:
             task = bar.add_task("aligning and classifying", total=None)
-            table = predict_records(
-                records,
-                classifier,
-                batch_size=batch_size,
-                progress=lambda n: bar.advance(task, n),
-                workers=workers or os.cpu_count() or 1,
-            )
+            if scheduler is not None or dask_workers is not None:
+                from bertgeom.scale.cluster import ClusterSpec
+                from bertgeom.scale.predict import predict_on_dask
+
+                cluster = ClusterSpec(scheduler, dask_workers)
+                table = predict_on_dask(
+                    fasta,
+                    classifier,
+                    cluster,
+                    model=model,
+                    batch_size=batch_size,
+                    change_alpha=change_alpha,
+                    progress=lambda n: bar.advance(task, n),
+                )
+            else:
+                table = predict_records(
+                    read_fasta(fasta),
+                    with_change_alpha(classifier, change_alpha),
+                    batch_size=batch_size,
+                    progress=lambda n: bar.advance(task, n),
+                    workers=workers or os.cpu_count() or 1,
+                )
         with atomic_file(out) as partial:
             table.to_csv(partial, sep="\t", index=False, float_format="%.6g")
         seconds = time.perf_counter() - started

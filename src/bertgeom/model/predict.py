@@ -14,7 +14,7 @@ more changes its class never showed than the class's own spikes do
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 
 import numpy as np
@@ -130,6 +130,14 @@ def sequence_evidence(
 ) -> tuple[list[tuple[str, ...]], list[Placement | None]]:
     """:func:`spike_evidence` of sequences (genomes or spikes), each aligned as any input is."""
     return spike_evidence([extract_spike("sequence", sequence) for sequence in sequences])
+
+
+def with_change_alpha(classifier: Classifier, alpha: float | None) -> Classifier:
+    """``classifier`` with its change check at level ``alpha`` (None: the model's; 0: off)."""
+    if alpha is None or classifier.change_check is None:
+        return classifier
+    check = replace(classifier.change_check, alpha=alpha) if alpha else None
+    return replace(classifier, change_check=check)
 
 
 def prediction_columns(classes: Iterable[str]) -> list[str]:
