@@ -184,14 +184,14 @@ def ablation_sentences(summary: Summary) -> list[str]:
     baseline = summary.baseline.get("accuracy")
     if not zero.empty:
         top = zero.iloc[0]
-        accuracy = f"accuracy {-top['accuracy']:+.3g}"
+        accuracy = f"accuracy {_signed(-top['accuracy'])}"
         if baseline is not None:
             after = baseline - top["accuracy"]
-            accuracy = f"accuracy {baseline:.3g} to {after:.3g} ({-top['accuracy']:+.3g})"
+            accuracy = f"accuracy {baseline:.3g} to {after:.3g} ({_signed(-top['accuracy'])})"
         text = (
             f"Zeroing head {head_name(top)} costs most: {accuracy}, "
-            f"macro-F1 {-top['macro_f1']:+.3g}, mean log-probability of the true class "
-            f"{-top['true_log_probability']:+.3g}"
+            f"macro-F1 {_signed(-top['macro_f1'])}, mean log-probability of the true class "
+            f"{_signed(-top['true_log_probability'])}"
         )
         text += _attends_to(summary, int(top["layer"]), int(top["head"]))
         text += _class_hurt_most(summary, int(top["layer"]), int(top["head"]))
@@ -214,15 +214,25 @@ def ablation_sentences(summary: Summary) -> list[str]:
         top = masking.iloc[0]
         found.append(
             f"Masking, in one head, the keys of the tokens that carry defining mutations costs "
-            f"most in head {head_name(top)}: log-probability {-top['mutations']:+.3g}, against "
-            f"{-top['matched']:+.3g} when as many position-matched other tokens are masked."
+            f"most in head {head_name(top)}: log-probability {_signed(-top['mutations'])}, against "
+            f"{_signed(-top['matched'])} when as many position-matched other tokens are masked."
         )
     return found
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _signed(value: float) -> str:
+    """A change with its sign, 3 significant digits, never "-0"."""
+    return f"{value + 0.0:+.3g}"
+
+
 def _drops(row: pd.Series) -> str:
     """The change of accuracy and of the true class's log-probability under an ablation."""
-    return f"accuracy {-row['accuracy']:+.3g}, log-probability {-row['true_log_probability']:+.3g}"
+    accuracy, log_probability = -row["accuracy"], -row["true_log_probability"]
+    return f"accuracy {_signed(accuracy)}, log-probability {_signed(log_probability)}"
 
 
 def _attends_to(summary: Summary, layer: int, head: int) -> str:
@@ -230,7 +240,8 @@ def _attends_to(summary: Summary, layer: int, head: int) -> str:
     parts = []
     if "gate" in profile:
         parts.append(
-            f"it is mostly a {profile['gate']} gate ({profile['gate_share']:.0%} of inputs)"
+            f"it is mostly {_article(str(profile['gate']))} {profile['gate']} gate "
+            f"({profile['gate_share']:.0%} of inputs)"
         )
     if "mutations" in profile:
         parts.append(
@@ -258,7 +269,9 @@ def _class_hurt_most(summary: Summary, layer: int, head: int) -> str:
     if rows.empty:
         return ""
     worst = rows.iloc[int(np.argmax(rows["accuracy"].to_numpy(float)))]
-    return f"; class {worst['class']} loses most (accuracy {-worst['accuracy']:+.3g})"
+    if worst["accuracy"] <= 0:
+        return ""
+    return f"; class {worst['class']} loses most (accuracy {_signed(-worst['accuracy'])})"
 
 
 def missing_lines(
