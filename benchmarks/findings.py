@@ -5,7 +5,9 @@
 Prints, as Markdown tables: the cone index (I / n) and mean cosine of the token stream at each
 layer and measuring point; the [CLS] separability per layer; the dominant gate of every head,
 overall and per class; and for the classifier the heads' enrichment on defining mutations, on
-other changes (the control) and on spike domains, with the most enriched mutations.
+other changes (the control) and on spike domains, with the most enriched mutations; with
+``--ablation``, the drops when each head is ablated and the key-masking test; with ``--control``,
+the trained model against its untrained control.
 """
 
 from __future__ import annotations
@@ -84,6 +86,48 @@ def top_mutations(results: Results, count: int = 12) -> pd.DataFrame:
     return table.sort_values("enrichment", ascending=False).head(count)[columns]
 
 
+def ablation_costs(path: Path, mode: str) -> pd.DataFrame:
+    """Per head (and block, head -1) of one ablation mode: the drop of accuracy, macro-F1 and
+    mean true-class log-probability from the unablated baseline, all inputs, costliest first."""
+    table = pd.read_parquet(path)
+    everyone = table[table["class"] == "all"]
+    baseline = everyone[everyone["mode"] == "none"].set_index("metric")["value"]
+    rows = everyone[everyone["mode"] == mode].pivot(
+        index=["layer", "head"], columns="metric", values="value"
+    )
+    metrics = ["accuracy", "macro_f1", "true_log_probability"]
+    costs = baseline[metrics] - rows[metrics]
+    return costs.add_suffix(" drop").sort_values("true_log_probability drop", ascending=False)
+
+
+def ablation_by_class(path: Path, mode: str = "zero") -> pd.DataFrame:
+    """Accuracy per class with each head (and block) ablated, the baseline first."""
+    table = pd.read_parquet(path)
+    rows = table[(table["metric"] == "accuracy") & table["mode"].isin(["none", mode])]
+    return rows.pivot(index=["layer", "head"], columns="class", values="value")
+
+
+def key_masking(path: Path) -> pd.DataFrame:
+    """Per head: the true-class log-probability and accuracy drops when its attention to the
+    defining-mutation tokens is masked, against as many position-matched tokens."""
+    frames = {
+        mode.removeprefix("mask_").removesuffix("_keys"): ablation_costs(path, mode)
+        for mode in ("mask_mutation_keys", "mask_matched_keys")
+    }
+    return pd.concat(frames, axis=1).sort_index()
+
+
+def trained_vs_control(results: Results, control: Results) -> pd.DataFrame:
+    """Cone index I / n of the stream and [CLS] probe accuracy per layer, trained | control."""
+    columns = {}
+    for name, source in (("trained", results), ("control", control)):
+        cone = _layers(source, ["cone.normalized_mean"], "layer_output")["cone.normalized_mean"]
+        probe = _layers(source, ["cls.probe_accuracy"], "layer_output")["cls.probe_accuracy"]
+        columns[f"I / n {name}"] = cone
+        columns[f"[CLS] probe {name}"] = probe
+    return pd.DataFrame(columns)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, nargs="?", default=Path("demo-output/analysis"))
@@ -107,6 +151,30 @@ def main() -> None:
             ("Enrichment on spike domains per head (all inputs)", domain_enrichment(results)),
             ("Most enriched (head, class, mutation)", top_mutations(results)),
         ]
+    ablation = arguments.results / "ablation.parquet"
+    if ablation.is_file():
+        modes = set(pd.read_parquet(ablation, columns=["mode"])["mode"])
+        for mode in ("zero", "mean"):
+            if mode in modes:
+                sections.append(
+                    (f"Ablation ({mode}): drops from the baseline", ablation_costs(ablation, mode))
+                )
+        sections.append(("Accuracy per class, heads zeroed", ablation_by_class(ablation)))
+        if "mask_mutation_keys" in modes:
+            sections.append(
+                ("Key masking: mutation tokens vs matched tokens", key_masking(ablation))
+            )
+    if (arguments.results / "control").is_dir():
+        control = load_results(arguments.results / "control")
+        sections += [
+            ("Trained vs untrained control", trained_vs_control(results, control)),
+            ("Control: dominant gate per head", gates(control)),
+            ("Control: [CLS] separability", separability(control)),
+        ]
+        if control.mutations is not None:
+            sections.append(
+                ("Control: enrichment on defining mutations", mutation_enrichment(control))
+            )
     for title, table in sections:
         print(f"### {title}\n")
         print(table.to_markdown(floatfmt=".3g"))

@@ -238,6 +238,9 @@ def test_bad_input_is_one_line_and_leaves_no_results(
         (["--model", classifier, "--fasta", tmp_path / "bad.fa"], "no input to analyse"),
         (["--model", bert, "--text", inputs, "--heads", "9:0"], "--heads"),
         (["--model", bert, "--text", inputs, "--split", "test"], "--split is for --data"),
+        (["--model", bert, "--text", inputs, "--ablation", "zero"], "no sequence-classification"),
+        (["--model", classifier, "--text", inputs, "--ablation", "shuffle"], "unknown shuffle"),
+        (["--model", bert, "--text", inputs, "--control", "shuffled"], "--control"),
     ]
     out = tmp_path / "results"
     for arguments, message in cases:

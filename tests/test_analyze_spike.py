@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from bertgeom.analysis import AnalysisOptions, InputSpec, analyze
 from bertgeom.genomics.dataset import save_dataset
@@ -16,14 +17,21 @@ from bertgeom.measures.spike_attention import DOMAINS
 from bertgeom.results.store import load_results
 
 
+@pytest.fixture(scope="module")
+def data_directory(
+    tiny_dataset: tuple[pd.DataFrame, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    directory = tmp_path_factory.mktemp("spike-data") / "data"
+    save_dataset(*tiny_dataset, directory)
+    return directory
+
+
 def test_analyze_writes_spike_metrics_table_and_profile(
-    tiny_model: Path, tiny_dataset: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+    tiny_model: Path, data_directory: Path, tmp_path: Path
 ) -> None:
-    dataset, outside = tiny_dataset
-    save_dataset(dataset, outside, tmp_path / "data")
     out = tmp_path / "results"
     options = AnalysisOptions(global_measures=True, batch_size=16, max_inputs=40)
-    analyze(tiny_model, InputSpec("data", tmp_path / "data", split="test"), out, options)
+    analyze(tiny_model, InputSpec("data", data_directory, split="test"), out, options)
     results = load_results(out)
 
     heads = results.heads[results.heads["metric"].str.startswith("spike.")]
@@ -93,3 +101,46 @@ def test_fasta_records_keep_their_alignment(tiny_model: Path, tmp_path: Path) ->
     carried = first_head.set_index(["class", "mutation"])["n_carrying"]
     assert carried[("Alpha", "A23063T")] >= 2  # N501Y: core, dropped with probability 0.1
     assert carried[("Delta", "del22029-22034")] >= 2
+
+
+def test_analyze_writes_the_ablation_and_the_untrained_control(
+    tiny_model: Path, data_directory: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    options = AnalysisOptions(
+        batch_size=8,
+        max_inputs=16,
+        ablation=("zero", "mean", "keys"),
+        control="random-init",
+        control_seed=3,
+    )
+    analyze(tiny_model, InputSpec("data", data_directory, split="test"), out, options)
+
+    ablation = pd.read_parquet(out / "ablation.parquet")
+    assert list(ablation.columns) == ["layer", "head", "mode", "class", "metric", "value"]
+    layers, heads = 1, 2  # the tiny preset
+    keys = set(zip(ablation["layer"], ablation["head"], ablation["mode"], strict=True))
+    assert (-1, -1, "none") in keys
+    for layer in range(layers):
+        for mode in ("zero", "mean"):
+            assert {(layer, h, mode) for h in (-1, *range(heads))} <= keys
+        assert {(layer, h, "mask_mutation_keys") for h in range(heads)} <= keys
+        assert {(layer, h, "mask_matched_keys") for h in range(heads)} <= keys
+    inputs = ablation.query("metric == 'inputs' and `class` == 'all'")["value"]
+    assert (inputs == 16).all()
+    accuracy = ablation.query("metric == 'accuracy'")["value"]
+    assert accuracy.between(0, 1).all()
+    manifest = load_results(out).manifest
+    assert manifest["ablation"]["labelled_inputs"] == 16 and manifest["ablation"]["passes"] == 2
+    assert manifest["control"] == "control"
+
+    control = load_results(out / "control")
+    assert control.manifest["control"] == {"kind": "random-init", "seed": 3}
+    assert control.manifest["model"]["weights"] == "initial (untrained), seed 3"
+    assert not (out / "control" / "ablation.parquet").exists()
+    trained = load_results(out).heads
+    assert set(control.heads["metric"]) == set(trained["metric"])
+    assert not np.allclose(
+        control.heads.query("metric == 'subspace.effective_rank'")["value"],
+        trained.query("metric == 'subspace.effective_rank'")["value"],
+    )

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -21,6 +21,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from bertgeom.capture.ablation import (
+    MATCHED_OFFSET,
+    AblationRun,
+    check_ablation,
+    run_ablation,
+)
 from bertgeom.capture.engine import Measurement, run_measurements
 from bertgeom.capture.inputs import (
     DatasetSource,
@@ -53,6 +59,10 @@ from bertgeom.measures.gates import (
 )
 from bertgeom.measures.subspace_weights import WeightSubspaceResult, weight_subspace_measures
 from bertgeom.results.store import HEAD_COLUMNS, LAYER_COLUMNS, ResultsWriter, tidy
+
+CONTROL_RANDOM_INIT = "random-init"
+CONTROL_DIRECTORY = "control"
+"""Where the untrained control's results go, inside the trained analysis's directory."""
 
 MAP_HEADS_BUDGET = 48
 """Class-mean maps are kept for every head when layers x heads <= this; otherwise, unless
@@ -88,7 +98,10 @@ class AnalysisOptions:
     (same results, see ``capture.engine``); ``scheduler``: the address of a running Dask
     scheduler, or ``dask_workers``: a local Dask cluster of that many worker processes, to
     shard the inputs over (``bertgeom.scale``, ``docs/dask.md``; same results to float
-    tolerance).
+    tolerance). ``ablation``: kinds of head ablation (``capture.ablation.ABLATION_KINDS``) whose
+    classifier metrics go to ``ablation.parquet``; ``control``: ``"random-init"`` also analyses
+    the same architecture at its initial weights (seed ``control_seed``) into ``control/``;
+    ``initial_weights_seed``: analyse those initial weights instead of the trained ones.
     """
 
     batch_size: int = 32
@@ -105,6 +118,10 @@ class AnalysisOptions:
     cluster_rows: int | None = DEFAULT_CLUSTER_ROWS
     scheduler: str | None = None
     dask_workers: int | None = None
+    ablation: tuple[str, ...] = ()
+    control: str | None = None
+    control_seed: int = 0
+    initial_weights_seed: int | None = None
 
 
 @dataclass
@@ -251,7 +268,11 @@ def analyze(
     """
     options = options or AnalysisOptions()
     started = time.perf_counter()
-    loaded = load_model(model_directory)
+    if options.control not in (None, CONTROL_RANDOM_INIT):
+        raise InputError(f"--control: {options.control!r} is unknown; the control is 'random-init'")
+    loaded = load_model(model_directory, initial_weights_seed=options.initial_weights_seed)
+    if options.ablation:
+        check_ablation(loaded, options.ablation)
     device = torch.device(options.device)
     torch.nn.Module.to(loaded.model, device)
     loaded_s = time.perf_counter() - started
@@ -292,6 +313,14 @@ def analyze(
                 on_batch=after_batch,
                 overlap=options.overlap,
             )
+        ablation = _ablate(loaded, spec, options, device, progress) if options.ablation else None
+        if ablation is not None:
+            writer.write_table("ablation", ablation.accumulator.result())
+        if options.control is not None:
+            control = replace(
+                options, control=None, ablation=(), initial_weights_seed=options.control_seed
+            )
+            analyze(model_directory, spec, writer.staging / CONTROL_DIRECTORY, control)
         weights_started = time.perf_counter()
         weights = weight_subspace_measures(loaded.attention_weights())
         weights_s = time.perf_counter() - weights_started
@@ -309,6 +338,8 @@ def analyze(
                 "classes": ["all", *sorted(source.stats.classes)],
                 "parameters": _parameters(options, map_heads, map_length, measurements),
                 "predictions": predictions.summary() if predictions is not None else None,
+                "ablation": _ablation_summary(ablation),
+                "control": _control_entry(options),
                 "versions": _versions(),
                 "timings": {
                     "load_s": round(loaded_s, 4),
@@ -328,6 +359,41 @@ def analyze(
         skipped=dict(source.stats.skipped),
         truncated=source.stats.truncated,
     )
+
+
+def _ablate(
+    loaded: LoadedModel,
+    spec: InputSpec,
+    options: AnalysisOptions,
+    device: torch.device,
+    progress: ProgressCallback | None,
+) -> AblationRun:
+    """Head ablation on a fresh pass (or two) over the inputs (``capture.ablation``)."""
+
+    def batches() -> Iterator[InputBatch]:
+        return open_source(loaded, spec, options).batches(options.batch_size)
+
+    return run_ablation(loaded, batches, options.ablation, device=device)
+
+
+def _ablation_summary(run: AblationRun | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {
+        "ablations": len(run.accumulator.ablations),
+        "labelled_inputs": run.labelled,
+        "unlabelled_inputs": run.unlabelled,
+        "passes": run.passes,
+        "matched_offset_tokens": MATCHED_OFFSET,
+        "seconds": round(run.seconds, 3),
+    }
+
+
+def _control_entry(options: AnalysisOptions) -> str | dict[str, Any] | None:
+    """The trained analysis names its control's directory; the control says what it is."""
+    if options.initial_weights_seed is not None:
+        return {"kind": CONTROL_RANDOM_INIT, "seed": options.initial_weights_seed}
+    return CONTROL_DIRECTORY if options.control is not None else None
 
 
 def build_measurements(

@@ -103,45 +103,62 @@ class _Replay(nn.Module):
         return self.output
 
 
+def _first_positions(value: Any, length: int) -> Any:
+    """A layer's output (a tensor, or a tuple led by one) cut to its first ``length`` positions."""
+    if isinstance(value, Tensor):
+        return value[:, :length]
+    return (value[0][:, :length], *value[1:])
+
+
 class HeadEditor:
     """Context manager holding the hooks of an ablation run on ``loaded``'s layers.
 
-    Set ``ablation`` (and, for key masking, ``keep (batch, key)`` bool) before a forward pass;
-    ``recording`` (the clean pass) keeps each layer's output for :meth:`replaying` and, with
-    ``accumulating``, adds the head outputs of valid tokens (``attention_mask`` of the batch)
-    to the running sums behind :meth:`means`.
+    The clean pass (``recording``) keeps, per layer, the output (for :meth:`replaying`), the
+    head outputs ``Z`` entering ``W_O`` and, with ``keep_attention``, the attention
+    probabilities and value vectors; with ``accumulating`` it also adds the head outputs of
+    valid tokens (``attention_mask``) to the sums behind :meth:`means`. In an ablated pass
+    (``ablation`` set; ``keep (batch, key)`` for key masking) the hook on ``W_O``'s input of the
+    ablated layer substitutes the recorded ``Z`` with the ablated heads replaced: the layers
+    before it cannot differ, so nothing of the ablated pass itself is needed there, and the
+    pass may run on a faster attention kernel.
     """
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, keep_attention: bool = False) -> None:
         self.loaded = loaded
         self.layers = encoder_layers(loaded.encoder, loaded.adapter)
         self.head_size = loaded.head_size
+        self.keep_attention = keep_attention
         self.ablation: Ablation = BASELINE
         self.keep: Tensor | None = None
         self.attention_mask: Tensor | None = None
         self.recording = False
         self.accumulating = False
         self.outputs: dict[int, Any] = {}
+        self.head_outputs: dict[int, Tensor] = {}
+        self.attention: dict[int, Tensor] = {}
+        self.values: dict[int, Tensor] = {}
         width = loaded.n_heads * loaded.head_size
         self.sums = torch.zeros(len(self.layers), width, dtype=torch.float64)
         self.tokens = torch.zeros(len(self.layers), dtype=torch.float64)
         self._means: Tensor | None = None
-        self._pending: dict[str, Tensor] = {}
         self._handles: list[RemovableHandle] = []
 
     def __enter__(self) -> HeadEditor:
         adapter = self.loaded.adapter
         for index, layer in enumerate(self.layers):
             self._handles += [
-                submodule(layer, adapter.self_attention).register_forward_hook(
-                    self._attention_hook(index)
-                ),
-                submodule(layer, adapter.value).register_forward_hook(self._value_hook(index)),
                 submodule(layer, adapter.output_projection).register_forward_pre_hook(
                     self._edit_hook(index)
                 ),
-                layer.register_forward_hook(self._record_hook(index)),
+                layer.register_forward_hook(self._record(index, self.outputs)),
             ]
+            if self.keep_attention:
+                attention = submodule(layer, adapter.self_attention)
+                value = submodule(layer, adapter.value)
+                self._handles += [
+                    attention.register_forward_hook(self._record(index, self.attention, 1)),
+                    value.register_forward_hook(self._record(index, self.values)),
+                ]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -155,50 +172,35 @@ class HeadEditor:
             self._means = (self.sums / self.tokens.clamp_min(1)[:, None]).float()
         return self._means
 
-    def _masking(self, index: int) -> bool:
-        return self.ablation.layer == index and self.ablation.mode in (
-            MASK_MUTATION_KEYS,
-            MASK_MATCHED_KEYS,
-        )
-
-    def _attention_hook(self, index: int) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if self._masking(index):
-                self._pending["attention"] = output[1]
-
-        return hook
-
-    def _value_hook(self, index: int) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-            if self._masking(index):
-                self._pending["values"] = output
-
-        return hook
-
-    def _record_hook(self, index: int) -> Callable[..., None]:
+    def _record(
+        self, index: int, into: dict[int, Any], item: int | None = None
+    ) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if self.recording:
-                self.outputs[index] = output
+                into[index] = output if item is None else output[item]
 
         return hook
 
     def _edit_hook(self, index: int) -> Callable[..., tuple[Any, ...] | None]:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
             z = args[0]  # (batch, seq, head * dk)
-            if self.accumulating and self.recording and self.attention_mask is not None:
-                valid = self.attention_mask.to(z.dtype)
-                self.sums[index] += torch.einsum("bs,bsw->w", valid, z).double().cpu()
-                self.tokens[index] += float(valid.sum())
+            if self.recording:
+                self.head_outputs[index] = z
+                if self.accumulating and self.attention_mask is not None:
+                    valid = self.attention_mask.to(z.dtype)
+                    self.sums[index] += torch.einsum("bs,bsw->w", valid, z).double().cpu()
+                    self.tokens[index] += float(valid.sum())
             if self.ablation.layer != index:
                 return None
-            return (self._edited(index, z), *args[1:])
+            return (self._edited(index, z.shape[1]).to(z.dtype), *args[1:])
 
         return hook
 
-    def _edited(self, index: int, z: Tensor) -> Tensor:
+    def _edited(self, index: int, length: int) -> Tensor:
+        """The recorded ``Z`` of layer ``index`` (first ``length`` queries), ablated."""
         ablation, size = self.ablation, self.head_size
         heads = range(self.loaded.n_heads) if ablation.head == WHOLE_BLOCK else [ablation.head]
-        z = z.clone()
+        z = self.head_outputs[index][:, :length].clone()
         for head in heads:
             part = slice(head * size, (head + 1) * size)
             if ablation.mode == ZERO:
@@ -207,24 +209,44 @@ class HeadEditor:
                 z[..., part] = mean_replaced(z[..., part], self.means()[index, part].to(z.device))
             else:
                 assert self.keep is not None, "key masking needs keep"
-                attention = self._pending.pop("attention")[:, head]
-                values = self._pending.pop("values")[..., part]
+                attention = self.attention[index][:, head, :length]
+                values = self.values[index][..., part]
                 z[..., part] = key_masked(attention, values, self.keep).to(z.dtype)
         return z
 
     @contextmanager
-    def replaying(self, upto: int) -> Iterator[None]:
-        """Within the block, layers ``0 .. upto-1`` return their recorded outputs."""
+    def replaying(self, upto: int, length: int | None = None) -> Iterator[None]:
+        """Within the block, layers ``0 .. upto-1`` return their recorded outputs (cut to the
+        first ``length`` positions when given)."""
         stack = submodule(self.loaded.encoder, self.loaded.adapter.layers)
         assert isinstance(stack, nn.ModuleList)
         originals = [stack[i] for i in range(upto)]
         try:
             for i in range(upto):
-                stack[i] = _Replay(self.outputs[i])
+                output = self.outputs[i]
+                stack[i] = _Replay(output if length is None else _first_positions(output, length))
             yield
         finally:
             for i, original in enumerate(originals):
                 stack[i] = original
+
+
+@contextmanager
+def attention_kernel(model: nn.Module, kernel: str) -> Iterator[None]:
+    """Within the block ``model`` runs the ``kernel`` attention (e.g. ``sdpa``, about twice as
+    fast as eager on a CPU), where Hugging Face can switch it; eager again afterwards."""
+    switch = getattr(model, "set_attn_implementation", None)
+    previous = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    try:
+        if switch is not None and previous is not None:
+            switch(kernel)
+    except (ValueError, ImportError, NotImplementedError):
+        switch = None
+    try:
+        yield
+    finally:
+        if switch is not None and previous is not None:
+            switch(previous)
 
 
 @dataclass
@@ -251,11 +273,13 @@ def run_ablation(
     once per pass: twice with ``mean``). ``on_batch(n)`` after each batch of each pass."""
     started = time.perf_counter()
     plan = check_ablation(loaded, kinds)
+    assert loaded.class_names is not None  # checked above
     run = AblationRun(AblationAccumulator(plan, loaded.class_names))
     first = [a for a in plan if a.mode != MEAN]
     second = [a for a in plan if a.mode == MEAN]
     class_index = {name: i for i, name in enumerate(loaded.class_names)}
-    with torch.inference_mode(), HeadEditor(loaded) as editor:
+    keep_attention = any(a.mode in (MASK_MUTATION_KEYS, MASK_MATCHED_KEYS) for a in plan)
+    with torch.inference_mode(), HeadEditor(loaded, keep_attention) as editor:
         for pass_number, ablations in enumerate((first, second)):
             if not ablations:
                 continue
@@ -284,8 +308,13 @@ def _ablate_batch(
     device: torch.device | str,
     matched_offset: int,
 ) -> None:
-    """The clean pass (recording; the baseline when it is in ``ablations``), then each
-    ablation on the labelled ``rows`` of ``batch``."""
+    """The clean pass (eager, recording; the baseline when it is in ``ablations``), then each
+    ablation on the labelled ``rows`` of ``batch``.
+
+    An ablation at layer l replays layers 0 .. l-1; at the last layer only ``[CLS]`` (position
+    0, which the classification head reads) can change the logits, and every layer before it
+    is replayed, so that pass runs on the first position alone.
+    """
     class_index = {name: i for i, name in enumerate(run.accumulator.class_names)}
     assert batch.labels is not None or not rows
     true = torch.tensor([class_index[batch.labels[i]] for i in rows] if batch.labels else [])
@@ -299,15 +328,23 @@ def _ablate_batch(
     if not rows:
         return
     keeps = _key_masks(batch, encoding["attention_mask"], matched_offset)
-    for ablation in ablations:
-        if ablation == BASELINE:
-            continue
-        editor.ablation = ablation
-        editor.keep = keeps.get(ablation.mode)
-        with editor.replaying(ablation.layer):
-            logits = loaded.model(**encoding).logits
-        run.accumulator.update(ablation, true, logits[rows])
+    first_position = {name: tensor[:, :1] for name, tensor in encoding.items()}
+    last_layer = loaded.n_layers - 1
+    with attention_kernel(loaded.model, "sdpa"):
+        for ablation in ablations:
+            if ablation == BASELINE:
+                continue
+            editor.ablation = ablation
+            editor.keep = keeps.get(ablation.mode)
+            last = ablation.layer == last_layer
+            with editor.replaying(ablation.layer, 1 if last else None):
+                logits = loaded.model(**(first_position if last else encoding)).logits
+            run.accumulator.update(ablation, true, logits[rows])
     editor.ablation, editor.keep = BASELINE, None
+    editor.outputs.clear()
+    editor.head_outputs.clear()
+    editor.attention.clear()
+    editor.values.clear()
 
 
 def _key_masks(batch: InputBatch, attention_mask: Tensor, offset: int) -> dict[str, Tensor]:

@@ -69,6 +69,8 @@ class LoadedModel:
     class_names: tuple[str, ...] | None = None
     kmers: KmerSettings | None = None
     raw_config: dict[str, Any] = field(default_factory=dict)
+    initial_weights_seed: int | None = None
+    """Set for the untrained control: the seed of its initial weights."""
 
     @property
     def head_size(self) -> int:
@@ -122,6 +124,9 @@ class LoadedModel:
             "classes": list(self.class_names) if self.class_names else None,
             "bertgeom": self.raw_config.get("bertgeom"),
             "attention_implementation": self.config._attn_implementation,
+            "weights": "trained"
+            if self.initial_weights_seed is None
+            else f"initial (untrained), seed {self.initial_weights_seed}",
         }
 
 
@@ -151,9 +156,14 @@ def _kmer_settings(raw: dict[str, Any]) -> KmerSettings | None:
     return KmerSettings(k=int(extra["k"]), stride=int(extra["stride"]))
 
 
-def load_model(directory: Path) -> LoadedModel:
+def load_model(directory: Path, *, initial_weights_seed: int | None = None) -> LoadedModel:
     """Load a supported model directory with eager attention and check that it yields the
-    attention probabilities; every problem is one :class:`ModelError` line."""
+    attention probabilities; every problem is one :class:`ModelError` line.
+
+    ``initial_weights_seed``: the untrained control. The same architecture (config, tokenizer,
+    classes) with the weights Hugging Face initialises, drawn after ``torch.manual_seed(seed)``
+    (the global generator is restored afterwards), instead of the trained ones.
+    """
     directory = Path(directory)
     raw = read_config(directory)
     model_type = raw.get("model_type")
@@ -173,13 +183,18 @@ def load_model(directory: Path) -> LoadedModel:
                 if _has_classification_head(config)
                 else AutoModel
             )
-            model = loader.from_pretrained(
-                directory,
-                config=config,
-                use_safetensors=True,
-                attn_implementation=ATTENTION_IMPLEMENTATION,
-                **options,
-            )
+            if initial_weights_seed is None:
+                model = loader.from_pretrained(
+                    directory,
+                    config=config,
+                    use_safetensors=True,
+                    attn_implementation=ATTENTION_IMPLEMENTATION,
+                    **options,
+                )
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(initial_weights_seed)
+                    model = loader.from_config(config, attn_implementation=ATTENTION_IMPLEMENTATION)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
             raise ModelError(f"{directory}: cannot load the model ({first})") from error
@@ -205,6 +220,7 @@ def load_model(directory: Path) -> LoadedModel:
         ),
         kmers=_kmer_settings(raw),
         raw_config=raw,
+        initial_weights_seed=initial_weights_seed,
     )
     check_attention_output(loaded)
     return loaded

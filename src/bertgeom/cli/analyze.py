@@ -88,6 +88,28 @@ def analyze(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     scheduler: SchedulerOption = None,
     dask_workers: DaskWorkersOption = None,
+    ablation: Annotated[
+        str | None,
+        typer.Option(
+            "--ablation",
+            help="Classifiers: head ablation into ablation.parquet, comma-separated kinds: "
+            "zero (each head's output zeroed, and each layer's whole attention block), mean "
+            "(replaced by its mean over the data; a second pass), keys (spike classifiers: one "
+            "head's attention to defining-mutation tokens masked, against as many "
+            "position-matched tokens). E.g. zero,mean,keys.",
+        ),
+    ] = None,
+    control: Annotated[
+        str | None,
+        typer.Option(
+            "--control",
+            help="'random-init': also analyse the same architecture at its initial, untrained "
+            "weights on the same inputs, into OUT/control (the baseline of every measure).",
+        ),
+    ] = None,
+    control_seed: Annotated[
+        int, typer.Option("--control-seed", help="Seed of the control's initial weights.")
+    ] = 0,
 ) -> None:
     """Analyse a BERT-family model on inputs: gates, subspaces, cone index -> a results folder."""
     with user_errors():
@@ -116,6 +138,9 @@ def analyze(
             device=device,
             scheduler=scheduler,
             dask_workers=dask_workers,
+            ablation=tuple(filter(None, (k.strip() for k in (ablation or "").split(",")))),
+            control=control,
+            control_seed=control_seed,
         )
         run_analysis(model, spec, out, options)
 

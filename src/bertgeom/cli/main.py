@@ -234,8 +234,8 @@ def demo(
     ] = 10,
 ) -> None:
     """Prepare the embedded data, train, evaluate, call lineages left out of training, analyse
-    the model on the held-out data and write the report (model/, metrics.json, confusion
-    matrix, lineages/, analysis/, report.html)."""
+    the model on the held-out data (with head ablation and the untrained control) and write the
+    report (model/, metrics.json, confusion matrix, lineages/, analysis/, report.html)."""
     with user_errors():
         from bertgeom.analysis import AnalysisOptions, InputSpec
         from bertgeom.cli.analyze import run_analysis
@@ -268,13 +268,22 @@ def demo(
             ):
                 options = TrainingOptions("tiny", lineage_epochs, seed=seed)
                 _evaluate_lineages(out / "lineages", options)
-        with steps("analysing the model on the held-out test split", "analysis"):
+        with steps(
+            "analysing the model on the held-out test split: every measure, head ablation, and "
+            "the same architecture untrained as the control",
+            "analysis",
+        ):
             test_split = InputSpec("data", out / "data", split="test")
-            run_analysis(out / "model", test_split, out / "analysis", AnalysisOptions())
+            analysis = AnalysisOptions(ablation=DEMO_ABLATION, control="random-init")
+            run_analysis(out / "model", test_split, out / "analysis", analysis)
         with steps("writing the report", "report"), console.status("drawing the figures"):
             page = build_report(out / "analysis", out / "report.html")
         console.print(f"report: {page}", highlight=False)
         console.print(f"demo finished in {steps.total():.0f} s: {steps.summary()}", highlight=False)
+
+
+DEMO_ABLATION = ("zero", "mean", "keys")
+"""The demo ablates every head and block (zeroed, mean-replaced) and masks mutation keys."""
 
 
 class _Steps:

@@ -82,13 +82,14 @@ _models = threading.local()
 
 
 def _worker_model(directory: Path, options: AnalysisOptions) -> LoadedModel:
-    """The model of this worker thread, loaded once per directory, file times and device (a
-    thread of its own: the engine hooks the model's modules while a shard runs)."""
+    """The model of this worker thread, loaded once per directory, file times, weights and
+    device (a thread of its own: the engine hooks the model's modules while a shard runs)."""
+    seed = options.initial_weights_seed
     times = max(path.stat().st_mtime_ns for path in directory.iterdir())
-    key = (str(directory), times, options.device)
+    key = (str(directory), times, seed, options.device)
     cached: tuple[object, LoadedModel] | None = getattr(_models, "cached", None)
     if cached is None or cached[0] != key:
-        loaded = load_model(directory)
+        loaded = load_model(directory, initial_weights_seed=seed)
         torch.nn.Module.to(loaded.model, torch.device(options.device))
         _models.cached = cached = (key, loaded)
     return cached[1]
