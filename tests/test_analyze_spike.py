@@ -124,8 +124,8 @@ def test_analyze_writes_the_ablation_and_the_untrained_control(
     for layer in range(layers):
         for mode in ("zero", "mean"):
             assert {(layer, h, mode) for h in (-1, *range(heads))} <= keys
-        assert {(layer, h, "mask_mutation_keys") for h in range(heads)} <= keys
-        assert {(layer, h, "mask_matched_keys") for h in range(heads)} <= keys
+        assert {(layer, h, "mask_mutation_keys") for h in (-1, *range(heads))} <= keys
+        assert {(layer, h, "mask_matched_keys") for h in (-1, *range(heads))} <= keys
     inputs = ablation.query("metric == 'inputs' and `class` == 'all'")["value"]
     assert (inputs == 16).all()
     accuracy = ablation.query("metric == 'accuracy'")["value"]

@@ -44,8 +44,9 @@ from bertgeom.measures.ablation import (
 
 ABLATION_KINDS: tuple[str, ...] = ("zero", "mean", "keys")
 """What ``--ablation`` takes: ``zero`` and ``mean`` replace a head's output (every head and every
-layer's whole attention block); ``keys`` masks the defining-mutation keys of one head, and as many
-position-matched keys as a control (spike classifiers only)."""
+layer's whole attention block); ``keys`` masks the defining-mutation keys of one head (and of
+all the layer's heads at once), and as many position-matched keys as a control (spike
+classifiers only)."""
 
 MATCHED_OFFSET = 24
 """Tokens between a masked mutation token and its position-matched control (24 tokens of
@@ -55,7 +56,8 @@ stride 9 are 216 nucleotides, 72 codons: the same neighbourhood, away from the m
 def ablation_plan(n_layers: int, n_heads: int, kinds: Sequence[str], spike: bool) -> list[Ablation]:
     """The baseline, then for each of ``kinds`` its ablations layer by layer: ``zero``/``mean``
     of every head and of the whole block (head -1); ``keys`` (when ``spike``) the mutation and
-    the matched key masks of every head."""
+    the matched key masks of every head and of every head of the layer at once (head -1: heads
+    can stand in for each other)."""
     unknown = sorted(set(kinds) - set(ABLATION_KINDS))
     if unknown:
         raise InputError(
@@ -68,7 +70,7 @@ def ablation_plan(n_layers: int, n_heads: int, kinds: Sequence[str], spike: bool
         for layer in range(n_layers):
             if kind == "keys":
                 if spike:
-                    for head in range(n_heads):
+                    for head in (*range(n_heads), WHOLE_BLOCK):
                         plan += [
                             Ablation(layer, head, MASK_MUTATION_KEYS),
                             Ablation(layer, head, MASK_MATCHED_KEYS),

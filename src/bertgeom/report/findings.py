@@ -312,15 +312,20 @@ def separation_phrase(summary: Summary) -> str | None:
     return f"{layer_name(found.layer)} ({found.value:.3g})"
 
 
-def masking_costs(summary: Summary) -> pd.DataFrame:
-    """Per head, the log-probability drop of masking the mutation tokens' keys and of masking
-    as many position-matched keys, largest excess of the first over the second first."""
+def masking_costs(summary: Summary, block: bool = False) -> pd.DataFrame:
+    """Per head (``block``: per layer, the keys masked in all its heads at once), the drop of
+    the true class's log-probability (``mutations``, ``matched``) and of accuracy
+    (``mutations accuracy``, ``matched accuracy``) when the mutation tokens' keys are masked
+    and when as many position-matched keys are; largest log-probability excess first."""
     pieces = []
     for mode, name in ((MASK_MUTATIONS, "mutations"), (MASK_MATCHED, "matched")):
-        rows = summary.head_costs(mode).set_index(["layer", "head"])["true_log_probability"]
-        pieces.append(rows.rename(name))
+        costs = summary.layer_costs(mode) if block else summary.head_costs(mode)
+        rows = costs.set_index(["layer", "head"])
+        pieces.append(rows["true_log_probability"].rename(name))
+        pieces.append(rows["accuracy"].rename(f"{name} accuracy"))
     table = pd.concat(pieces, axis=1).dropna()
     if table.empty:
-        return pd.DataFrame(columns=["layer", "head", "mutations", "matched"])
+        columns = ["mutations", "matched", "mutations accuracy", "matched accuracy"]
+        return pd.DataFrame(columns=["layer", "head", *columns])
     order = (table["mutations"] - table["matched"]).sort_values(ascending=False).index
     return table.loc[order].reset_index()

@@ -217,6 +217,16 @@ def ablation_sentences(summary: Summary) -> list[str]:
             f"most in head {head_name(top)}: log-probability {_signed(-top['mutations'])}, against "
             f"{_signed(-top['matched'])} when as many position-matched other tokens are masked."
         )
+    masking = masking_costs(summary, block=True)
+    if not masking.empty:
+        top = masking.iloc[0]
+        found.append(
+            f"Masking those keys in every head of a layer at once costs most at layer "
+            f"{int(top['layer'])}: accuracy {_signed(-top['mutations accuracy'])}, "
+            f"log-probability {_signed(-top['mutations'])}, against accuracy "
+            f"{_signed(-top['matched accuracy'])}, log-probability {_signed(-top['matched'])} "
+            f"for as many position-matched tokens."
+        )
     return found
 
 

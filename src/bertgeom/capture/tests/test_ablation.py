@@ -119,9 +119,12 @@ def test_masking_the_content_keys_of_the_planted_head_removes_the_class(
         editor.recording = False
         editor.ablation, editor.keep = Ablation(0, 1, "mask_mutation_keys"), special
         only_special = planted.model(**batch.encoding).logits
+        editor.ablation = Ablation(0, -1, "mask_mutation_keys")  # every head of the layer
+        block_only_special = planted.model(**batch.encoding).logits
         editor.keep = ids != 0
         everything = planted.model(**batch.encoding).logits
     assert (only_special.argmax(1) == 1).all()
+    torch.testing.assert_close(block_only_special, only_special)  # head 0 writes nothing
     assert everything.argmax(1).tolist() == [0] * 4 + [1] * 4
 
 
@@ -224,7 +227,7 @@ def test_batch_size_does_not_change_the_result(random_classifier: LoadedModel) -
 
 def test_plan_and_refusals(random_classifier: LoadedModel, loaded_models: dict) -> None:
     plan = ablation_plan(2, 3, ("zero", "keys"), spike=True)
-    assert len(plan) == 1 + 2 * (3 + 1) + 2 * 3 * 2
+    assert len(plan) == 1 + 2 * (3 + 1) + 2 * (3 + 1) * 2
     assert len(ablation_plan(2, 3, ("keys",), spike=False)) == 1
     with pytest.raises(InputError, match="unknown"):
         ablation_plan(2, 3, ("shuffle",), spike=False)

@@ -257,7 +257,8 @@ def _ablation(
     rng: np.random.Generator, layers: int, heads: int, classes: tuple[str, ...]
 ) -> pd.DataFrame:
     """Baseline, zero and mean ablation of every head and attention block, and the two key
-    maskings per head, for class all and each class; the planted heads cost most."""
+    maskings per head and per layer, for class all and each class; the planted heads cost
+    most."""
     planted = planted_head(layers, heads)
     labels = ["all", *classes]
     records = []
@@ -292,6 +293,9 @@ def _ablation(
             mutation_drop = 0.6 if (layer, head) == PLANTED_MASK_HEAD else rng.uniform(0, 0.1)
             add(layer, head, "mask_mutation_keys", 0.0, mutation_drop)
             add(layer, head, "mask_matched_keys", 0.0, 0.05)
+        # every head of the layer at once: layer 0's mutation keys cost most
+        add(layer, -1, "mask_mutation_keys", 0.3 - 0.2 * layer, 1.5 - layer)
+        add(layer, -1, "mask_matched_keys", 0.01, 0.1)
     return pd.DataFrame.from_records(records)
 
 

@@ -52,7 +52,7 @@ def _tables(section: Section) -> list[Table]:
 def test_findings_name_the_planted_numbers(results: Results) -> None:
     section = findings(results)
     assert section.id == "findings" and _missing(section) == ""
-    cone, separate, gates, zero, mean, block, masking = _sentences(section)
+    cone, separate, gates, zero, mean, block, masking, block_masking = _sentences(section)
     layer, head = planted_head(2, 4)
     # the control's cone index (0.65 at the embeddings) beside the model's (0.2)
     assert f"{EMBEDDING_CONE[False]:.3g} at the embeddings" in cone
@@ -73,6 +73,10 @@ def test_findings_name_the_planted_numbers(results: Results) -> None:
     assert f"head {layer}.{head} costs most (accuracy -0.3" in mean
     assert block.startswith("Zeroing a whole attention block costs most at layer 1")
     assert f"head {PLANTED_MASK_HEAD[0]}.{PLANTED_MASK_HEAD[1]}: log-probability -0.6" in masking
+    assert block_masking.startswith("Masking those keys in every head of a layer at once")
+    assert "at layer 0: accuracy -0.3, log-probability -1.5, against accuracy -0.01" in (
+        block_masking
+    )
     heads, side_by_side = _tables(section)
     assert heads.rows[0][0] == f"{layer}.{head}" and len(heads.rows) == 5
     assert "mutation enrichment" in heads.columns
