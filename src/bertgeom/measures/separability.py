@@ -15,12 +15,6 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import silhouette_score
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from bertgeom.measures.base import ALL_CLASSES
@@ -44,6 +38,8 @@ def silhouette(
     n_classes = len(set(label_array.tolist()))
     if not 2 <= n_classes <= len(label_array) - 1:
         return math.nan
+    from sklearn.metrics import silhouette_score  # sklearn: a second to import, used once
+
     return float(silhouette_score(_points(vectors), label_array, metric=metric))
 
 
@@ -97,6 +93,11 @@ def linear_probe_accuracy(
     _, counts = np.unique(label_array, return_counts=True)
     if len(counts) < 2 or counts.min() < 2:
         return math.nan
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     folds = StratifiedKFold(
         n_splits=min(n_splits, int(counts.min())), shuffle=True, random_state=seed
     )
@@ -113,6 +114,8 @@ def pca_2d(vectors: Tensor | FloatArray) -> tuple[FloatArray, FloatArray]:
     components = min(2, x.shape[0], x.shape[1])
     if not np.ptp(x, axis=0).any():  # all points equal (e.g. [CLS] at the embedding output)
         return np.zeros((x.shape[0], 2)), np.zeros(2)
+    from sklearn.decomposition import PCA
+
     pca = PCA(n_components=components, svd_solver="full").fit(x)
     coords = np.zeros((x.shape[0], 2))
     ratios = np.zeros(2)

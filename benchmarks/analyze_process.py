@@ -1,0 +1,86 @@
+"""Whole-process ``bertgeom analyze`` against a whole-process plain eager forward pass.
+
+What a user times: ``bertgeom analyze --model M --text T --out O --batch-size B`` (start-up,
+imports, loading, reading, tokenising, the forward pass, every measurement with the global
+measures on, the weights, writing) against a Python process that imports transformers, loads
+the same model with eager attention, tokenises the same lines in batches of B and runs the
+forward pass, nothing else. Interleaved ``--repeats`` times for each batch size; the ratio of
+the medians (plain seconds / analyze seconds) is issue 10's target (>= 0.75). Then one analyze
+run's own timings, to show where the rest goes.
+
+    .venv/bin/python benchmarks/analyze_process.py [--inputs 400] [--repeats 3] [--batch-sizes 32 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from analyze_speed import model_directory, sentences  # benchmarks/ is on sys.path as a script
+from classifier import machine
+
+PLAIN = """
+import sys, torch
+from transformers import AutoModel, AutoTokenizer
+model_dir, text, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+model = AutoModel.from_pretrained(model_dir, local_files_only=True, attn_implementation="eager")
+model.eval()
+lines = [line for line in open(text).read().splitlines() if line.strip()]
+with torch.inference_mode():
+    for start in range(0, len(lines), batch_size):
+        batch = tokenizer(lines[start : start + batch_size], padding=True, truncation=True,
+                          return_tensors="pt")
+        model(**batch)
+"""
+
+
+def seconds(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=(32, 8))
+    args = parser.parse_args()
+    bertgeom = str(Path(sys.executable).with_name("bertgeom"))
+    print(machine())
+    with tempfile.TemporaryDirectory(prefix="bertgeom-process-") as scratch_name:
+        scratch = Path(scratch_name)
+        model, name = model_directory(scratch)
+        text = scratch / "sentences.txt"
+        text.write_text("\n".join(sentences(args.inputs)) + "\n")
+        (scratch / "plain.py").write_text(PLAIN)
+        print(f"model: {name}; {args.inputs} inputs; whole processes, medians of {args.repeats}")
+        print(f"{'batch':>5} {'plain s':>8} {'analyze s':>9} {'ratio':>6}")
+        last: dict[str, object] = {}
+        for batch_size in args.batch_sizes:
+            plain_command = [sys.executable, str(scratch / "plain.py"), str(model), str(text)]
+            plain_command.append(str(batch_size))
+            out = scratch / f"results-{batch_size}"
+            analyze_command = [bertgeom, "analyze", "--model", str(model), "--text", str(text)]
+            analyze_command += ["--out", str(out), "--batch-size", str(batch_size)]
+            seconds(plain_command)  # warm-up: file caches
+            plain, analyze = [], []
+            for _ in range(args.repeats):
+                plain.append(seconds(plain_command))
+                analyze.append(seconds(analyze_command))
+            a, p = statistics.median(analyze), statistics.median(plain)
+            print(f"{batch_size:5d} {p:8.2f} {a:9.2f} {p / a:6.2f}")
+            last[str(batch_size)] = json.loads((out / "manifest.json").read_text())["timings"]
+        print("analyze's own timings (last run, seconds):")
+        print(json.dumps(last, indent=1))
+
+
+if __name__ == "__main__":
+    main()
