@@ -260,11 +260,13 @@ def analyze(
     options: AnalysisOptions | None = None,
     progress: ProgressCallback | None = None,
     on_start: Callable[[LoadedModel, int | None], None] | None = None,
+    on_stage: Callable[[str, int | None], None] | None = None,
 ) -> AnalysisSummary:
     """Analyse ``spec``'s inputs with the model in ``model_directory`` into ``out``.
 
     ``on_start(loaded, expected_inputs)`` is called once the model and inputs are open (for a
-    progress bar); ``progress(n)`` after each batch of n inputs.
+    progress bar); ``progress(n)`` after each batch of n inputs, in every stage;
+    ``on_stage(title, expected_inputs)`` before the ablation and the control passes.
     """
     options = options or AnalysisOptions()
     started = time.perf_counter()
@@ -313,14 +315,25 @@ def analyze(
                 on_batch=after_batch,
                 overlap=options.overlap,
             )
-        ablation = _ablate(loaded, spec, options, device, progress) if options.ablation else None
+        expected = source.expected_inputs()
+        ablation = None
+        if options.ablation:
+            passes = 2 if "mean" in options.ablation else 1
+            if on_stage is not None:
+                on_stage(
+                    f"head ablation ({', '.join(options.ablation)})",
+                    expected * passes if expected is not None else None,
+                )
+            ablation = _ablate(loaded, spec, options, device, progress)
         if ablation is not None:
             writer.write_table("ablation", ablation.accumulator.result())
         if options.control is not None:
             control = replace(
                 options, control=None, ablation=(), initial_weights_seed=options.control_seed
             )
-            analyze(model_directory, spec, writer.staging / CONTROL_DIRECTORY, control)
+            if on_stage is not None:
+                on_stage("untrained control", expected)
+            analyze(model_directory, spec, writer.staging / CONTROL_DIRECTORY, control, progress)
         weights_started = time.perf_counter()
         weights = weight_subspace_measures(loaded.attention_weights())
         weights_s = time.perf_counter() - weights_started
@@ -373,7 +386,7 @@ def _ablate(
     def batches() -> Iterator[InputBatch]:
         return open_source(loaded, spec, options).batches(options.batch_size)
 
-    return run_ablation(loaded, batches, options.ablation, device=device)
+    return run_ablation(loaded, batches, options.ablation, device=device, on_batch=progress)
 
 
 def _ablation_summary(run: AblationRun | None) -> dict[str, Any] | None:

@@ -150,13 +150,22 @@ def run_analysis(model: Path, spec: InputSpec, out: Path, options: AnalysisOptio
     from bertgeom.analysis import analyze
 
     with progress_bar() as bar:
-        task = bar.add_task("analysing", total=None)
+        current = [bar.add_task("analysing", total=None)]
 
         def on_start(loaded: LoadedModel, expected: int | None) -> None:
-            bar.update(task, total=expected)
+            bar.update(current[0], total=expected)
+
+        def on_stage(title: str, expected: int | None) -> None:
+            current[0] = bar.add_task(title, total=expected)
 
         summary = analyze(
-            model, spec, out, options, progress=lambda n: bar.advance(task, n), on_start=on_start
+            model,
+            spec,
+            out,
+            options,
+            progress=lambda n: bar.advance(current[0], n),
+            on_start=on_start,
+            on_stage=on_stage,
         )
     notes = []
     if summary.skipped:
