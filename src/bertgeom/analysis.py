@@ -324,7 +324,7 @@ def analyze(
                     f"head ablation ({', '.join(options.ablation)})",
                     expected * passes if expected is not None else None,
                 )
-            ablation = _ablate(loaded, spec, options, device, progress)
+            ablation = _ablate(loaded, model_directory, spec, source, options, progress)
         if ablation is not None:
             writer.write_table("ablation", ablation.accumulator.result())
         if options.control is not None:
@@ -376,16 +376,24 @@ def analyze(
 
 def _ablate(
     loaded: LoadedModel,
+    model_directory: Path,
     spec: InputSpec,
+    source: InputSource,
     options: AnalysisOptions,
-    device: torch.device,
     progress: ProgressCallback | None,
 ) -> AblationRun:
-    """Head ablation on a fresh pass (or two) over the inputs (``capture.ablation``)."""
+    """Head ablation on a fresh pass (or two) over the inputs (``capture.ablation``), sharded
+    on Dask like the analysis when it is (``scale.ablation``)."""
+    if options.scheduler is not None or options.dask_workers is not None:
+        from bertgeom.scale.ablation import ablate_on_dask
+
+        count = source.positions_count()
+        return ablate_on_dask(model_directory, spec, options, count, progress)
 
     def batches() -> Iterator[InputBatch]:
         return open_source(loaded, spec, options).batches(options.batch_size)
 
+    device = torch.device(options.device)
     return run_ablation(loaded, batches, options.ablation, device=device, on_batch=progress)
 
 

@@ -142,6 +142,7 @@ class HeadEditor:
         width = loaded.n_heads * loaded.head_size
         self.sums = torch.zeros(len(self.layers), width, dtype=torch.float64)
         self.tokens = torch.zeros(len(self.layers), dtype=torch.float64)
+        self.fixed_means: Tensor | None = None
         self._means: Tensor | None = None
         self._handles: list[RemovableHandle] = []
 
@@ -169,7 +170,10 @@ class HeadEditor:
         self._handles.clear()
 
     def means(self) -> Tensor:
-        """``(layer, head * dk)``: each head's output averaged over every valid token seen."""
+        """``(layer, head * dk)``: ``fixed_means`` when set (the means over every shard),
+        else each head's output averaged over every valid token this editor has seen."""
+        if self.fixed_means is not None:
+            return self.fixed_means
         if self._means is None:
             self._means = (self.sums / self.tokens.clamp_min(1)[:, None]).float()
         return self._means
@@ -252,6 +256,38 @@ def attention_kernel(model: nn.Module, kernel: str) -> Iterator[None]:
 
 
 @dataclass
+class AblationPart:
+    """One pass of an ablation over some inputs, mergeable with the same pass over others:
+    the accumulator, the labelled and unlabelled inputs, and (first pass, with ``mean``) the
+    sums of each head's outputs and the token counts behind the means, ``(layer, head * dk)``
+    and ``(layer,)`` float64."""
+
+    accumulator: AblationAccumulator
+    labelled: int = 0
+    unlabelled: int = 0
+    sums: Tensor | None = None
+    tokens: Tensor | None = None
+
+    def merge(self, other: AblationPart) -> AblationPart:
+        merged = AblationPart(
+            self.accumulator.merge(other.accumulator),
+            self.labelled + other.labelled,
+            self.unlabelled + other.unlabelled,
+        )
+        if self.sums is not None and other.sums is not None:
+            merged.sums = self.sums + other.sums
+        if self.tokens is not None and other.tokens is not None:
+            merged.tokens = self.tokens + other.tokens
+        return merged
+
+    def means(self) -> Tensor:
+        """``(layer, head * dk)``: each head's output averaged over every valid token seen."""
+        if self.sums is None or self.tokens is None:
+            raise ValueError("the means come from a first pass run with 'mean' among the kinds")
+        return (self.sums / self.tokens.clamp_min(1)[:, None]).float()
+
+
+@dataclass
 class AblationRun:
     """The accumulator, the inputs counted and skipped (no known class), and the seconds."""
 
@@ -260,6 +296,46 @@ class AblationRun:
     unlabelled: int = 0
     seconds: float = 0.0
     passes: int = 1
+
+
+def ablation_pass(
+    loaded: LoadedModel,
+    batches: Iterable[InputBatch],
+    kinds: Sequence[str],
+    second: bool = False,
+    means: Tensor | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    on_batch: Callable[[int], None] | None = None,
+    matched_offset: int = MATCHED_OFFSET,
+) -> AblationPart:
+    """One pass of :func:`run_ablation` over ``batches``: the first (every ablation but the
+    mean replacements; with ``mean`` among the kinds it also sums the head outputs), or the
+    ``second`` (the mean replacements, with the ``means`` of the first pass over all inputs).
+    Passes over parts of the inputs merge (``AblationPart.merge``): this is what shards."""
+    plan = check_ablation(loaded, kinds)
+    assert loaded.class_names is not None  # checked above
+    part = AblationPart(AblationAccumulator(plan, loaded.class_names))
+    ablations = [a for a in plan if (a.mode == MEAN) == second]
+    if second and means is None:
+        raise ValueError("the second pass needs the means of the first")
+    if not ablations:
+        return part
+    class_index = {name: i for i, name in enumerate(loaded.class_names)}
+    keep_attention = any(a.mode in (MASK_MUTATION_KEYS, MASK_MATCHED_KEYS) for a in ablations)
+    with torch.inference_mode(), HeadEditor(loaded, keep_attention) as editor:
+        editor.accumulating = not second and MEAN in {a.mode for a in plan}
+        editor.fixed_means = means
+        for batch in batches:
+            rows = [i for i, label in enumerate(batch.labels or ()) if label in class_index]
+            part.labelled += len(rows)
+            part.unlabelled += len(batch) - len(rows)
+            _ablate_batch(loaded, editor, batch, rows, ablations, part, device, matched_offset)
+            if on_batch is not None:
+                on_batch(len(batch))
+        if editor.accumulating:
+            part.sums, part.tokens = editor.sums, editor.tokens
+    return part
 
 
 def run_ablation(
@@ -274,28 +350,16 @@ def run_ablation(
     """Every ablation of :func:`ablation_plan` on the labelled inputs of ``batches()`` (called
     once per pass: twice with ``mean``). ``on_batch(n)`` after each batch of each pass."""
     started = time.perf_counter()
-    plan = check_ablation(loaded, kinds)
-    assert loaded.class_names is not None  # checked above
-    run = AblationRun(AblationAccumulator(plan, loaded.class_names))
-    first = [a for a in plan if a.mode != MEAN]
-    second = [a for a in plan if a.mode == MEAN]
-    class_index = {name: i for i, name in enumerate(loaded.class_names)}
-    keep_attention = any(a.mode in (MASK_MUTATION_KEYS, MASK_MATCHED_KEYS) for a in plan)
-    with torch.inference_mode(), HeadEditor(loaded, keep_attention) as editor:
-        for pass_number, ablations in enumerate((first, second)):
-            if not ablations:
-                continue
-            run.passes = pass_number + 1
-            editor.accumulating = pass_number == 0 and bool(second)
-            for batch in batches():
-                rows = [i for i, label in enumerate(batch.labels or ()) if label in class_index]
-                if pass_number == 0:
-                    run.labelled += len(rows)
-                    run.unlabelled += len(batch) - len(rows)
-                _ablate_batch(loaded, editor, batch, rows, ablations, run, device, matched_offset)
-                if on_batch is not None:
-                    on_batch(len(batch))
-            editor.accumulating = False
+    options: dict[str, Any] = {
+        "device": device,
+        "on_batch": on_batch,
+        "matched_offset": matched_offset,
+    }
+    first = ablation_pass(loaded, batches(), kinds, **options)
+    run = AblationRun(first.accumulator, first.labelled, first.unlabelled)
+    if MEAN in {a.mode for a in first.accumulator.ablations}:
+        second = ablation_pass(loaded, batches(), kinds, True, first.means(), **options)
+        run.accumulator, run.passes = run.accumulator.merge(second.accumulator), 2
     run.seconds = time.perf_counter() - started
     return run
 
@@ -306,7 +370,7 @@ def _ablate_batch(
     batch: InputBatch,
     rows: list[int],
     ablations: Sequence[Ablation],
-    run: AblationRun,
+    part: AblationPart,
     device: torch.device | str,
     matched_offset: int,
 ) -> None:
@@ -317,7 +381,7 @@ def _ablate_batch(
     0, which the classification head reads) can change the logits, and every layer before it
     is replayed, so that pass runs on the first position alone.
     """
-    class_index = {name: i for i, name in enumerate(run.accumulator.class_names)}
+    class_index = {name: i for i, name in enumerate(part.accumulator.class_names)}
     assert batch.labels is not None or not rows
     true = torch.tensor([class_index[batch.labels[i]] for i in rows] if batch.labels else [])
     encoding = {name: tensor.to(device) for name, tensor in batch.encoding.items()}
@@ -326,7 +390,7 @@ def _ablate_batch(
     logits = loaded.model(**encoding).logits
     editor.recording = False
     if BASELINE in ablations and rows:
-        run.accumulator.update(BASELINE, true, logits[rows])
+        part.accumulator.update(BASELINE, true, logits[rows])
     if not rows:
         return
     keeps = _key_masks(batch, encoding["attention_mask"], matched_offset)
@@ -341,7 +405,7 @@ def _ablate_batch(
             last = ablation.layer == last_layer
             with editor.replaying(ablation.layer, 1 if last else None):
                 logits = loaded.model(**(first_position if last else encoding)).logits
-            run.accumulator.update(ablation, true, logits[rows])
+            part.accumulator.update(ablation, true, logits[rows])
     editor.ablation, editor.keep = BASELINE, None
     editor.outputs.clear()
     editor.head_outputs.clear()

@@ -81,7 +81,7 @@ class _RowCollector:
 _models = threading.local()
 
 
-def _worker_model(directory: Path, options: AnalysisOptions) -> LoadedModel:
+def worker_model(directory: Path, options: AnalysisOptions) -> LoadedModel:
     """The model of this worker thread, loaded once per directory, file times, weights and
     device (a thread of its own: the engine hooks the model's modules while a shard runs)."""
     seed = options.initial_weights_seed
@@ -95,13 +95,26 @@ def _worker_model(directory: Path, options: AnalysisOptions) -> LoadedModel:
     return cached[1]
 
 
+def open_shard(
+    model_directory: Path,
+    spec: InputSpec,
+    options: AnalysisOptions,
+    positions: range,
+    torch_threads: int | None,
+) -> tuple[LoadedModel, InputSource]:
+    """On a worker: its torch threads set, the model (cached) and the shard's input source."""
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    loaded = worker_model(model_directory, options)
+    return loaded, open_source(loaded, spec, options, positions)
+
+
 def analyze_shard(task: ShardTask) -> ShardResult:
     """Run on a worker: analyse the inputs at ``task.positions`` as a single process would."""
-    if task.torch_threads is not None:
-        torch.set_num_threads(task.torch_threads)
     options = task.options
-    loaded = _worker_model(task.model_directory, options)
-    source = open_source(loaded, task.spec, options, task.positions)
+    loaded, source = open_shard(
+        task.model_directory, task.spec, options, task.positions, task.torch_threads
+    )
     rows = _RowCollector()
     measurements = build_measurements(
         loaded, source, options, task.map_heads, task.map_length, rows

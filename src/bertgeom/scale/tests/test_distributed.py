@@ -269,3 +269,27 @@ def test_missing_extra_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(InputError, match=r"pip install 'bertgeom\[dask\]'"):
         require_distributed()
+
+
+def test_ablation_and_control_on_two_workers_equal_one_process(
+    spikes: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The ablation shards in two rounds (the means merged between them); the untrained
+    control's workers load the same seeded initial weights."""
+    model, fasta, labels = spikes
+    spec = InputSpec("fasta", fasta, labels=labels)
+    options = AnalysisOptions(
+        batch_size=4, ablation=("zero", "mean", "keys"), control="random-init", control_seed=5
+    )
+    analyze(model, spec, tmp_path / "single", options)
+    analyze(model, spec, tmp_path / "dask", replace(options, dask_workers=2))
+    keys = ["layer", "head", "mode", "class", "metric"]
+    single = pd.read_parquet(tmp_path / "single" / "ablation.parquet")
+    sharded = pd.read_parquet(tmp_path / "dask" / "ablation.parquet")
+    assert {"zero", "mean", "mask_mutation_keys", "mask_matched_keys"} <= set(single["mode"])
+    _assert_close(single, sharded, keys)
+    manifest = load_results(tmp_path / "dask").manifest["ablation"]
+    assert manifest["labelled_inputs"] == 12 and manifest["passes"] == 2
+    control = load_results(tmp_path / "dask" / "control")
+    assert control.manifest["control"] == {"kind": "random-init", "seed": 5}
+    assert_same_results(load_results(tmp_path / "single" / "control"), control)
