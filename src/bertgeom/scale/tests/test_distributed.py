@@ -272,7 +272,7 @@ def test_missing_extra_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_ablation_and_control_on_two_workers_equal_one_process(
-    spikes: tuple[Path, Path, Path], tmp_path: Path
+    spikes: tuple[Path, Path, Path], scheduler: str, tmp_path: Path
 ) -> None:
     """The ablation shards in two rounds (the means merged between them); the untrained
     control's workers load the same seeded initial weights."""
@@ -282,7 +282,7 @@ def test_ablation_and_control_on_two_workers_equal_one_process(
         batch_size=4, ablation=("zero", "mean", "keys"), control="random-init", control_seed=5
     )
     analyze(model, spec, tmp_path / "single", options)
-    analyze(model, spec, tmp_path / "dask", replace(options, dask_workers=2))
+    analyze(model, spec, tmp_path / "dask", replace(options, scheduler=scheduler))
     keys = ["layer", "head", "mode", "class", "metric"]
     single = pd.read_parquet(tmp_path / "single" / "ablation.parquet")
     sharded = pd.read_parquet(tmp_path / "dask" / "ablation.parquet")
