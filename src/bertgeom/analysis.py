@@ -269,6 +269,23 @@ def analyze(
     ``on_stage(title, expected_inputs)`` before the ablation and the control passes.
     """
     options = options or AnalysisOptions()
+    if options.scheduler is None and options.dask_workers is None:
+        return _analyze(model_directory, spec, out, options, progress, on_start, on_stage)
+    from bertgeom.scale.cluster import ClusterSpec, shared_cluster
+
+    with shared_cluster(ClusterSpec(options.scheduler, options.dask_workers)):
+        return _analyze(model_directory, spec, out, options, progress, on_start, on_stage)
+
+
+def _analyze(
+    model_directory: Path,
+    spec: InputSpec,
+    out: Path,
+    options: AnalysisOptions,
+    progress: ProgressCallback | None,
+    on_start: Callable[[LoadedModel, int | None], None] | None,
+    on_stage: Callable[[str, int | None], None] | None,
+) -> AnalysisSummary:
     started = time.perf_counter()
     if options.control not in (None, CONTROL_RANDOM_INIT):
         raise InputError(f"--control: {options.control!r} is unknown; the control is 'random-init'")

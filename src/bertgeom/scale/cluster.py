@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from itertools import pairwise
 from types import ModuleType
 from typing import TYPE_CHECKING, TypeVar
@@ -68,10 +69,53 @@ class ClusterSpec:
         return max(1, (os.cpu_count() or 1) // self.workers)
 
 
+@dataclass
+class _SharedCluster:
+    """The cluster that every stage of one command uses (see :func:`shared_cluster`)."""
+
+    spec: ClusterSpec
+    stack: ExitStack = field(default_factory=ExitStack)
+    client: Client | None = None
+
+
+_SHARED: ContextVar[_SharedCluster | None] = ContextVar("bertgeom_shared_cluster", default=None)
+
+
+@contextmanager
+def shared_cluster(spec: ClusterSpec) -> Iterator[None]:
+    """Within the block, :func:`dask_client` of ``spec`` gives one client, started at the first
+    use and closed at the end: the analysis, the ablation and the control of one ``analyze``
+    share one local cluster instead of starting one each."""
+    shared = _SHARED.get()
+    if shared is not None and shared.spec == spec:  # nested (the control's analysis)
+        yield
+        return
+    shared = _SharedCluster(spec)
+    token = _SHARED.set(shared)
+    try:
+        with shared.stack:
+            yield
+    finally:
+        _SHARED.reset(token)
+
+
 @contextmanager
 def dask_client(spec: ClusterSpec) -> Iterator[Client]:
     """A client of the scheduler at ``spec.scheduler``, or of a local cluster of
-    ``spec.workers`` single-threaded worker processes, closed (and the cluster stopped) after."""
+    ``spec.workers`` single-threaded worker processes, closed (and the cluster stopped) after;
+    inside :func:`shared_cluster` of the same spec, its one client, left open."""
+    shared = _SHARED.get()
+    if shared is not None and shared.spec == spec:
+        if shared.client is None:
+            shared.client = shared.stack.enter_context(_new_client(spec))
+        yield shared.client
+        return
+    with _new_client(spec) as client:
+        yield client
+
+
+@contextmanager
+def _new_client(spec: ClusterSpec) -> Iterator[Client]:
     distributed = require_distributed()
     if spec.scheduler is not None:
         try:

@@ -293,3 +293,27 @@ def test_ablation_and_control_on_two_workers_equal_one_process(
     control = load_results(tmp_path / "dask" / "control")
     assert control.manifest["control"] == {"kind": "random-init", "seed": 5}
     assert_same_results(load_results(tmp_path / "single" / "control"), control)
+
+
+@pytest.mark.filterwarnings("ignore:Port .* is already in use")
+def test_one_local_cluster_serves_every_stage(
+    spikes: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--dask-workers with --ablation and --control: the analysis, both ablation rounds and
+    the control's analysis run on one local cluster, started once."""
+    started: list[int] = []
+
+    class CountedCluster(distributed.LocalCluster):  # type: ignore[misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            started.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "LocalCluster", CountedCluster)
+    model, fasta, labels = spikes
+    options = AnalysisOptions(
+        batch_size=4, ablation=("zero", "mean"), control="random-init", dask_workers=2
+    )
+    analyze(model, InputSpec("fasta", fasta, labels=labels), tmp_path / "r", options)
+    assert started == [1]
+    assert load_results(tmp_path / "r").manifest["ablation"]["passes"] == 2
+    assert load_results(tmp_path / "r" / "control").manifest["control"]["kind"] == "random-init"
