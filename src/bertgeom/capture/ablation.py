@@ -327,10 +327,14 @@ def ablation_pass(
         editor.accumulating = not second and MEAN in {a.mode for a in plan}
         editor.fixed_means = means
         for batch in batches:
-            rows = [i for i, label in enumerate(batch.labels or ()) if label in class_index]
+            labels = batch.labels or ()
+            rows = [i for i, label in enumerate(labels) if label in class_index]
+            true = torch.tensor([class_index[labels[i]] for i in rows], dtype=torch.long)
             part.labelled += len(rows)
             part.unlabelled += len(batch) - len(rows)
-            _ablate_batch(loaded, editor, batch, rows, ablations, part, device, matched_offset)
+            _ablate_batch(
+                loaded, editor, batch, rows, true, ablations, part, device, matched_offset
+            )
             if on_batch is not None:
                 on_batch(len(batch))
         if editor.accumulating:
@@ -369,21 +373,19 @@ def _ablate_batch(
     editor: HeadEditor,
     batch: InputBatch,
     rows: list[int],
+    true: Tensor,
     ablations: Sequence[Ablation],
     part: AblationPart,
     device: torch.device | str,
     matched_offset: int,
 ) -> None:
     """The clean pass (eager, recording; the baseline when it is in ``ablations``), then each
-    ablation on the labelled ``rows`` of ``batch``.
+    ablation on the labelled ``rows`` of ``batch`` (``true``: their class indices).
 
     An ablation at layer l replays layers 0 .. l-1; at the last layer only ``[CLS]`` (position
     0, which the classification head reads) can change the logits, and every layer before it
     is replayed, so that pass runs on the first position alone.
     """
-    class_index = {name: i for i, name in enumerate(part.accumulator.class_names)}
-    assert batch.labels is not None or not rows
-    true = torch.tensor([class_index[batch.labels[i]] for i in rows] if batch.labels else [])
     encoding = {name: tensor.to(device) for name, tensor in batch.encoding.items()}
     editor.attention_mask = encoding["attention_mask"]
     editor.ablation, editor.recording = BASELINE, True
@@ -393,7 +395,12 @@ def _ablate_batch(
         part.accumulator.update(BASELINE, true, logits[rows])
     if not rows:
         return
-    keeps = _key_masks(batch, encoding["attention_mask"], matched_offset)
+    # The key masks (a Python loop per input for the matched keys) only when a pass uses them.
+    keeps = (
+        _key_masks(batch, encoding["attention_mask"], matched_offset)
+        if editor.keep_attention
+        else {}
+    )
     first_position = {name: tensor[:, :1] for name, tensor in encoding.items()}
     last_layer = loaded.n_layers - 1
     with attention_kernel(loaded.model, "sdpa"):
