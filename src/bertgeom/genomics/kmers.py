@@ -43,7 +43,7 @@ def kmers(sequence: str, k: int = DEFAULT_K, stride: int = DEFAULT_STRIDE) -> li
     """
     _check(k, stride)
     padded = sequence.lower().ljust(padded_length(len(sequence), k), "n")
-    return [padded[start : start + k] for start in token_starts(len(sequence), k, stride)]
+    return [padded[start : start + k] for start in token_starts(len(sequence), k, stride).tolist()]
 
 
 def kmer_sentence(sequence: str, k: int = DEFAULT_K, stride: int = DEFAULT_STRIDE) -> str:

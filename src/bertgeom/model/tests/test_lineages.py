@@ -3,6 +3,7 @@ fold runs end to end (tiny preset) with both models called on every held-out gen
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from bertgeom.genomics.clades import clade_tree
@@ -86,3 +87,27 @@ def test_one_fold_end_to_end_with_the_tiny_preset() -> None:
     summary = summarise(table)
     assert len(summary) == 4 and set(summary["model"]) == {"bert", "kmer_logistic_regression"}
     assert (summary["held_out_n"] == 183 + 104).all()
+
+
+def test_folds_in_worker_processes_give_the_sequential_table() -> None:
+    import torch
+
+    folds = [DEFAULT_FOLDS[2], DEFAULT_FOLDS[1]]
+    options = TrainingOptions("tiny", epochs=1)
+    finished: list[int] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker runs: then summation orders match too
+    try:
+        sequential = leave_lineage_out(options, folds=folds, synthetic_per_split=(10, 4))
+    finally:
+        torch.set_num_threads(threads)
+    parallel = leave_lineage_out(
+        options,
+        folds=folds,
+        synthetic_per_split=(10, 4),
+        workers=2,
+        progress=lambda stage, done, total: finished.append(done),
+    )
+    assert list(sequential["fold"].unique()) == ["fold 3", "fold 2"]  # in the folds' order
+    pd.testing.assert_frame_equal(parallel, sequential)
+    assert finished == [0, 1, 2]
