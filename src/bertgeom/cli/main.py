@@ -174,6 +174,14 @@ def evaluate(
     epochs: Annotated[
         int | None, typer.Option(help="--leave-lineage-out: the folds' epochs.")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="--leave-lineage-out: folds trained at once, each in its own process on one "
+            "torch thread (1: in turn, in this process).",
+            min=1,
+        ),
+    ] = 1,
 ) -> None:
     """Evaluate a classifier on the held-out test split and the genomes kept out of the
     dataset, or (--leave-lineage-out) the training recipe on lineages it never saw."""
@@ -181,7 +189,7 @@ def evaluate(
         if leave_lineage_out:
             from bertgeom.model.train import TrainingOptions
 
-            _evaluate_lineages(out, TrainingOptions(preset, epochs, seed=seed))
+            _evaluate_lineages(out, TrainingOptions(preset, epochs, seed=seed), workers)
             return
         from bertgeom.model.experiment import evaluate_classifier, write_evaluation
         from bertgeom.model.storage import load_classifier
@@ -193,7 +201,7 @@ def evaluate(
         _print_metrics(metrics, out)
 
 
-def _evaluate_lineages(out: Path, options: TrainingOptions) -> None:
+def _evaluate_lineages(out: Path, options: TrainingOptions, workers: int = 1) -> None:
     from bertgeom.model.lineages import leave_lineage_out, write_lineages
     from bertgeom.model.presets import PRESETS
 
@@ -206,12 +214,19 @@ def _evaluate_lineages(out: Path, options: TrainingOptions) -> None:
         def advance(stage: str, done: int, total: int) -> None:
             bar.update(task, description=stage, completed=done, total=total)
 
-        table = leave_lineage_out(options, progress=advance, announce=bar.console.print)
+        table = leave_lineage_out(
+            options, progress=advance, announce=bar.console.print, workers=workers
+        )
     seconds = time.perf_counter() - started
-    write_lineages(table, out, {"options": options.__dict__, "seconds": seconds})
+    run = {"options": options.__dict__, "workers": workers, "seconds": seconds}
+    write_lineages(table, out, run)
     console.print(_lineage_table(table))
     console.print(f"leave-lineage-out finished in {seconds:.0f} s", highlight=False)
     console.print(f"-> {out / 'lineages.tsv'}, {out / 'lineages.json'}", highlight=False)
+
+
+DEMO_LINEAGE_WORKERS = min(3, os.cpu_count() or 1)
+"""The demo trains its three leave-lineage-out folds at once, one process per core."""
 
 
 @app.command()
@@ -232,6 +247,14 @@ def demo(
     lineage_epochs: Annotated[
         int, typer.Option(help="Epochs of each leave-lineage-out fold.", min=1)
     ] = 10,
+    lineage_workers: Annotated[
+        int,
+        typer.Option(
+            help="Leave-lineage-out folds trained at once, each in its own process on one "
+            "torch thread (default: one per core, at most one per fold).",
+            min=1,
+        ),
+    ] = DEMO_LINEAGE_WORKERS,
 ) -> None:
     """Prepare the embedded data, train, evaluate, call lineages left out of training, analyse
     the model on the held-out data (with head ablation and the untrained control) and write the
@@ -267,7 +290,7 @@ def demo(
                 "leave-lineage-out",
             ):
                 options = TrainingOptions("tiny", lineage_epochs, seed=seed)
-                _evaluate_lineages(out / "lineages", options)
+                _evaluate_lineages(out / "lineages", options, lineage_workers)
         with steps(
             "analysing the model on the held-out test split: every measure, head ablation, and "
             "the same architecture untrained as the control",

@@ -30,6 +30,7 @@ from bertgeom.genomics.kmers import DEFAULT_K, DEFAULT_STRIDE
 from bertgeom.genomics.mutations import CLASSES
 from bertgeom.genomics.synthetic import OUTLIER
 from bertgeom.model.change_check import ChangeCheck, fit_change_check
+from bertgeom.model.dropout import with_fast_dropout
 from bertgeom.model.evaluate import (
     calibrate_unassigned_threshold,
     classification_metrics,
@@ -182,7 +183,10 @@ def train_classifier(
     class_index = {label: index for index, label in enumerate(classes)}
     vocabulary = build_vocabulary(train["sequence"], options.k, options.stride, options.min_count)
     tokenizer = make_tokenizer(vocabulary)
-    model = new_classifier(preset.architecture(), len(vocabulary), classes, options.seed)
+    # FastDropout: PyTorch's CPU dropout mask was 12.6 % of a training step.
+    model = with_fast_dropout(
+        new_classifier(preset.architecture(), len(vocabulary), classes, options.seed)
+    )
     encoded = encode(tokenizer, list(train["sequence"]), options.k, options.stride)
     targets = soft_targets(list(train["label"]), classes)
     optimizer = torch.optim.AdamW(
