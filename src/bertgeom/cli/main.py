@@ -177,8 +177,8 @@ def evaluate(
     workers: Annotated[
         int,
         typer.Option(
-            help="--leave-lineage-out: folds trained at once, each in its own process on one "
-            "torch thread (1: in turn, in this process).",
+            help="--leave-lineage-out: folds trained at once, each in its own process, the "
+            "cores' torch threads shared among them (1: in turn, in this process).",
             min=1,
         ),
     ] = 1,
@@ -225,8 +225,9 @@ def _evaluate_lineages(out: Path, options: TrainingOptions, workers: int = 1) ->
     console.print(f"-> {out / 'lineages.tsv'}, {out / 'lineages.json'}", highlight=False)
 
 
-DEMO_LINEAGE_WORKERS = min(3, os.cpu_count() or 1)
-"""The demo trains its three leave-lineage-out folds at once, one process per core."""
+DEMO_LINEAGE_WORKERS = 3
+"""The demo trains its three leave-lineage-out folds at once, each in its own process (on 2
+cores, three single-threaded folds finish sooner than two at once and then the third)."""
 
 
 @app.command()
@@ -250,8 +251,8 @@ def demo(
     lineage_workers: Annotated[
         int,
         typer.Option(
-            help="Leave-lineage-out folds trained at once, each in its own process on one "
-            "torch thread (default: one per core, at most one per fold).",
+            help="Leave-lineage-out folds trained at once, each in its own process, the cores' "
+            "torch threads shared among them (1: in turn, in this process).",
             min=1,
         ),
     ] = DEMO_LINEAGE_WORKERS,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -234,11 +235,12 @@ def leave_lineage_out(
     expected class, withheld for each reason, called another class, and right on the arg-max
     alone.
 
-    With ``workers > 1`` the folds train at once in that many worker processes, one torch
-    thread each: a model this small gains little from a second thread (the ``tiny`` preset
-    trains 1.3x faster on two threads than on one), so two folds on one thread each finish
-    sooner than two in turn on two. ``progress`` then counts finished folds. Each fold is
-    seeded, so the table does not depend on ``workers`` beyond floating-point summation order.
+    With ``workers > 1`` the folds train at once in that many worker processes, sharing the
+    cores' torch threads (at least one each): a model this small gains little from a second
+    thread (the ``tiny`` preset trains 1.3x faster on two threads than on one), so two folds on
+    one thread each finish sooner than two in turn on two. ``progress`` then counts finished
+    folds. Each fold is seeded, so the table does not depend on ``workers`` beyond
+    floating-point summation order.
     """
     tree = clade_tree()
     if announce:
@@ -333,11 +335,11 @@ class _FoldJob:
 
 
 def _run_fold_in_worker(
-    job: _FoldJob, genomes: Sequence[EmbeddedGenome]
+    job: _FoldJob, genomes: Sequence[EmbeddedGenome], threads: int
 ) -> list[dict[str, object]]:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     return job.run(genomes, clade_tree())
 
 
@@ -351,11 +353,16 @@ def _run_in_workers(
     """Every job in a pool of ``spawn`` workers (a fork of a process running torch's thread pool
     can deadlock); rows in the jobs' order."""
     context = multiprocessing.get_context("spawn")
+    workers = min(workers, len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // workers)
     results: dict[int, list[dict[str, object]]] = {}
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-        futures = {pool.submit(_run_fold_in_worker, job, genomes): i for i, job in enumerate(jobs)}
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {
+            pool.submit(_run_fold_in_worker, job, genomes, threads): index
+            for index, job in enumerate(jobs)
+        }
         if announce:
-            announce(f"{len(jobs)} folds in {min(workers, len(jobs))} worker processes")
+            announce(f"{len(jobs)} folds in {workers} worker processes, {threads} thread(s) each")
         if progress:
             progress("folds", 0, len(jobs))
         for future in as_completed(futures):
