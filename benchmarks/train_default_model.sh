@@ -2,8 +2,7 @@
 # Rebuild the model shipped in src/bertgeom/model/default: the `small` preset trained from scratch
 # on the embedded data (real spikes split by unique sequence + synthetic spikes), seed 42.
 # Deterministic up to floating-point differences between machines; about 13 minutes on 2 CPU cores
-# (30 epochs at batch 16 and learning rate 3e-3, the preset's settings when the shipped model was
-# trained; the demo trains the preset's current default: 10 epochs at batch 32, 5e-3).
+# (30 epochs at batch 16 and learning rate 3e-3; the demo trains the same preset for its default 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/bertgeom train --preset small --epochs 30 --batch-size 16 --learning-rate 3e-3 --seed 42 --out src/bertgeom/model/default
