@@ -6,7 +6,7 @@ rows, without the fold's held-out lineages, then calls every held-out genome as 
 predict`` does (whole genome aligned, placed on the clade tree, the ``unassigned`` rule).
 Writes ``lineages.tsv``, ``lineages.json`` and ``lineages.md`` (the tables of BENCHMARKS.md).
 
-    python benchmarks/lineages.py --out bench-output [--preset small] [--epochs 15]
+    python benchmarks/lineages.py --out bench-output [--preset small] [--epochs 15] [--workers 3]
 """
 
 from __future__ import annotations
@@ -76,12 +76,16 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="folds trained at once, one process each"
+    )
     args = parser.parse_args()
     options = TrainingOptions(args.preset, args.epochs, seed=args.seed)
     started = time.perf_counter()
-    table = leave_lineage_out(options, announce=print)
+    table = leave_lineage_out(options, announce=print, workers=args.workers)
     seconds = time.perf_counter() - started
-    write_lineages(table, args.out, {"options": options.__dict__, "seconds": seconds})
+    run = {"options": options.__dict__, "workers": args.workers, "seconds": seconds}
+    write_lineages(table, args.out, run)
     text = markdown(table, seconds, options)
     (args.out / "lineages.md").write_text(text)
     print(text)
