@@ -5,9 +5,10 @@
 Prints, as Markdown tables: the cone index (I / n) and mean cosine of the token stream at each
 layer and measuring point; the [CLS] separability per layer; the dominant gate of every head,
 overall and per class; and for the classifier the heads' enrichment on defining mutations, on
-other changes (the control) and on spike domains, with the most enriched mutations; with
-``--ablation``, the drops when each head is ablated and the key-masking test; with ``--control``,
-the trained model against its untrained control.
+other changes (the control) and on spike domains, with the most enriched mutations; when the
+results hold ``ablation.parquet`` (``analyze --ablation``), the drops when each head is ablated
+and the key-masking test; when they hold ``control/`` (``analyze --control``), the trained model
+against its untrained control.
 """
 
 from __future__ import annotations
