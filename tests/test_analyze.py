@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -254,3 +255,43 @@ def test_bad_input_is_one_line_and_leaves_no_results(
     assert code == 1 and "no attention probabilities" in output, output
     assert output.strip().count("\n") == 0 and not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _sorted(table: pd.DataFrame) -> pd.DataFrame:
+    keys = [column for column in table.columns if column not in ("value", "count", "pc1", "pc2")]
+    return table.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def test_results_at_batch_8_equal_batch_32(models: dict[str, Path], tmp_path: Path) -> None:
+    """Batches of 8 are measured in chunks of 32 inputs (``capture.chunks``, padding joined in):
+    every table equals that of batches of 32, to the float32 rounding of another batch size."""
+    from bertgeom.analysis import AnalysisOptions, InputSpec, analyze
+
+    lines = sentences(45, seed=4, longest=30)
+    (tmp_path / "inputs.txt").write_text("\n".join(lines) + "\n")
+    labels = ["short" if len(line.split()) < 15 else "long" for line in lines]
+    pd.DataFrame({"input_id": range(1, 46), "label": labels}).to_csv(
+        tmp_path / "labels.tsv", sep="\t", index=False
+    )
+    spec = InputSpec("text", tmp_path / "inputs.txt", labels=tmp_path / "labels.tsv")
+    results = {}
+    for batch_size in (8, 32):
+        out = tmp_path / f"batch{batch_size}"
+        analyze(models["bert"], spec, out, AnalysisOptions(batch_size=batch_size))
+        results[batch_size] = load_results(out)
+    small, large = results[8], results[32]
+    assert small.manifest["timings"]["chunks"] == 2  # 4 x 8 inputs, then 8 + 5
+    for name in ("heads", "layers", "pca"):
+        a, b = _sorted(getattr(small, name)), _sorted(getattr(large, name))
+        value_columns = [c for c in a.columns if c in ("value", "pc1", "pc2")]
+        pd.testing.assert_frame_equal(a.drop(columns=value_columns), b.drop(columns=value_columns))
+        for column in value_columns:
+            # As test_engine's batch-size test: the Fisher ratio amplifies float32 rounding.
+            np.testing.assert_allclose(a[column], b[column], rtol=1e-4, atol=1e-5)
+    a, b = _sorted(small.inputs()), _sorted(large.inputs())
+    pd.testing.assert_frame_equal(a, b, rtol=0, atol=2e-6)
+    a, b = _sorted(small.histograms), _sorted(large.histograms)
+    pd.testing.assert_frame_equal(a.drop(columns="count"), b.drop(columns="count"))
+    assert np.abs(a["count"].to_numpy() - b["count"].to_numpy()).sum() <= 4  # values at edges
+    for name, array in small.arrays.items():
+        np.testing.assert_allclose(array, large.arrays[name], rtol=1e-3, atol=1e-6, err_msg=name)

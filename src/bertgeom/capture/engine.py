@@ -1,5 +1,5 @@
 """The analysis loop: one forward pass per batch, each layer's tensors handed to every
-measurement as the pass goes.
+measurement as the pass goes (small batches first joined into chunks, ``capture.chunks``).
 
 A measurement is anything with the accumulator contract of ``bertgeom.measures.base`` plus an
 ``update`` that reads a :class:`~bertgeom.capture.hooks.CapturedLayer`: the engine does not know
@@ -20,6 +20,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from bertgeom.capture.chunks import (
+    CHUNK_BYTES,
+    CHUNK_INPUTS,
+    captured_bytes,
+    join_batches,
+    join_layers,
+    join_sequences,
+)
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
 from bertgeom.capture.inputs import InputBatch
 from bertgeom.capture.loading import LoadedModel
@@ -88,13 +96,16 @@ BatchCallback = Callable[[InputBatch, Tensor | None], None]
 class EngineTimings:
     """Wall-clock seconds: ``total`` of the loop, ``measures`` spent inside the measurements,
     ``inputs`` reading and tokenising, ``waiting`` the forward pass waited for the measurement
-    thread (with overlap); ``batches`` and ``inputs_analysed`` counted."""
+    thread (with overlap), ``joining`` joining small batches into chunks; ``batches`` (forward
+    batches), ``chunks`` (joined ones measured) and ``inputs_analysed`` counted."""
 
     total: float = 0.0
     measures: float = 0.0
     inputs: float = 0.0
     waiting: float = 0.0
+    joining: float = 0.0
     batches: int = 0
+    chunks: int = 0
     inputs_analysed: int = 0
     per_measurement: dict[str, float] = field(default_factory=dict)
 
@@ -104,7 +115,9 @@ class EngineTimings:
             "measures_s": round(self.measures, 4),
             "inputs_s": round(self.inputs, 4),
             "waiting_s": round(self.waiting, 4),
+            "joining_s": round(self.joining, 4),
             "batches": self.batches,
+            "chunks": self.chunks,
             "inputs": self.inputs_analysed,
             "per_measurement_s": {k: round(v, 4) for k, v in self.per_measurement.items()},
         }
@@ -195,6 +208,96 @@ class _Dispatcher:
                     self.error = error
 
 
+class _Chunker:
+    """Groups the layers of consecutive small forward batches into chunks of at least
+    ``min_inputs`` inputs (``capture.chunks``) before handing them to the dispatcher, so the
+    measurements' fixed cost per update is paid once per chunk.
+
+    A batch of ``min_inputs`` or more, one whose layers would not fit in ``max_bytes``, and
+    every batch when ``enabled`` is False go to the dispatcher layer by layer as the forward
+    pass makes them (one layer held at a time). The batch ends of a chunk (``on_batch``) follow
+    its measurements, in batch order."""
+
+    def __init__(
+        self,
+        dispatcher: _Dispatcher,
+        timings: EngineTimings,
+        n_layers: int,
+        min_inputs: int,
+        max_bytes: int,
+        enabled: bool,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.timings = timings
+        self.n_layers = n_layers
+        self.min_inputs = min_inputs
+        self.max_bytes = max_bytes
+        self.enabled = enabled and min_inputs > 1
+        self.context: BatchContext | None = None
+        self.direct = True
+        self.layers: list[list[CapturedLayer]] = []
+        self.contexts: list[BatchContext] = []
+        self.ends: list[tuple[InputBatch, Tensor | None]] = []
+        self.bytes = 0
+
+    def begin(self, context: BatchContext) -> None:
+        """A batch's forward pass starts."""
+        self.context = context
+        self.direct = not self.enabled or context.batch.spike is not None
+
+    def layer(self, captured: CapturedLayer) -> None:
+        """One layer of the current batch, from the hooks."""
+        assert self.context is not None
+        if captured.layer == 0 and not self.direct:
+            estimate = captured_bytes(captured) * self.n_layers
+            if self.contexts and self.bytes + estimate > self.max_bytes:
+                self.flush()
+            self.direct = not self.contexts and (
+                len(self.context.batch) >= self.min_inputs or estimate > self.max_bytes
+            )
+            if not self.direct:
+                self.contexts.append(self.context)
+        if self.direct:
+            self.dispatcher.layer(captured, self.context)
+            return
+        if captured.layer == len(self.layers):
+            self.layers.append([])
+        self.layers[captured.layer].append(captured)
+        self.bytes += captured_bytes(captured)
+
+    def end(self, batch: InputBatch, logits: Tensor | None) -> None:
+        """The current batch's forward pass is over."""
+        self.context = None
+        if self.direct:
+            self.dispatcher.batch_end(batch, logits)
+            return
+        self.ends.append((batch, logits))
+        if sum(len(context.batch) for context in self.contexts) >= self.min_inputs:
+            self.flush()
+
+    def flush(self) -> None:
+        """Measure the buffered batches as one chunk, then end them."""
+        if not self.contexts:
+            return
+        contexts, layers, ends = self.contexts, self.layers, self.ends
+        self.contexts, self.layers, self.ends, self.bytes = [], [], [], 0
+        joining = time.perf_counter()
+        batch = join_batches([context.batch for context in contexts])
+        masks = [context.attention_mask for context in contexts]
+        context = BatchContext(batch, join_sequences(masks, (1,)), contexts[0].include_padding)
+        previous: tuple[list[CapturedLayer], CapturedLayer] | None = None
+        for captures in layers:
+            joined = join_layers(captures, previous)
+            self.timings.joining += time.perf_counter() - joining
+            self.dispatcher.layer(joined, context)
+            previous = (captures, joined)
+            joining = time.perf_counter()
+        del previous, layers
+        self.timings.chunks += int(len(contexts) > 1)
+        for ended, logits in ends:
+            self.dispatcher.batch_end(ended, logits)
+
+
 def run_measurements(
     loaded: LoadedModel,
     batches: Iterable[InputBatch],
@@ -204,26 +307,38 @@ def run_measurements(
     device: torch.device | str = "cpu",
     on_batch: BatchCallback | None = None,
     overlap: bool = False,
+    chunk_inputs: int = CHUNK_INPUTS,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> EngineTimings:
     """Run every batch through ``loaded.model`` once and feed each layer to ``measurements``.
 
+    Forward batches of fewer than ``chunk_inputs`` inputs are joined into chunks of at least
+    that many (``capture.chunks``; at most ``chunk_bytes`` of captured tensors, and never with
+    ``include_padding`` or spike layouts) before the measurements see them: the same results,
+    with the measurements' cost per update paid once per chunk. ``chunk_inputs=1`` measures
+    every batch as it comes.
+
     A layer's tensors are released once every measurement has read them, so memory holds one
-    layer's tensors (up to three with ``overlap``), the measurements' fixed-size state and one
-    batch: never all layers' attention at once and nothing that grows with the number of
-    inputs. ``on_batch`` runs after the measurements have seen the whole batch.
+    layer's tensors (up to three with ``overlap``) or one chunk, the measurements' fixed-size
+    state and one batch: never all layers' attention of a large batch at once and nothing that
+    grows with the number of inputs. ``on_batch`` runs after the measurements have seen the
+    whole batch.
     """
     timings = EngineTimings()
-    current: list[BatchContext] = []
     started = time.perf_counter()
     iterator = iter(batches)
     with _Dispatcher(measurements, timings, on_batch, overlap) as dispatcher:
-
-        def on_layer(captured: CapturedLayer) -> None:
-            dispatcher.layer(captured, current[-1])
-
+        chunker = _Chunker(
+            dispatcher,
+            timings,
+            loaded.n_layers,
+            chunk_inputs,
+            chunk_bytes,
+            enabled=not include_padding,
+        )
         with (
             torch.inference_mode(),
-            LayerCapture(loaded.encoder, loaded.adapter, loaded.n_heads, on_layer),
+            LayerCapture(loaded.encoder, loaded.adapter, loaded.n_heads, chunker.layer),
         ):
             while True:
                 reading = time.perf_counter()
@@ -232,11 +347,11 @@ def run_measurements(
                 if batch is None:
                     break
                 encoding = {name: tensor.to(device) for name, tensor in batch.encoding.items()}
-                current[:] = [BatchContext(batch, encoding["attention_mask"], include_padding)]
+                chunker.begin(BatchContext(batch, encoding["attention_mask"], include_padding))
                 output = loaded.model(**encoding)
-                current.clear()
-                dispatcher.batch_end(batch, getattr(output, "logits", None))
+                chunker.end(batch, getattr(output, "logits", None))
                 timings.batches += 1
                 timings.inputs_analysed += len(batch)
+            chunker.flush()
     timings.total = time.perf_counter() - started
     return timings

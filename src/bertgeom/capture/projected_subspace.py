@@ -7,10 +7,11 @@ layer's own projections. The forward pass has already computed ``q = W_q x + b_q
 ``k = W_k x + b_k``; with the thin QR ``W_q^h^T = Q_h R_h`` the coordinates of x in the query
 subspace are ``Q_h^T x = R_h^{-T} (q_h - b_q^h)``, so the energy share needs one ``dk x dk``
 product per head and token, and the selection directions ``u_i = W_k^h^T W_q^h x_i`` have
-squared norms ``q_i^T (W_k^h W_k^h^T) q_i``. Same definitions, a twelfth of the work at
-``d = 12 dk``. The per-token products run in the projections' precision (float32 for a
-float32 model), the sums over tokens in float64; tested equal to ``subspace_data_measures``
-to about 1e-6 relative (float32 rounding).
+squared norms ``q_i^T (W_k^h W_k^h^T) q_i = ||R_k q_i||^2`` (``W_k^h^T = Q_k R_k``). Same
+definitions, a twelfth of the work at ``d = 12 dk``. The per-token products run in the
+projections' precision (float32 for a float32 model), the sums over tokens in float64 (the
+sum of unit selection directions in the projections' precision, as the cone index's); tested
+equal to ``subspace_data_measures`` to about 1e-6 relative (float32 rounding).
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ CONDITION_LIMIT = 1e6
 
 @dataclass(frozen=True)
 class ProjectionBases:
-    """What one layer's fast path needs, float64: ``inverse_gram_q``/``inverse_gram_k`` ``(head,
-    dk, dk)`` = ``R_h^{-1} R_h^{-T} = (W^h W^h^T)^{-1}`` (R of the thin QR of ``W^h^T``),
-    ``key_gram`` ``(head, dk, dk)`` = ``W_k^h W_k^h^T``, ``key_heads`` ``(head, dk, d)`` =
-    ``W_k^h``, the biases ``(H dk,)``."""
+    """What one layer's fast path needs, float64, as factors F with ``F F^T`` the ``dk x dk``
+    matrix of a quadratic form (``v^T F F^T v = ||F^T v||^2``): ``inverse_r_q``/``inverse_r_k``
+    ``(head, dk, dk)`` = ``R_h^{-1}`` (R of the thin QR of ``W^h^T``; ``R^{-1} R^{-T} = (W^h
+    W^h^T)^{-1}``), ``key_r`` ``(head, dk, dk)`` = ``R_k^T`` (``R_k^T R_k = W_k^h W_k^h^T``),
+    ``key_heads`` ``(head, dk, d)`` = ``W_k^h``, the biases ``(H dk,)``."""
 
-    inverse_gram_q: Tensor
-    inverse_gram_k: Tensor
-    key_gram: Tensor
+    inverse_r_q: Tensor
+    inverse_r_k: Tensor
+    key_r: Tensor
     key_heads: Tensor
     bias_q: Tensor | None
     bias_k: Tensor | None
@@ -53,19 +55,18 @@ class ProjectionBases:
         n_heads: int,
     ) -> ProjectionBases | None:
         """The bases of one layer, or None when a head's ``W^h`` is (nearly) rank-deficient."""
-        inverses = []
+        factors = []
         for weight in (weight_q, weight_k):
             r = torch.linalg.qr(split_heads(weight.to(F64), n_heads).transpose(1, 2)).R
             if bool((torch.linalg.cond(r) > CONDITION_LIMIT).any()):
                 return None
-            inverse = torch.linalg.inv(r)
-            inverses.append(inverse @ inverse.transpose(1, 2))
-        key_heads = split_heads(weight_k.to(F64), n_heads)
+            factors.append(r)
+        r_q, r_k = factors
         return cls(
-            inverse_gram_q=inverses[0],
-            inverse_gram_k=inverses[1],
-            key_gram=key_heads @ key_heads.transpose(1, 2),
-            key_heads=key_heads,
+            inverse_r_q=torch.linalg.inv(r_q),
+            inverse_r_k=torch.linalg.inv(r_k),
+            key_r=r_k.transpose(1, 2),
+            key_heads=split_heads(weight_k.to(F64), n_heads),
             bias_q=None if bias_q is None else bias_q.to(F64),
             bias_k=None if bias_k is None else bias_k.to(F64),
         )
@@ -81,10 +82,10 @@ def _per_head(projection: Tensor, bias: Tensor | None, n_heads: int) -> Tensor:
     return values.reshape(batch * seq, n_heads, width // n_heads).transpose(0, 1)
 
 
-def _squared_norms(vectors: Tensor, matrix: Tensor, batch: int) -> Tensor:
-    """``v^T M v`` for each ``(head, token)`` row of ``vectors (head, batch * seq, dk)`` with
-    ``M (head, dk, dk)`` symmetric -> ``(batch, head, seq)`` float64."""
-    values = (torch.bmm(vectors, matrix.to(vectors.device, vectors.dtype)) * vectors).sum(-1)
+def _squared_norms(vectors: Tensor, factor: Tensor, batch: int) -> Tensor:
+    """``v^T F F^T v = ||F^T v||^2`` for each ``(head, token)`` row of ``vectors (head, batch *
+    seq, dk)`` with ``F (head, dk, dk)`` -> ``(batch, head, seq)`` float64."""
+    values = torch.bmm(vectors, factor.to(vectors.device, vectors.dtype)).square_().sum(-1)
     return values.view(values.shape[0], batch, -1).transpose(0, 1).to(F64)
 
 
@@ -117,14 +118,16 @@ def projected_subspace_measures(
     # ||Q^T x||^2 = u^T (R^{-1} R^{-T}) u. The per-token dk x dk products run in the
     # projections' precision (float32 for a float32 model: q itself carries float32 rounding);
     # sums over tokens are float64.
-    inside_q = _squared_norms(linear_q, bases.inverse_gram_q, batch)
-    inside_k = _squared_norms(linear_k, bases.inverse_gram_k, batch)
+    inside_q = _squared_norms(linear_q, bases.inverse_r_q, batch)
+    inside_k = _squared_norms(linear_k, bases.inverse_r_k, batch)
     selecting = _per_head(queries, None, n_heads) if include_query_bias else linear_q
-    norms = _squared_norms(selecting, bases.key_gram, batch).clamp_min(0).sqrt()
+    norms = _squared_norms(selecting, bases.key_r, batch).sqrt()
     keep = valid & (norms > 0)
     weights = torch.where(keep, 1.0 / norms.clamp_min(torch.finfo(F64).tiny), 0.0)
-    per_input = selecting.reshape(n_heads, batch, seq, -1).to(F64)
-    summed = torch.einsum("hbsk,bhs->bhk", per_input, weights)
+    # sum_i u_i / ||u_i|| in the projections' precision, as ``cone.unit_vector_sum`` (~1e-7
+    # relative): the tokens are read in place, (batch, seq, head, dk), not copied to float64.
+    by_token = selecting.transpose(0, 1).reshape(batch, seq, n_heads, -1)
+    summed = torch.einsum("bshk,bhs->bhk", by_token, weights.to(by_token.dtype)).to(F64)
     unit_sum = torch.einsum("bhk,hkd->bhd", summed, bases.key_heads.to(hidden.device))
     cone = cone_stats_from_unit_sum(unit_sum, keep.sum(-1))
     return {

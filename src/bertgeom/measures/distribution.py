@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, TypeVar
 
 import numpy as np
@@ -171,28 +171,54 @@ def histogram_counts(values: Tensor, edges: FloatArray) -> npt.NDArray[np.int64]
 
 
 def gram_matrix(tokens: Tensor, total: FloatArray | None = None) -> FloatArray:
-    """``sum_i x_i x_i^T`` of the rows of ``tokens (n, d)``, float64 ``(d, d)``.
+    """``sum_i x_i x_i^T`` of the rows of ``tokens (n, d)``, float64 ``(d, d)`` (``add_gram``
+    into zeros)."""
+    d = tokens.shape[1]
+    gram: FloatArray = np.zeros((d, d))
+    add_gram(gram, tokens, total)
+    return gram
+
+
+def add_gram(gram: FloatArray, tokens: Tensor, total: FloatArray | None = None) -> None:
+    """Add ``sum_i x_i x_i^T`` of the rows of ``tokens (n, d)`` to ``gram`` (float64 ``(d, d)``)
+    in place.
 
     Float64 input: the product itself. Otherwise the product is taken in the input's precision
     (float32 is twice as fast) about a centre m, the float32 mean, and the exact identity
-    ``sum x x^T = sum (x - m)(x - m)^T + m s^T + s m^T - n m m^T`` (s = sum x, in float64)
-    restores it: centring keeps the rounding relative to the spread of the tokens rather than
-    to their mean, which can be large in outlier dimensions. ``total``: s if already known.
+    ``sum x x^T = sum (x - m)(x - m)^T + m u^T + u m^T`` with ``u = s - n m / 2`` (s = sum x,
+    in float64) restores it: centring keeps the rounding relative to the spread of the tokens
+    rather than to their mean, which can be large in outlier dimensions. The rank-two term is
+    added in place (no ``d x d`` temporaries: at d = 768 these passes cost more than the
+    product). ``total``: s if already known.
     """
+    target = torch.from_numpy(gram)
     x = tokens.detach()
-    if x.dtype == torch.float64 or x.shape[0] == 0:
-        x = x.to(torch.float64)
-        return (x.T @ x).cpu().numpy().copy()
+    if x.shape[0] == 0:
+        return
+    if x.dtype == torch.float64:
+        target.add_(_transposed_product(x).cpu())
+        return
     centre = x.mean(dim=0)
-    centred = x - centre
-    product = (centred.T @ centred).to(torch.float64)
-    m = centre.to(torch.float64)
-    s = x.to(torch.float64).sum(dim=0) if total is None else torch.from_numpy(total)
-    cross = torch.outer(m, s)
-    product += cross
-    product += cross.T
-    product -= x.shape[0] * torch.outer(m, m)
-    return product.cpu().numpy().copy()
+    target.add_(_transposed_product(x - centre).cpu())
+    m = centre.to(torch.float64).cpu()
+    s = x.to(torch.float64).sum(dim=0).cpu() if total is None else torch.from_numpy(total)
+    u = s - (x.shape[0] / 2) * m
+    target.addr_(m, u).addr_(u, m)
+
+
+def _transposed_product(x: Tensor, block: int = 128) -> Tensor:
+    """``x^T x`` of ``x (n, d)``: the blocks on and above the diagonal, the rest mirrored (about
+    two thirds of the multiplications of one product when d is a few blocks)."""
+    d = x.shape[1]
+    if d < 2 * block:
+        return x.T @ x
+    out = x.new_empty(d, d)
+    for start in range(0, d, block):
+        stop = min(start + block, d)
+        upper = x[:, start:stop].T @ x[:, start:]
+        out[start:stop, start:] = upper
+        out[stop:, start:stop] = upper[:, stop - start :].T
+    return out
 
 
 def covariance_from_sums(n: float, total: FloatArray, gram: FloatArray) -> FloatArray:
@@ -284,16 +310,21 @@ class _StreamState:
         return _StreamState(self.tokens, sums, self.histogram.copy(), kept)
 
     def add_(self, other: _StreamState) -> None:
-        """Add ``other`` in place (no new arrays: the accumulators' hot path)."""
-        self.tokens += other.tokens
-        for name in _FIELDS:
-            getattr(self.sums, name).__iadd__(getattr(other.sums, name))
-        self.histogram += other.histogram
+        """Add ``other`` in place (no new arrays: the accumulators' hot path); without a Gram
+        matrix on either side the sum has none."""
+        self.add_counts_(other)
         if self.gram is not None:
             if other.gram is None:
                 self.gram = None
             else:
                 self.gram += other.gram
+
+    def add_counts_(self, other: _StreamState) -> None:
+        """Add ``other``'s count, power sums and histogram in place (not its Gram matrix)."""
+        self.tokens += other.tokens
+        for name in _FIELDS:
+            getattr(self.sums, name).__iadd__(getattr(other.sums, name))
+        self.histogram += other.histogram
 
 
 class _Additive(Protocol):
@@ -388,20 +419,36 @@ class DistributionAccumulator:
             else:
                 rows = torch.as_tensor(idx, dtype=torch.long, device=hidden.device)
                 tokens = hidden[rows][valid[rows]]
-            state = self._state_of(tokens)
-            for key_label in {label, ALL_CLASSES}:
-                key = (layer, point, key_label)
-                gram = key_label == ALL_CLASSES or self.class_covariance
-                if key in self.states_:
-                    self.states_[key].add_(state if gram else replace(state, gram=None))
-                else:  # a copy of its own: states are added to in place
-                    self.states_[key] = state.copy(gram)
+            self._add_tokens(layer, point, label, tokens)
 
-    def _state_of(self, tokens: Tensor) -> _StreamState:
+    def _add_tokens(self, layer: int, point: str, label: str, tokens: Tensor) -> None:
+        """Add ``tokens (n, d)`` of class ``label`` to its key and to ``all``'s. The Gram
+        matrix goes straight into the one key's state that keeps one (the usual case), or is
+        formed once for two."""
         sums = PowerSums.of(tokens)
-        gram = gram_matrix(tokens, sums.s1) if self.covariance else None
-        histogram = histogram_counts(tokens, self.bin_edges)
-        return _StreamState(float(tokens.shape[0]), sums, histogram, gram)
+        state = _StreamState(float(tokens.shape[0]), sums, histogram_counts(tokens, self.bin_edges))
+        gram_keys = []
+        for key_label in {label, ALL_CLASSES}:
+            key = (layer, point, key_label)
+            if key in self.states_:
+                self.states_[key].add_counts_(state)
+            else:  # a copy of its own: states are added to in place
+                self.states_[key] = state.copy()
+            if self.covariance and (key_label == ALL_CLASSES or self.class_covariance):
+                gram_keys.append(key)
+        grams = []
+        for key in gram_keys:
+            target = self.states_[key]
+            if target.gram is None:
+                d = tokens.shape[1]
+                target.gram = np.zeros((d, d))
+            grams.append(target.gram)
+        if len(grams) == 1:
+            add_gram(grams[0], tokens, sums.s1)
+        elif grams:
+            batch_gram = gram_matrix(tokens, sums.s1)
+            for gram in grams:
+                gram += batch_gram
 
     def merge(self, other: DistributionAccumulator) -> DistributionAccumulator:
         """A new accumulator with both inputs."""

@@ -168,7 +168,7 @@ def open_score(attn: Tensor, layout: TokenLayout) -> Tensor:
     """
     # -a log a, with 0 log 0 = 0 (log of the clamped 0 is finite): faster than special.entr.
     plogp = attn * attn.clamp_min(torch.finfo(attn.dtype).tiny).log()
-    entropy = -torch.einsum("bhqk,bk->bhq", plogp, layout.valid.to(attn.dtype))
+    entropy = -(plogp @ layout.valid.to(attn.dtype)[:, None, :, None]).squeeze(-1)
     log_n = torch.log(layout.n_valid.clamp_min(2).to(attn.dtype))
     return _content_mean(entropy / log_n[:, None, None], layout)
 
@@ -249,24 +249,23 @@ def _pair_similarity(block: Tensor, positions: Tensor | None, power: int) -> Ten
     position, read without gathering). Returns ``(batch, head, rows, seq)``.
     """
     batch, heads, seq, _ = block.shape
-    diagonal = torch.diagonal(block, 0, -2, -1)  # B_jj
-    squared = torch.linalg.vector_norm(block, dim=-1).square()
-    rest = squared - diagonal.square()
-    norm = torch.where(rest > CLUSTER_SELF_TOLERANCE * squared, rest.clamp_min(0).sqrt(), 0.0)
+    # With C = B without its diagonal, r_i . r_j = C_i . C_j + C_ij C_ji (i != j) and
+    # ||r_i||^2 = ||C_i||^2 = C_i . C_i + C_ii C_ii: one product and one correction.
+    off = block.clone()
+    off.diagonal(0, -2, -1).zero_()
+    rest = torch.linalg.vector_norm(off, dim=-1).square()
+    squared = rest + torch.diagonal(block, 0, -2, -1).square()
+    norm = torch.where(rest > CLUSTER_SELF_TOLERANCE * squared, rest.sqrt(), 0.0)
     if positions is None:
-        query_rows, key_to_query = block, block.transpose(-1, -2)
-        query_diagonal, query_norm = diagonal[..., None], norm[..., None]
+        query_rows, key_to_query, query_norm = off, off.transpose(-1, -2), norm[..., None]
     else:
         rows = positions.shape[1]
         row_index = positions.view(batch, 1, rows).expand(batch, heads, rows)
-        query_rows = block.gather(2, row_index[..., None].expand(batch, heads, rows, seq))  # B_ij
-        key_to_query = block.gather(3, row_index[:, :, None, :].expand(batch, heads, seq, rows))
-        key_to_query = key_to_query.transpose(-1, -2)  # B_ji
-        query_diagonal = diagonal.gather(2, row_index)[..., None]  # B_ii
+        query_rows = off.gather(2, row_index[..., None].expand(batch, heads, rows, seq))  # C_ij
+        key_to_query = off.gather(3, row_index[:, :, None, :].expand(batch, heads, seq, rows))
+        key_to_query = key_to_query.transpose(-1, -2)  # C_ji
         query_norm = norm.gather(2, row_index)[..., None]
-    dot = query_rows @ block.transpose(-1, -2)
-    dot.addcmul_(query_rows, key_to_query - diagonal[:, :, None, :])
-    dot.addcmul_(query_diagonal.expand_as(key_to_query), key_to_query, value=-1.0)
+    dot = (query_rows @ off.transpose(-1, -2)).addcmul_(query_rows, key_to_query)
     # Divide by both norms through their inverses (0 for a zero norm: cosine 0), in place.
     inverse = torch.where(norm > 0, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), 0.0)
     query_inverse = torch.where(
@@ -305,7 +304,7 @@ def cluster_score(
     content = layout.content.to(attn.dtype)
     # Content columns only; non-content rows are never queries and are masked out as keys.
     block = attn * content[:, None, None, :]
-    off_mass = torch.einsum("bhqk,bk->bhq", attn, content) - torch.diagonal(block, 0, -2, -1)
+    off_mass = block.sum(dim=-1) - torch.diagonal(block, 0, -2, -1)
     mean_off = off_mass / (layout.n_content - 1).clamp_min(1)[:, None, None]
 
     keys = torch.arange(seq, device=attn.device)

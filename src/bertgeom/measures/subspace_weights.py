@@ -23,6 +23,19 @@ from bertgeom.measures.base import ALL_CLASSES
 
 F64 = torch.float64
 OVERLAP_KINDS = ("query", "key", "value", "write", "query_key")
+ORDERED_HEAD_VALUES = (
+    "norm_frobenius",
+    "spectral_norm",
+    "effective_rank",
+    "asymmetry",
+    "symmetry_score",
+    "directionality_score",
+    "eig_positive_mass",
+    "query_key_overlap",
+    "query_key_max_cos",
+)
+"""The per-head values computed for all heads at once, in table order (the eigenvalue counts
+go between the first six and the rest)."""
 
 
 def split_heads(weight: Tensor, n_heads: int) -> Tensor:
@@ -87,11 +100,15 @@ def head_singular_values(weight_q: Tensor, weight_k: Tensor, n_heads: int) -> Te
     """The dk largest singular values of each ``M_h`` (the rest are zero), ``(head, dk)``,
     descending. With ``W_q^h^T = Q_q R_q`` and ``W_k^h^T = Q_k R_k`` (thin QR),
     ``M_h = Q_q (R_q R_k^T) Q_k^T``, so sigma(M_h) = sigma(R_q R_k^T) (dk x dk)."""
-    q = split_heads(weight_q.to(F64), n_heads).transpose(1, 2)
-    k = split_heads(weight_k.to(F64), n_heads).transpose(1, 2)
-    r_q = torch.linalg.qr(q).R
-    r_k = torch.linalg.qr(k).R
+    r_q, r_k = head_qr(weight_q, n_heads)[1], head_qr(weight_k, n_heads)[1]
     return torch.linalg.svdvals(r_q @ r_k.transpose(1, 2))
+
+
+def head_qr(weight: Tensor, n_heads: int) -> tuple[Tensor, Tensor]:
+    """Thin QR ``W^h^T = Q R`` of every head of an input projection ``weight (n_heads*dk, d)``:
+    ``Q (head, d, dk)``, ``R (head, dk, dk)``, float64."""
+    q, r = torch.linalg.qr(split_heads(weight.to(F64), n_heads).transpose(1, 2))
+    return q, r
 
 
 def effective_rank(singular_values: Tensor) -> Tensor:
@@ -107,8 +124,13 @@ def effective_rank(singular_values: Tensor) -> Tensor:
 def asymmetry(matrix: Tensor) -> float:
     """``||M - M^T||_F / ||M||_F`` in [0, 2]: 0 for symmetric, sqrt(2 (1 - s)) with s the
     symmetry score."""
-    m = matrix.to(F64)
-    return float(torch.linalg.matrix_norm(m - m.T) / torch.linalg.matrix_norm(m))
+    return float(asymmetries(matrix[None])[0])
+
+
+def asymmetries(matrices: Tensor) -> Tensor:
+    """``asymmetry`` of each of ``matrices (..., n, n)``, float64 ``(...)``."""
+    m = matrices.to(F64)
+    return torch.linalg.matrix_norm(m - m.transpose(-1, -2)) / torch.linalg.matrix_norm(m)
 
 
 def symmetry_score(matrix: Tensor) -> float:
@@ -116,8 +138,14 @@ def symmetry_score(matrix: Tensor) -> float:
     code computes ||M_s||_F^2 / ||M||_F^2 and reports 2 x - 1):
     ``s = (||M_s||_F^2 - ||M_n||_F^2) / ||M||_F^2 = tr(M M) / ||M||_F^2`` in [-1, 1], with
     ``M_s = (M + M^T) / 2``, ``M_n = (M - M^T) / 2``: 1 symmetric, -1 skew-symmetric, ~0 random."""
-    m = matrix.to(F64)
-    return float((m * m.T).sum() / (m * m).sum())  # tr(M M) = sum_ij M_ij M_ji
+    return float(symmetry_scores(matrix[None])[0])
+
+
+def symmetry_scores(matrices: Tensor) -> Tensor:
+    """``symmetry_score`` of each of ``matrices (..., n, n)``, float64 ``(...)``."""
+    m = matrices.to(F64)
+    # tr(M M) = sum_ij M_ij M_ji
+    return (m * m.transpose(-1, -2)).sum((-1, -2)) / (m * m).sum((-1, -2))
 
 
 def directionality_score(matrix: Tensor, num_std: float = 2.0, mode: str = "excess") -> float:
@@ -130,16 +158,45 @@ def directionality_score(matrix: Tensor, num_std: float = 2.0, mode: str = "exce
     norms. Negative = column-dominant (a few key directions attract every query, the decoder
     pattern); positive = row-dominant.
     """
+    return float(directionality_scores(matrix[None], num_std, mode)[0])
+
+
+def directionality_scores(matrices: Tensor, num_std: float = 2.0, mode: str = "excess") -> Tensor:
+    """``directionality_score`` of each of ``matrices (..., n, n)``, float64 ``(...)``."""
+    m = matrices.to(F64)
+    rows, columns = torch.linalg.vector_norm(m, dim=-1), torch.linalg.vector_norm(m, dim=-2)
+    return directionality_from_norms(rows, columns, num_std, mode)
+
+
+def directionality_from_norms(
+    row_norms: Tensor, column_norms: Tensor, num_std: float = 2.0, mode: str = "excess"
+) -> Tensor:
+    """``directionality_score`` from the row and column norms ``(..., n)`` of the matrices."""
     if mode not in ("excess", "norm"):
         raise ValueError(f"mode must be 'excess' or 'norm', got {mode!r}")
-    m = matrix.to(F64)
     totals = []
-    for norms in (torch.linalg.vector_norm(m, dim=1), torch.linalg.vector_norm(m, dim=0)):
-        threshold = norms.mean() + num_std * norms.std()
-        above = norms[norms > threshold]
-        totals.append(float((above - threshold).sum() if mode == "excess" else above.sum()))
+    for norms in (row_norms, column_norms):
+        threshold = (norms.mean(-1) + num_std * norms.std(-1))[..., None]
+        kept = norms - threshold if mode == "excess" else norms
+        totals.append(torch.where(norms > threshold, kept, 0.0).sum(-1))
     rows, columns = totals
-    return 0.0 if rows + columns == 0 else (rows - columns) / (rows + columns)
+    both = rows + columns
+    return torch.where(both == 0, 0.0, (rows - columns) / torch.where(both == 0, 1.0, both))
+
+
+def reduced_forms(weight_q: Tensor, weight_k: Tensor, n_heads: int) -> tuple[Tensor, Tensor]:
+    """Each head's bilinear form on its support: an orthonormal basis ``B (head, d, r)`` of
+    U = col(W_q^h^T) + col(W_k^h^T) (r = min(d, 2 dk); thin QR) and
+    ``B^T M_h B = (W_q^h B)^T (W_k^h B)`` ``(head, r, r)``, float64.
+
+    M_h's rows and columns lie in U, so ``M_h = B (B^T M_h B) B^T``: its norms, trace products
+    and spectrum are those of the small matrix, and its row i is row i of ``B (B^T M_h B)``
+    times the orthonormal ``B^T`` (same norm). No ``d x d`` form is built.
+    """
+    q = split_heads(weight_q.to(F64), n_heads)
+    k = split_heads(weight_k.to(F64), n_heads)
+    basis = torch.linalg.qr(torch.cat([q, k], dim=1).transpose(1, 2)).Q
+    return basis, (q @ basis).transpose(1, 2) @ (k @ basis)
 
 
 def symmetric_part_eigenvalues(weight_q: Tensor, weight_k: Tensor, n_heads: int) -> Tensor:
@@ -147,14 +204,15 @@ def symmetric_part_eigenvalues(weight_q: Tensor, weight_k: Tensor, n_heads: int)
 
     S_h vanishes on the complement of U = col(W_q^h^T) + col(W_k^h^T) (dimension <= 2 dk), so with
     B an orthonormal basis of U its nonzero eigenvalues are those of B^T S_h B; the other
-    d - 2 dk eigenvalues are exactly 0.
+    d - 2 dk eigenvalues are exactly 0 (``reduced_forms``).
     """
-    forms = bilinear_forms(weight_q, weight_k, n_heads)
-    q = split_heads(weight_q.to(F64), n_heads)
-    k = split_heads(weight_k.to(F64), n_heads)
-    basis = torch.linalg.qr(torch.cat([q, k], dim=1).transpose(1, 2)).Q
-    sym = (forms + forms.transpose(1, 2)) / 2
-    return torch.linalg.eigvalsh(basis.transpose(1, 2) @ sym @ basis)
+    _, reduced = reduced_forms(weight_q, weight_k, n_heads)
+    return symmetric_part_spectrum(reduced)
+
+
+def symmetric_part_spectrum(reduced: Tensor) -> Tensor:
+    """Eigenvalues, ascending, of the symmetric parts of ``reduced (head, r, r)``."""
+    return torch.linalg.eigvalsh((reduced + reduced.transpose(1, 2)) / 2)
 
 
 def eigen_signature(eigenvalues: Tensor, d: int, rtol: float = 1e-3) -> tuple[int, int, int]:
@@ -202,8 +260,41 @@ def subspace_overlap(a: Tensor, b: Tensor) -> float:
 
 def _overlap_matrix(bases_a: Tensor, bases_b: Tensor) -> Tensor:
     """Overlaps between every pair of (head, d, dk) orthonormal bases: ``(head, head)``."""
-    cross = torch.einsum("hdi,gdj->hgij", bases_a, bases_b).square().sum((-1, -2))
-    return cross / min(bases_a.shape[2], bases_b.shape[2])
+    heads_a, d, dk_a = bases_a.shape
+    heads_b, _, dk_b = bases_b.shape
+    # Every Q_a^h^T Q_b^g block of one (heads * dk) x (heads * dk) product.
+    flat_a = bases_a.transpose(0, 1).reshape(d, heads_a * dk_a)
+    flat_b = bases_b.transpose(0, 1).reshape(d, heads_b * dk_b)
+    cross = (flat_a.T @ flat_b).reshape(heads_a, dk_a, heads_b, dk_b).square().sum((1, 3))
+    return cross / min(dk_a, dk_b)
+
+
+def query_key_max_cosines(
+    weight_q: Tensor,
+    weight_k: Tensor,
+    n_heads: int,
+    factors: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+) -> Tensor:
+    """Per head, the largest cosine of the principal angles between its query subspace
+    row(W_q^h) and its key subspace row(W_k^h): ``(head,)``, float64.
+
+    When every head has full rank (``W^h`` and its R share their singular values, none below
+    ``orthonormal_basis``'s tolerance) the Q of the thin QR (``head_qr``, or ``factors``) is an
+    orthonormal basis of the subspace; otherwise ``orthonormal_basis`` head by head."""
+    q_factors, k_factors = factors or (head_qr(weight_q, n_heads), head_qr(weight_k, n_heads))
+    for basis, r in (q_factors, k_factors):
+        s = torch.linalg.svdvals(r)
+        rtol = torch.finfo(F64).eps * max(basis.shape[1:])
+        if not bool((s > rtol * s.amax(-1, keepdim=True)).all()):
+            blocks = [split_heads(w.to(F64), n_heads).transpose(1, 2) for w in (weight_q, weight_k)]
+            pairs = zip(blocks[0], blocks[1], strict=True)
+            return torch.stack(
+                [
+                    torch.linalg.svdvals(orthonormal_basis(q).T @ orthonormal_basis(k)).max()
+                    for q, k in pairs
+                ]
+            )
+    return torch.linalg.svdvals(q_factors[0].transpose(1, 2) @ k_factors[0]).amax(-1)
 
 
 def head_bases(blocks: Tensor) -> Tensor:
@@ -233,12 +324,16 @@ class WeightSubspaceResult:
     singular_values: npt.NDArray[np.float64]
 
 
-def layer_overlaps(weights: AttentionWeights) -> dict[str, Tensor]:
+def layer_overlaps(
+    weights: AttentionWeights, bases: dict[str, Tensor] | None = None
+) -> dict[str, Tensor]:
     """Head x head overlap matrices of one layer: ``query`` (row(W_q^h) vs row(W_q^g)), ``key``,
-    ``value`` (row(W_v^h)), ``write`` (col(W_O^h)), ``query_key`` (row(W_q^h) vs row(W_k^g))."""
+    ``value`` (row(W_v^h)), ``write`` (col(W_O^h)), ``query_key`` (row(W_q^h) vs row(W_k^g)).
+    ``bases``: the ``head_bases`` of some of ``query``, ``key`` and ``value`` if known."""
     n = weights.n_heads
+    known = bases or {}
     spaces = {
-        name: head_bases(split_heads(w, n).transpose(1, 2))
+        name: known[name] if name in known else head_bases(split_heads(w, n).transpose(1, 2))
         for name, w in (
             ("query", weights.weight_q),
             ("key", weights.weight_k),
@@ -258,33 +353,36 @@ def layer_weight_measures(
     layer (see ``weight_subspace_measures``)."""
     n = weights.n_heads
     d = weights.weight_q.shape[1]
-    forms = bilinear_forms(weights.weight_q, weights.weight_k, n)
-    singular = head_singular_values(weights.weight_q, weights.weight_k, n)
-    eigenvalues = symmetric_part_eigenvalues(weights.weight_q, weights.weight_k, n)
-    overlaps = layer_overlaps(weights)
+    basis, reduced = reduced_forms(weights.weight_q, weights.weight_k, n)
+    # One thin QR per projection serves the singular values, the overlaps and the cosines.
+    factors = (head_qr(weights.weight_q, n), head_qr(weights.weight_k, n))
+    singular = torch.linalg.svdvals(factors[0][1] @ factors[1][1].transpose(1, 2))
+    eigenvalues = symmetric_part_spectrum(reduced)
+    overlaps = layer_overlaps(weights, {"query": factors[0][0], "key": factors[1][0]})
     off_diagonal = ~torch.eye(n, dtype=torch.bool)
+    # Every head at once, from its form on its support (``reduced_forms``): the Frobenius
+    # norm, asymmetry and symmetry score do not change under B, the row and column norms of
+    # M_h are those of the rows of B (B^T M_h B) and B (B^T M_h B)^T.
+    row_norms = torch.linalg.vector_norm(basis @ reduced, dim=-1)
+    column_norms = torch.linalg.vector_norm(basis @ reduced.transpose(1, 2), dim=-1)
+    per_head = {
+        "norm_frobenius": torch.linalg.matrix_norm(reduced),
+        "spectral_norm": singular[:, 0],
+        "effective_rank": effective_rank(singular),
+        "asymmetry": asymmetries(reduced),
+        "symmetry_score": symmetry_scores(reduced),
+        "directionality_score": directionality_from_norms(row_norms, column_norms, num_std),
+        "eig_positive_mass": eigenvalues.clamp_min(0).sum(-1) / eigenvalues.abs().sum(-1),
+        "query_key_overlap": overlaps["query_key"].diagonal(),
+        "query_key_max_cos": query_key_max_cosines(weights.weight_q, weights.weight_k, n, factors),
+    }
+    head_values = {name: values.tolist() for name, values in per_head.items()}
     rows: list[tuple[object, ...]] = []
     for head in range(n):
         positive, negative, zero = eigen_signature(eigenvalues[head], d, eig_rtol)
-        lam = eigenvalues[head]
-        qk_cos = torch.linalg.svdvals(
-            orthonormal_basis(split_heads(weights.weight_q, n)[head].T).T
-            @ orthonormal_basis(split_heads(weights.weight_k, n)[head].T)
-        )
-        values = {
-            "norm_frobenius": float(torch.linalg.matrix_norm(forms[head])),
-            "spectral_norm": float(singular[head, 0]),
-            "effective_rank": float(effective_rank(singular[head])),
-            "asymmetry": asymmetry(forms[head]),
-            "symmetry_score": symmetry_score(forms[head]),
-            "directionality_score": directionality_score(forms[head], num_std),
-            "eig_positive": positive,
-            "eig_negative": negative,
-            "eig_zero": zero,
-            "eig_positive_mass": float(lam.clamp_min(0).sum() / lam.abs().sum()),
-            "query_key_overlap": float(overlaps["query_key"][head, head]),
-            "query_key_max_cos": float(qk_cos.max()),
-        }
+        values = {name: head_values[name][head] for name in ORDERED_HEAD_VALUES[:6]}
+        values |= {"eig_positive": positive, "eig_negative": negative, "eig_zero": zero}
+        values |= {name: head_values[name][head] for name in ORDERED_HEAD_VALUES[6:]}
         for kind in ("query", "key", "value", "write"):
             values[f"{kind}_overlap_mean"] = float(overlaps[kind][head][off_diagonal[head]].mean())
         rows.extend(

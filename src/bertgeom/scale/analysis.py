@@ -233,7 +233,9 @@ class _Merger:
         timings.measures += shard.measures
         timings.inputs += shard.inputs
         timings.waiting += shard.waiting
+        timings.joining += shard.joining
         timings.batches += shard.batches
+        timings.chunks += shard.chunks
         timings.inputs_analysed += shard.inputs_analysed
         for name, seconds in shard.per_measurement.items():
             timings.per_measurement[name] = timings.per_measurement.get(name, 0.0) + seconds

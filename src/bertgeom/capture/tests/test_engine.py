@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
+from bertgeom.capture.chunks import join_sequences
 from bertgeom.capture.engine import Measurement, run_measurements
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
-from bertgeom.capture.inputs import TextSource
+from bertgeom.capture.inputs import InputBatch, TextSource
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.capture.measurements import (
     ClassMeanMapMeasurement,
@@ -89,11 +90,12 @@ def test_two_parts_merged_equal_one_pass(
 ) -> None:
     loaded = loaded_models[architecture]
     batches = list(_source(loaded, text).batches(4))
+    # Chunks of 8 inputs: the batches 4 + 4 and 4 + 1 are measured together in both runs.
     whole = _measurements(loaded)
-    run_measurements(loaded, batches, whole)
+    run_measurements(loaded, batches, whole, chunk_inputs=8)
     first, second = _measurements(loaded), _measurements(loaded)
-    run_measurements(loaded, batches[:2], first)
-    run_measurements(loaded, batches[2:], second)
+    run_measurements(loaded, batches[:2], first, chunk_inputs=8)
+    run_measurements(loaded, batches[2:], second, chunk_inputs=8)
     merged = [a.merge(b) for a, b in zip(first, second, strict=True)]
     # Float64 sums in another order: equal to ~1e-14 relative (K^2 runs into thousands).
     _assert_tables_close(_tables(whole), _tables(merged), 1e-10, rtol=1e-12)
@@ -205,3 +207,76 @@ def test_projected_subspace_measures_equal_the_reference(
                 )
                 for name, value in expected.items():
                     torch.testing.assert_close(got[name], value, rtol=2e-5, atol=1e-6)
+
+
+def test_chunks_of_small_batches_change_no_result(
+    loaded_models: dict[str, LoadedModel], text: Path
+) -> None:
+    loaded = loaded_models["bert"]
+    tables, timings, records, ended = {}, {}, {}, {}
+    for chunk_inputs in (1, 8):
+        rows: list[pd.DataFrame] = []
+        batches: list[list[str]] = []
+        measurements = _measurements(loaded)
+        measurements[0] = GateMeasurement(LAYERS, HEADS, CLASSES, records=rows.append)
+
+        def on_batch(
+            batch: InputBatch,
+            logits: torch.Tensor | None,
+            rows: list[pd.DataFrame] = rows,
+            batches: list[list[str]] = batches,
+        ) -> None:
+            batches.append(list(batch.input_ids))
+            # A batch ends once its inputs have been measured.
+            measured = sum(len(frame) for frame in rows) // (LAYERS * HEADS)
+            assert measured >= sum(len(ids) for ids in batches)
+
+        timings[chunk_inputs] = run_measurements(
+            loaded,
+            _source(loaded, text).batches(3),  # 13 inputs of several lengths: 3+3+3, 3+1
+            measurements,
+            on_batch=on_batch,
+            chunk_inputs=chunk_inputs,
+        )
+        tables[chunk_inputs] = _tables(measurements)
+        records[chunk_inputs], ended[chunk_inputs] = rows, batches
+    assert (timings[1].chunks, timings[8].chunks) == (0, 2)
+    assert timings[1].batches == timings[8].batches == 5
+    assert ended[1] == ended[8]
+    assert [len(frame) for frame in records[8]] == [9 * LAYERS * HEADS, 4 * LAYERS * HEADS]
+    # Float32 products over other groupings of the tokens: the tolerance of the batch size.
+    _assert_tables_close(tables[1], tables[8], 1e-5, rtol=1e-4)
+    # Per-input scores in float32: products over zero-padded keys round differently (~1e-7
+    # of a score in [0, 1]; the cluster score's ratio of sums amplifies it a little).
+    pd.testing.assert_frame_equal(
+        pd.concat(records[1], ignore_index=True),
+        pd.concat(records[8], ignore_index=True),
+        rtol=0,
+        atol=2e-6,
+    )
+
+
+def test_no_chunks_with_padding_or_over_the_byte_budget(
+    loaded_models: dict[str, LoadedModel], text: Path
+) -> None:
+    loaded = loaded_models["bert"]
+    padded = run_measurements(
+        loaded,
+        _source(loaded, text).batches(3),
+        _measurements(loaded, padding=True),
+        include_padding=True,
+    )
+    over = run_measurements(
+        loaded, _source(loaded, text).batches(3), _measurements(loaded), chunk_bytes=1
+    )
+    assert padded.chunks == over.chunks == 0
+
+
+def test_join_sequences_pads_each_batch_with_zeros() -> None:
+    short = torch.ones(2, 3, 3)
+    long = torch.full((1, 5, 5), 2.0)
+    joined = join_sequences([short, long], (1, 2))
+    assert joined.shape == (3, 5, 5)
+    assert torch.equal(joined[:2, :3, :3], short) and torch.equal(joined[2], long[0])
+    assert joined[:2, 3:].abs().sum() == 0 and joined[:2, :, 3:].abs().sum() == 0
+    assert join_sequences([short], (1, 2)) is short
