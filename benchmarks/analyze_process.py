@@ -6,15 +6,20 @@ measures on, the weights, writing) against a Python process that imports transfo
 the same model with eager attention, tokenises the same lines in batches of B and runs the
 forward pass, nothing else. Interleaved ``--repeats`` times for each batch size; the ratio of
 the medians (plain seconds / analyze seconds) is issue 10's target (>= 0.75). Then one analyze
-run's own timings, to show where the rest goes.
+run's own timings, to show where the rest goes. ``--compare SRC`` also times, interleaved with
+the two, ``bertgeom analyze`` imported from another source tree (``SRC``: the ``src`` folder of
+an earlier checkout, e.g. ``git worktree add /tmp/before HEAD~1``), for before / after ratios
+from one run.
 
     .venv/bin/python benchmarks/analyze_process.py [--inputs 400] [--repeats 3] [--batch-sizes 32 8]
+        [--compare /tmp/before/src]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -41,9 +46,9 @@ with torch.inference_mode():
 """
 
 
-def seconds(command: list[str]) -> float:
+def seconds(command: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=env)
     return time.perf_counter() - started
 
 
@@ -52,7 +57,11 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=(32, 8))
+    parser.add_argument("--compare", type=Path, help="src folder of another bertgeom checkout")
     args = parser.parse_args()
+    compare_env = None
+    if args.compare is not None:
+        compare_env = {**os.environ, "PYTHONPATH": str(args.compare.resolve())}
     bertgeom = str(Path(sys.executable).with_name("bertgeom"))
     print(machine())
     with tempfile.TemporaryDirectory(prefix="bertgeom-process-") as scratch_name:
@@ -62,21 +71,30 @@ def main() -> None:
         text.write_text("\n".join(sentences(args.inputs)) + "\n")
         (scratch / "plain.py").write_text(PLAIN)
         print(f"model: {name}; {args.inputs} inputs; whole processes, medians of {args.repeats}")
-        print(f"{'batch':>5} {'plain s':>8} {'analyze s':>9} {'ratio':>6}")
+        header = f"{'batch':>5} {'plain s':>8} {'analyze s':>9} {'ratio':>6}"
+        print(header + (f" {'compared s':>10} {'ratio':>6}" if compare_env else ""))
         last: dict[str, object] = {}
         for batch_size in args.batch_sizes:
             plain_command = [sys.executable, str(scratch / "plain.py"), str(model), str(text)]
             plain_command.append(str(batch_size))
             out = scratch / f"results-{batch_size}"
-            analyze_command = [bertgeom, "analyze", "--model", str(model), "--text", str(text)]
-            analyze_command += ["--out", str(out), "--batch-size", str(batch_size)]
+            common = [bertgeom, "analyze", "--model", str(model), "--text", str(text)]
+            common += ["--batch-size", str(batch_size)]
+            analyze_command = [*common, "--out", str(out)]
+            compare_command = [*common, "--out", f"{out}-compared"]
             seconds(plain_command)  # warm-up: file caches
-            plain, analyze = [], []
+            plain, analyze, compared = [], [], []
             for _ in range(args.repeats):
                 plain.append(seconds(plain_command))
                 analyze.append(seconds(analyze_command))
+                if compare_env is not None:
+                    compared.append(seconds(compare_command, compare_env))
             a, p = statistics.median(analyze), statistics.median(plain)
-            print(f"{batch_size:5d} {p:8.2f} {a:9.2f} {p / a:6.2f}")
+            line = f"{batch_size:5d} {p:8.2f} {a:9.2f} {p / a:6.2f}"
+            if compared:
+                c = statistics.median(compared)
+                line += f" {c:10.2f} {p / c:6.2f}"
+            print(line, flush=True)
             last[str(batch_size)] = json.loads((out / "manifest.json").read_text())["timings"]
         print("analyze's own timings (last run, seconds):")
         print(json.dumps(last, indent=1))

@@ -162,7 +162,8 @@ def histogram_counts(values: Tensor, edges: FloatArray) -> npt.NDArray[np.int64]
     if n_bins >= 1 and np.allclose(widths, widths[0], rtol=1e-12, atol=0):
         scale = float(n_bins / (edges[-1] - edges[0]))
         position = (flat - float(edges[0])).mul_(scale).floor_().add_(1)
-        index = position.clamp_(0, n_bins + 1).to(torch.long)  # 0 = underflow, B+1 = overflow
+        # int32 bins: half the memory of int64, and bincount reads them twice as fast.
+        index = position.clamp_(0, n_bins + 1).to(torch.int32)  # 0 = underflow, B+1 = overflow
     else:
         edge_tensor = torch.as_tensor(edges, dtype=torch.float64, device=values.device)
         index = torch.bucketize(flat.to(torch.float64), edge_tensor, right=True)
