@@ -81,7 +81,10 @@ def main() -> None:
             common = [bertgeom, "analyze", "--model", str(model), "--text", str(text)]
             common += ["--batch-size", str(batch_size)]
             analyze_command = [*common, "--out", str(out)]
-            compare_command = [*common, "--out", f"{out}-compared"]
+            # The checkout's console-script function: ``main``, or ``app`` before ``main`` was.
+            entry = "import sys; from bertgeom.cli import main as m; "
+            entry += "sys.exit(getattr(m, 'main', m.app)())"
+            compare_command = [sys.executable, "-c", entry, *common[1:], "--out", f"{out}-compared"]
             seconds(plain_command)  # warm-up: file caches
             plain, analyze, compared = [], [], []
             for _ in range(args.repeats):

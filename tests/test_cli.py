@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -252,3 +256,34 @@ def test_leave_lineage_out_with_an_unknown_preset_is_one_line(tmp_path: Path) ->
     assert code != 0
     assert "unknown preset 'huge'" in output and "Traceback" not in output
     assert not list(tmp_path.iterdir())
+
+
+def test_start_up_collects_nothing_and_freezes_what_it_made() -> None:
+    from bertgeom.cli.common import start_up
+
+    before = gc.get_freeze_count()
+    with start_up():
+        assert not gc.isenabled()
+        made = [[index] for index in range(1000)]  # 1,001 objects the collector tracks
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= before + len(made)
+    gc.disable()
+    try:
+        with start_up():
+            pass
+        assert not gc.isenabled(), "a collector that was off stays off"
+    finally:
+        gc.enable()
+
+
+def test_console_script_is_main_and_exits_cleanly() -> None:
+    (script,) = metadata.entry_points(group="console_scripts", name="bertgeom")
+    assert script.value == "bertgeom.cli.main:main"
+    completed = subprocess.run(
+        [sys.executable, "-c", "from bertgeom.cli.main import main; main()", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "analyze" in completed.stdout

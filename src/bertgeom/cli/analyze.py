@@ -12,6 +12,7 @@ from bertgeom.cli.common import (
     SchedulerOption,
     console,
     progress_bar,
+    start_up,
     user_errors,
 )
 from bertgeom.errors import InputError
@@ -113,9 +114,10 @@ def analyze(
 ) -> None:
     """Analyse a BERT-family model on inputs: gates, subspaces, cone index -> a results folder."""
     with user_errors():
-        import torch
+        with start_up():
+            import torch
 
-        from bertgeom.analysis import AnalysisOptions, InputSpec
+            from bertgeom.analysis import AnalysisOptions, InputSpec
 
         given = [(kind, path) for kind, path in (("text", text), ("fasta", fasta), ("data", data))]
         chosen = [(kind, path) for kind, path in given if path is not None]

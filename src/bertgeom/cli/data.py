@@ -9,7 +9,7 @@ import pandas as pd
 import typer
 
 from bertgeom.atomic import atomic_file
-from bertgeom.cli.common import console, user_errors
+from bertgeom.cli.common import console, start_up, user_errors
 from bertgeom.errors import InputError
 
 data_app = typer.Typer(
@@ -37,7 +37,8 @@ def prepare(
 ) -> None:
     """Align labelled genomes and cut out their spikes, with QC (one row per record)."""
     with user_errors():
-        from bertgeom.genomics.dataset import read_labels, real_spikes
+        with start_up():
+            from bertgeom.genomics.dataset import read_labels, real_spikes
 
         if fasta and labels is None:
             raise InputError("--fasta needs --labels (a TSV with columns record_id and label)")
@@ -73,8 +74,9 @@ def synthesize(
 ) -> None:
     """Draw synthetic spikes for the eight classes from the mutation profiles (seeded)."""
     with user_errors():
-        from bertgeom.genomics.dataset import synthetic_spikes
-        from bertgeom.genomics.fasta import write_fasta
+        with start_up():
+            from bertgeom.genomics.dataset import synthetic_spikes
+            from bertgeom.genomics.fasta import write_fasta
 
         if min(train, validation, test) < 0:
             raise InputError("spike counts must not be negative")
@@ -107,7 +109,8 @@ def split(
 ) -> None:
     """Split by unique spike sequence, stratified by class: dataset.parquet and outside.parquet."""
     with user_errors():
-        from bertgeom.genomics.dataset import split_dataset
+        with start_up():
+            from bertgeom.genomics.dataset import split_dataset
 
         real_path, synthetic_path = directory / "real.parquet", directory / "synthetic.parquet"
         if not real_path.is_file():

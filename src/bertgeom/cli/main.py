@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -22,6 +23,7 @@ from bertgeom.cli.common import (
     SchedulerOption,
     console,
     progress_bar,
+    start_up,
     user_errors,
 )
 from bertgeom.cli.data import data_app
@@ -73,9 +75,10 @@ def predict(
 ) -> None:
     """Call the variant class of every record of a FASTA file (alignment and QC included)."""
     with user_errors():
-        from bertgeom.genomics.fasta import read_fasta
-        from bertgeom.model.predict import predict_records, with_change_alpha
-        from bertgeom.model.storage import load_classifier
+        with start_up():
+            from bertgeom.genomics.fasta import read_fasta
+            from bertgeom.model.predict import predict_records, with_change_alpha
+            from bertgeom.model.storage import load_classifier
 
         started = time.perf_counter()
         classifier = load_classifier(model)
@@ -135,8 +138,9 @@ def train(
 ) -> None:
     """Train a BERT variant classifier from scratch (best validation checkpoint kept)."""
     with user_errors():
-        from bertgeom.model.presets import PRESETS
-        from bertgeom.model.train import TrainingOptions
+        with start_up():
+            from bertgeom.model.presets import PRESETS
+            from bertgeom.model.train import TrainingOptions
 
         if preset not in PRESETS:
             raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -187,12 +191,14 @@ def evaluate(
     dataset, or (--leave-lineage-out) the training recipe on lineages it never saw."""
     with user_errors():
         if leave_lineage_out:
-            from bertgeom.model.train import TrainingOptions
+            with start_up():
+                from bertgeom.model.train import TrainingOptions
 
             _evaluate_lineages(out, TrainingOptions(preset, epochs, seed=seed), workers)
             return
-        from bertgeom.model.experiment import evaluate_classifier, write_evaluation
-        from bertgeom.model.storage import load_classifier
+        with start_up():
+            from bertgeom.model.experiment import evaluate_classifier, write_evaluation
+            from bertgeom.model.storage import load_classifier
 
         classifier = load_classifier(model)
         dataset, outside = _dataset(data, seed)
@@ -261,13 +267,14 @@ def demo(
     the model on the held-out data (with head ablation and the untrained control) and write the
     report (model/, metrics.json, confusion matrix, lineages/, analysis/, report.html)."""
     with user_errors():
-        from bertgeom.analysis import AnalysisOptions, InputSpec
-        from bertgeom.cli.analyze import run_analysis
-        from bertgeom.genomics.dataset import save_dataset
-        from bertgeom.model.experiment import evaluate_classifier, write_evaluation
-        from bertgeom.model.storage import load_classifier
-        from bertgeom.model.train import TrainingOptions
-        from bertgeom.report.build import build_report
+        with start_up():
+            from bertgeom.analysis import AnalysisOptions, InputSpec
+            from bertgeom.cli.analyze import run_analysis
+            from bertgeom.genomics.dataset import save_dataset
+            from bertgeom.model.experiment import evaluate_classifier, write_evaluation
+            from bertgeom.model.storage import load_classifier
+            from bertgeom.model.train import TrainingOptions
+            from bertgeom.report.build import build_report
 
         steps = _Steps(6 if lineages else 5)
         with steps("preparing the embedded data (alignment, synthetic spikes, splits)", "data"):
@@ -414,3 +421,13 @@ def _print_metrics(metrics: dict[str, object], out: Path) -> None:
                 highlight=False,
             )
     console.print(f"-> {out / 'metrics.json'}, {out / 'confusion_matrix.png'}", highlight=False)
+
+
+def main() -> None:
+    """The ``bertgeom`` console script: the app, then an exit that skips the last garbage
+    collection (``gc.freeze``): at shutdown Python walks every object still alive, about a
+    second after torch is imported, to free memory the operating system frees anyway."""
+    try:
+        app()
+    finally:
+        gc.freeze()

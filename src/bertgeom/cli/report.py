@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bertgeom.cli.common import console, user_errors
+from bertgeom.cli.common import console, start_up, user_errors
 
 
 def report(
@@ -36,8 +36,9 @@ def report(
     """Build one self-contained HTML report (figures embedded, opens offline) from results,
     the findings first; with two results directories, compare them section by section."""
     with user_errors():
-        from bertgeom.report.build import SECTION_IDS, build_report_summary
-        from bertgeom.report.compare import build_comparison
+        with start_up():
+            from bertgeom.report.build import SECTION_IDS, build_report_summary
+            from bertgeom.report.compare import build_comparison
 
         with console.status("reading the results") as status:
 
