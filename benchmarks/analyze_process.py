@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 from analyze_speed import model_directory, sentences  # benchmarks/ is on sys.path as a script
-from classifier import machine
+from classifier import checkout_command, machine
 
 PLAIN = """
 import sys, torch
@@ -59,9 +58,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=(32, 8))
     parser.add_argument("--compare", type=Path, help="src folder of another bertgeom checkout")
     args = parser.parse_args()
+    compare_prefix: list[str] = []
     compare_env = None
     if args.compare is not None:
-        compare_env = {**os.environ, "PYTHONPATH": str(args.compare.resolve())}
+        compare_prefix, compare_env = checkout_command(args.compare)
     bertgeom = str(Path(sys.executable).with_name("bertgeom"))
     print(machine())
     with tempfile.TemporaryDirectory(prefix="bertgeom-process-") as scratch_name:
@@ -81,10 +81,7 @@ def main() -> None:
             common = [bertgeom, "analyze", "--model", str(model), "--text", str(text)]
             common += ["--batch-size", str(batch_size)]
             analyze_command = [*common, "--out", str(out)]
-            # The checkout's console-script function: ``main``, or ``app`` before ``main`` was.
-            entry = "import sys; from bertgeom.cli import main as m; "
-            entry += "sys.exit(getattr(m, 'main', m.app)())"
-            compare_command = [sys.executable, "-c", entry, *common[1:], "--out", f"{out}-compared"]
+            compare_command = [*compare_prefix, *common[1:], "--out", f"{out}-compared"]
             seconds(plain_command)  # warm-up: file caches
             plain, analyze, compared = [], [], []
             for _ in range(args.repeats):

@@ -57,6 +57,14 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {versions}"
 
 
+def checkout_command(src: Path) -> tuple[list[str], dict[str, str]]:
+    """The ``bertgeom`` command of another checkout (``src``: its ``src`` folder) and the
+    environment that imports it: its console-script function, ``main``, or ``app`` in
+    checkouts from before ``main`` existed. For before / after runs interleaved in one run."""
+    entry = "import sys; from bertgeom.cli import main as m; sys.exit(getattr(m, 'main', m.app)())"
+    return [sys.executable, "-c", entry], {**os.environ, "PYTHONPATH": str(src.resolve())}
+
+
 def baseline_predictor(
     dataset: pd.DataFrame, check: ChangeCheck | None
 ) -> tuple[Predictor, dict[str, Any]]:

@@ -5,14 +5,16 @@ one process per CPU core, nothing else. Against it, ``bertgeom predict`` as whol
 (start-up, reading, alignment, spike cut, clade placement, change check, tokenising, forward
 pass, writing), with alignment in one worker process per core (the default) and in-process
 (``--workers 1``); then where the time of an in-process run goes, stage by stage.
+``--copies N`` writes the embedded genomes N times (renamed) so that start-up weighs less;
+``--compare SRC`` also times ``bertgeom predict`` from another checkout's ``src`` folder,
+interleaved, for a before / after ratio from one run.
 
-    python benchmarks/predict_speed.py [--repeats 3]
+    python benchmarks/predict_speed.py [--repeats 3] [--copies 1] [--compare /tmp/before/src]
 """
 
 from __future__ import annotations
 
 import argparse
-import lzma
 import multiprocessing
 import os
 import statistics
@@ -22,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from classifier import machine  # benchmarks/ is on sys.path when run as a script
+from classifier import checkout_command, machine  # benchmarks/ is on sys.path when run as a script
 
 from bertgeom.genomics.dataset import GENOME_FILES
-from bertgeom.genomics.fasta import read_fasta
+from bertgeom.genomics.fasta import read_fasta, write_fasta
 from bertgeom.genomics.reference import data_path
 
 
@@ -46,11 +48,17 @@ def floor_seconds(sequences: list[str], processes: int) -> float:
         return time.perf_counter() - started
 
 
-def predict_seconds(fasta: Path, out: Path, workers: int | None) -> float:
-    command = [str(Path(sys.executable).with_name("bertgeom")), "predict", "--fasta", str(fasta)]
-    command += ["--out", str(out)] + (["--workers", str(workers)] if workers else [])
+def predict_seconds(
+    fasta: Path, out: Path, workers: int | None, checkout: Path | None = None
+) -> float:
+    """Wall seconds of one ``bertgeom predict`` process (of ``checkout`` when given)."""
+    command, env = [str(Path(sys.executable).with_name("bertgeom"))], None
+    if checkout is not None:
+        command, env = checkout_command(checkout)
+    command += ["predict", "--fasta", str(fasta), "--out", str(out)]
+    command += ["--workers", str(workers)] if workers else []
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=env)
     return time.perf_counter() - started
 
 
@@ -105,21 +113,33 @@ def stage_profile(fasta: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--copies", type=int, default=1, help="the embedded genomes N times")
+    parser.add_argument("--compare", type=Path, help="src folder of another bertgeom checkout")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as directory:
         fasta = Path(directory) / "embedded.fa"
-        with fasta.open("w") as handle:
-            for name in GENOME_FILES:
-                with lzma.open(data_path(name), "rt") as genomes:
-                    handle.write(genomes.read())
+        embedded = [record for name in GENOME_FILES for record in read_fasta(data_path(name))]
+        write_fasta(
+            [
+                (f"{record.record_id}_{copy}", record.sequence)
+                for copy in range(args.copies)
+                for record in embedded
+            ],
+            fasta,
+        )
         sequences = [record.sequence for record in read_fasta(fasta)]
         n = len(sequences)
         runs: dict[str, list[float]] = {"floor": [], "default": [], "workers 1": []}
+        if args.compare:
+            runs["compared"] = []
         for _ in range(args.repeats):  # interleaved, so that drift hits all alike
             runs["floor"].append(floor_seconds(sequences, cores))
             runs["default"].append(predict_seconds(fasta, Path(directory) / "a.tsv", None))
             runs["workers 1"].append(predict_seconds(fasta, Path(directory) / "b.tsv", 1))
+            if args.compare:
+                compared = predict_seconds(fasta, Path(directory) / "c.tsv", None, args.compare)
+                runs["compared"].append(compared)
         profile = stage_profile(fasta)
     median = {name: statistics.median(values) for name, values in runs.items()}
     rate = {name: n / seconds for name, seconds in median.items()}
@@ -130,8 +150,11 @@ def main() -> None:
         "floor": f"floor: mappy alone, {cores} processes",
         "default": f"`bertgeom predict` (whole process, {cores} alignment workers)",
         "workers 1": "`bertgeom predict --workers 1` (whole process, in-process alignment)",
+        "compared": f"`bertgeom predict` of {args.compare} (whole process, the default)",
     }
     for name, title in titles.items():
+        if name not in median:
+            continue
         print(
             f"| {title} | {median[name]:.1f} | {rate[name]:.0f} | "
             f"{rate[name] / rate['floor']:.2f} |"

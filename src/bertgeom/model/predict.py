@@ -13,12 +13,15 @@ more changes its class never showed than the class's own spikes do
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import islice
 
 import numpy as np
 import pandas as pd
+import torch
 
 from bertgeom.genomics.changes import spike_changes
 from bertgeom.genomics.clades import OUTSIDE_CLASSES, Placement, clade_tree
@@ -151,6 +154,27 @@ def _chunks(records: Iterable[FastaRecord], size: int) -> Iterator[list[FastaRec
         yield chunk
 
 
+def forward_threads(workers: int, cores: int | None = None) -> int:
+    """Torch threads for the forward pass beside ``workers`` alignment processes: a third of
+    the cores, at least one. Alignment takes about twice the forward pass's core-seconds
+    (BENCHMARKS.md), and more OpenMP threads than the cores the workers leave wait on each other
+    (2 cores: 9.7-10.1 s with one thread against 10.8 s with two)."""
+    if workers <= 1:
+        return torch.get_num_threads()
+    return max(1, round((cores or os.cpu_count() or 1) / 3))
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Within the block torch runs ``threads`` intra-op threads; the previous number after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def classify_spikes(
     spikes: list[SpikeRecord], classifier: Classifier, batch_size: int = 64
 ) -> pd.DataFrame:
@@ -229,7 +253,8 @@ def predict_records(
     """Classify every record, in input order; spikes are held ``chunk_size`` records at a time.
 
     With ``workers > 1`` the records are aligned in that many processes, one chunk ahead of
-    the classifier (:func:`bertgeom.genomics.parallel.spike_extractor`).
+    the classifier (:func:`bertgeom.genomics.parallel.spike_extractor`), and the forward pass
+    takes :func:`forward_threads` torch threads.
     """
     parts = []
 
@@ -238,7 +263,7 @@ def predict_records(
         if progress:
             progress(len(chunk))
 
-    with spike_extractor(workers, thresholds) as submit:
+    with spike_extractor(workers, thresholds) as submit, torch_threads(forward_threads(workers)):
         previous: tuple[list[FastaRecord], Pending] | None = None
         for chunk in _chunks(records, chunk_size):
             submitted = (chunk, submit(chunk))

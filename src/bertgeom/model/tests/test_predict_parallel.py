@@ -5,17 +5,32 @@ from __future__ import annotations
 from itertools import islice
 
 import pandas as pd
+import torch
 
 from bertgeom.genomics.fasta import read_fasta
 from bertgeom.genomics.reference import data_path
-from bertgeom.model.predict import predict_records
+from bertgeom.model.predict import forward_threads, predict_records, torch_threads
 from bertgeom.model.storage import load_classifier
 
 
 def test_workers_give_the_in_process_table() -> None:
     records = list(islice(read_fasta(data_path("genomes_ncbi.fasta.xz")), 120))
     classifier = load_classifier()
+    threads = torch.get_num_threads()
     alone = predict_records(records, classifier, chunk_size=25)
     pooled = predict_records(records, classifier, chunk_size=25, workers=2)
     assert list(pooled["record_id"]) == [record.record_id for record in records]
     pd.testing.assert_frame_equal(alone, pooled)
+    assert torch.get_num_threads() == threads, "the forward pass's threads are restored"
+
+
+def test_forward_threads_leave_the_workers_two_thirds_of_the_cores() -> None:
+    assert forward_threads(1) == torch.get_num_threads()  # in-process: torch's own choice
+    assert [forward_threads(cores, cores) for cores in (2, 3, 4, 16)] == [1, 1, 1, 5]
+
+
+def test_torch_threads_restores_the_previous_number() -> None:
+    previous = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == previous
