@@ -77,35 +77,43 @@ def predict(
     with user_errors():
         with start_up():
             from bertgeom.genomics.fasta import read_fasta
-            from bertgeom.model.predict import predict_records, with_change_alpha
-            from bertgeom.model.storage import load_classifier
+            from bertgeom.genomics.parallel import spike_extractor
 
-        started = time.perf_counter()
-        classifier = load_classifier(model)
-        with progress_bar() as bar:
-            task = bar.add_task("aligning and classifying", total=None)
-            if scheduler is not None or dask_workers is not None:
-                from bertgeom.scale.cluster import ClusterSpec
-                from bertgeom.scale.predict import predict_on_dask
+        processes = workers or os.cpu_count() or 1
+        on_dask = scheduler is not None or dask_workers is not None
+        # The alignment workers start now, while torch is imported and the model loaded.
+        with spike_extractor(processes, eager=not on_dask and fasta.is_file()) as extractor:
+            with start_up():
+                from bertgeom.model.predict import predict_records, with_change_alpha
+                from bertgeom.model.storage import load_classifier
 
-                cluster = ClusterSpec(scheduler, dask_workers)
-                table = predict_on_dask(
-                    fasta,
-                    classifier,
-                    cluster,
-                    model=model,
-                    batch_size=batch_size,
-                    change_alpha=change_alpha,
-                    progress=lambda n: bar.advance(task, n),
-                )
-            else:
-                table = predict_records(
-                    read_fasta(fasta),
-                    with_change_alpha(classifier, change_alpha),
-                    batch_size=batch_size,
-                    progress=lambda n: bar.advance(task, n),
-                    workers=workers or os.cpu_count() or 1,
-                )
+            started = time.perf_counter()
+            classifier = load_classifier(model)
+            with progress_bar() as bar:
+                task = bar.add_task("aligning and classifying", total=None)
+                if on_dask:
+                    from bertgeom.scale.cluster import ClusterSpec
+                    from bertgeom.scale.predict import predict_on_dask
+
+                    cluster = ClusterSpec(scheduler, dask_workers)
+                    table = predict_on_dask(
+                        fasta,
+                        classifier,
+                        cluster,
+                        model=model,
+                        batch_size=batch_size,
+                        change_alpha=change_alpha,
+                        progress=lambda n: bar.advance(task, n),
+                    )
+                else:
+                    table = predict_records(
+                        read_fasta(fasta),
+                        with_change_alpha(classifier, change_alpha),
+                        batch_size=batch_size,
+                        progress=lambda n: bar.advance(task, n),
+                        workers=processes,
+                        extractor=extractor,
+                    )
         with atomic_file(out) as partial:
             table.to_csv(partial, sep="\t", index=False, float_format="%.6g")
         seconds = time.perf_counter() - started

@@ -4,7 +4,9 @@ Alignment (minimap2 through ``mappy``) is the floor of ``predict``: one core ali
 genomes a second. :func:`spike_extractor` hands each chunk of records to a pool of worker
 processes and returns at once; the caller classifies the previous chunk meanwhile and collects
 this one later, in input order. Workers are started with ``spawn`` (a fork of a process running
-torch's thread pool can deadlock) and only once a second chunk shows the input is worth it.
+torch's thread pool can deadlock) and only once a second chunk shows the input is worth it, or
+at once (``eager``) when the caller knows it is: then they start while the caller imports
+torch and loads its model, and take the first chunk too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
 
 Pending = Callable[[], list[SpikeRecord]]
 """Call to wait for a submitted chunk's spikes, in the chunk's order."""
+SpikeExtractor = Callable[[Sequence[FastaRecord]], Pending]
+"""``submit(chunk)``: starts aligning a chunk of records, returns its :data:`Pending`."""
 
 
 def _extract(item: tuple[str, str, QCThresholds | None]) -> SpikeRecord:
@@ -27,18 +31,21 @@ def _extract(item: tuple[str, str, QCThresholds | None]) -> SpikeRecord:
 
 @contextmanager
 def spike_extractor(
-    workers: int = 1, thresholds: QCThresholds | None = None
-) -> Iterator[Callable[[Sequence[FastaRecord]], Pending]]:
+    workers: int = 1, thresholds: QCThresholds | None = None, eager: bool = False
+) -> Iterator[SpikeExtractor]:
     """Yield ``submit(chunk)``, which starts aligning a chunk of records (in ``workers``
-    processes when > 1, from the second chunk on) and returns a callable that waits for them."""
+    processes when > 1, from the second chunk on, or from the first when ``eager``) and returns
+    a callable that waits for them."""
     pool: Pool | None = None
+    if eager and workers > 1:
+        pool = multiprocessing.get_context("spawn").Pool(workers)
     chunks_seen = 0
 
     def submit(chunk: Sequence[FastaRecord]) -> Pending:
         nonlocal pool, chunks_seen
         items = [(record.record_id, record.sequence, thresholds) for record in chunk]
         chunks_seen += 1
-        if workers <= 1 or chunks_seen == 1:
+        if workers <= 1 or (chunks_seen == 1 and pool is None):
             spikes = [_extract(item) for item in items]
             return lambda: spikes
         if pool is None:

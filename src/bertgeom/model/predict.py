@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from itertools import islice
 
@@ -26,7 +26,7 @@ import torch
 from bertgeom.genomics.changes import spike_changes
 from bertgeom.genomics.clades import OUTSIDE_CLASSES, Placement, clade_tree
 from bertgeom.genomics.fasta import FastaRecord
-from bertgeom.genomics.parallel import Pending, spike_extractor
+from bertgeom.genomics.parallel import Pending, SpikeExtractor, spike_extractor
 from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
 from bertgeom.model.change_check import ChangeCheck
 from bertgeom.model.evaluate import predict_probabilities
@@ -249,12 +249,14 @@ def predict_records(
     thresholds: QCThresholds | None = None,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
+    extractor: SpikeExtractor | None = None,
 ) -> pd.DataFrame:
     """Classify every record, in input order; spikes are held ``chunk_size`` records at a time.
 
     With ``workers > 1`` the records are aligned in that many processes, one chunk ahead of
-    the classifier (:func:`bertgeom.genomics.parallel.spike_extractor`), and the forward pass
-    takes :func:`forward_threads` torch threads.
+    the classifier (:func:`bertgeom.genomics.parallel.spike_extractor`; or ``extractor``, one
+    the caller opened, e.g. before loading the model, with the same ``workers``), and the
+    forward pass takes :func:`forward_threads` torch threads.
     """
     parts = []
 
@@ -263,7 +265,10 @@ def predict_records(
         if progress:
             progress(len(chunk))
 
-    with spike_extractor(workers, thresholds) as submit, torch_threads(forward_threads(workers)):
+    with (
+        nullcontext(extractor) if extractor else spike_extractor(workers, thresholds) as submit,
+        torch_threads(forward_threads(workers)),
+    ):
         previous: tuple[list[FastaRecord], Pending] | None = None
         for chunk in _chunks(records, chunk_size):
             submitted = (chunk, submit(chunk))

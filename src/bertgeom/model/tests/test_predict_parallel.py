@@ -1,4 +1,5 @@
-"""Alignment in worker processes gives the same table, in the same order, as in-process."""
+"""Alignment in worker processes gives the same table, in the same order, as in-process;
+the forward pass's torch threads beside them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pandas as pd
 import torch
 
 from bertgeom.genomics.fasta import read_fasta
+from bertgeom.genomics.parallel import spike_extractor
 from bertgeom.genomics.reference import data_path
 from bertgeom.model.predict import forward_threads, predict_records, torch_threads
 from bertgeom.model.storage import load_classifier
@@ -21,6 +23,9 @@ def test_workers_give_the_in_process_table() -> None:
     pooled = predict_records(records, classifier, chunk_size=25, workers=2)
     assert list(pooled["record_id"]) == [record.record_id for record in records]
     pd.testing.assert_frame_equal(alone, pooled)
+    with spike_extractor(2, eager=True) as submit:  # workers from the first chunk on
+        eager = predict_records(records, classifier, chunk_size=25, workers=2, extractor=submit)
+    pd.testing.assert_frame_equal(alone, eager)
     assert torch.get_num_threads() == threads, "the forward pass's threads are restored"
 
 
