@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 import pyarrow.parquet as pq
 import torch
 from torch import Tensor
@@ -110,20 +109,14 @@ class InputStats:
 
 
 def read_input_labels(path: Path) -> dict[str, str]:
-    """A TSV with an ``input_id`` (or ``record_id``) column and a ``label`` column, as a dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: labels file not found")
-    try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not a readable TSV ({error})") from error
-    id_column = next((c for c in ("input_id", "record_id") if c in table.columns), None)
-    if id_column is None or "label" not in table.columns:
-        raise InputError(f"{path}: a labels TSV needs the columns input_id (or record_id), label")
-    if (table["label"] == "all").any():
+    """A TSV with an ``input_id`` (or ``record_id``) column and a ``label`` column, as a dict
+    (each id one label: :func:`bertgeom.genomics.labels.read_label_table`)."""
+    from bertgeom.genomics.labels import read_label_table
+
+    labels = read_label_table(path, ("input_id", "record_id"))
+    if "all" in labels.values():
         raise InputError(f"{path}: 'all' is reserved for the aggregate over all inputs")
-    return dict(zip(table[id_column], table["label"], strict=True))
+    return labels
 
 
 class InputSource:
@@ -139,6 +132,8 @@ class InputSource:
 
     spike_layouts = False
     """Whether batches carry a ``SpikeLayout`` (k-mer sources opened with ``spike_layouts``)."""
+    ID_RULE = ""
+    """What an input id is, for messages."""
 
     def __init__(
         self,
@@ -196,6 +191,26 @@ class InputSource:
         """Where the tokens of a batch sit on the spike (only k-mer sources place them)."""
         return None
 
+    def input_ids(self) -> Iterator[str]:
+        """The id of every input the whole source holds, usable or not, without analysing."""
+        raise NotImplementedError
+
+    def check_labels(self) -> None:
+        """Refuse labels that name no input at all (a labels file of other inputs, or ids of
+        another kind), before hours of analysis learn it; count those that name none in
+        ``stats.extra["labels_unmatched"]``. Once, by the whole source (not by a shard)."""
+        if self.labels is None or self.positions is not None:
+            return
+        named = set(self.labels)
+        matched = named.intersection(self.input_ids())
+        if not matched:
+            example = next(iter(self.labels))
+            raise InputError(
+                f"{self.stats.path}: none of the {len(named)} ids of --labels (e.g. {example!r}) "
+                f"names an input; {self.ID_RULE}"
+            )
+        self.stats.extra["labels_unmatched"] = len(named) - len(matched)
+
     def label_of(self, input_id: str) -> str | None:
         if self.labels is None:
             return None
@@ -249,7 +264,11 @@ def _tokenise(
 
 
 class TextSource(InputSource):
-    """Plain text, one input per non-blank line; the input id is the 1-based line number."""
+    """Plain UTF-8 text, one input per non-blank line; the input id is the 1-based line number.
+    Binary and compressed files are refused as ``read_fasta`` refuses them (one reader,
+    :func:`bertgeom.genomics.text_lines.read_lines`)."""
+
+    ID_RULE = "with --text an input id is the line number (1-based, blank lines counted)"
 
     def __init__(self, loaded: LoadedModel, path: Path, **options: Any) -> None:
         path = Path(path)
@@ -260,6 +279,18 @@ class TextSource(InputSource):
         self.lines, self.longest = self._scan()
         if self.lines == 0 and self.positions is None:
             raise InputError(f"{path}: empty, no line of text to analyse")
+        self.check_labels()
+
+    def _numbered_lines(self) -> Iterator[tuple[int, str]]:
+        """``(line number, stripped text)`` of the non-blank lines."""
+        from bertgeom.genomics.text_lines import read_lines
+
+        for number, line in read_lines(self.path, "text", decompress=False):
+            if text := line.strip():
+                yield number, text
+
+    def input_ids(self) -> Iterator[str]:
+        return (str(number) for number, _ in self._numbered_lines())
 
     def _scan(self) -> tuple[int, int]:
         """One streaming pass: the number of inputs and the longest one in tokens (so the
@@ -268,15 +299,13 @@ class TextSource(InputSource):
         lines, longest = 0, 0
         shard = self.positions
         first, stop = (0, self.max_inputs) if shard is None else (shard.start, shard.stop)
-        with self.path.open(encoding="utf-8", errors="replace") as handle:
-            texts = (line.strip() for line in handle)
-            non_blank = islice((text for text in texts if text), first, stop)
-            while chunk := list(islice(non_blank, 512)):
-                lines += len(chunk)
-                lengths = self.tokenizer(
-                    chunk, truncation=True, max_length=self.max_length, verbose=False
-                )["input_ids"]
-                longest = max(longest, *(len(ids) for ids in lengths))
+        non_blank = islice((text for _, text in self._numbered_lines()), first, stop)
+        while chunk := list(islice(non_blank, 512)):
+            lines += len(chunk)
+            lengths = self.tokenizer(
+                chunk, truncation=True, max_length=self.max_length, verbose=False
+            )["input_ids"]
+            longest = max(longest, *(len(ids) for ids in lengths))
         return lines, longest
 
     def count(self) -> int | None:
@@ -290,19 +319,13 @@ class TextSource(InputSource):
 
     def items(self) -> Iterator[tuple[str, str, str | None]]:
         positions = self.positions
-        with self.path.open(encoding="utf-8", errors="replace") as handle:
-            position = -1
-            for number, line in enumerate(handle, start=1):
-                text = line.strip()
-                if not text:
-                    continue
-                position += 1
-                if positions is not None and position not in positions:
-                    if position >= positions.stop:
-                        return
-                    continue
-                self.stats.read += 1
-                yield str(number), text, self.label_of(str(number))
+        for position, (number, text) in enumerate(self._numbered_lines()):
+            if positions is not None and position not in positions:
+                if position >= positions.stop:
+                    return
+                continue
+            self.stats.read += 1
+            yield str(number), text, self.label_of(str(number))
 
     def encode(self, payloads: Sequence[str]) -> dict[str, Tensor]:
         return _tokenise(self.tokenizer, payloads, self.max_length, self._count_truncated)
@@ -391,12 +414,21 @@ class FastaSource(_KmerSource):
     """Genomes or spikes (FASTA, .gz, .xz): each record is aligned and its spike cut out
     (``extract_spike``); records with a hard QC failure are skipped and counted by status."""
 
+    ID_RULE = "with --fasta an input id is the record id (the header up to the first space)"
+
     def __init__(self, loaded: LoadedModel, path: Path, **options: Any) -> None:
         path = Path(path)
         _require_file(path, "FASTA")
         super().__init__(loaded, InputStats("fasta", str(path)), "--fasta", **options)
         self.path = path
         self._aligned: deque[SpikeRecord] = deque()
+        self.check_labels()
+
+    def input_ids(self) -> Iterator[str]:
+        """The record ids (one pass over the file, no alignment)."""
+        from bertgeom.genomics.fasta import read_fasta
+
+        return (record.record_id for record in read_fasta(self.path))
 
     def alignments(self, chunk: Sequence[tuple[str, str, str | None]]) -> list[SpikeRecord]:
         """The records' alignments, made when they were read (``items`` keeps them in order)."""
@@ -507,9 +539,16 @@ class DatasetSource(_KmerSource):
 
 
 def _require_file(path: Path, kind: str) -> None:
+    """A regular, non-empty file: analyze reads its input more than once (to size the maps,
+    to check the labels, to shard), which a pipe or standard input cannot give."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a {kind} file")
+    if not path.is_file():
+        raise InputError(
+            f"{path}: not a regular file (a pipe or a device); analyze reads its input more "
+            "than once: save it to a file first"
+        )
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty, no input to analyse")

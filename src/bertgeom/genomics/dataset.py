@@ -9,6 +9,7 @@ would inflate accuracy. A synthetic spike identical to a real one is dropped.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bertgeom.genomics.fasta import FastaRecord, read_fasta
+from bertgeom.genomics.labels import read_label_table, refuse_unknown_labels
 from bertgeom.genomics.mutations import CLASSES
 from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.spike import QCStatus, SpikeRecord, extract_spike
@@ -39,18 +41,35 @@ DATASET_COLUMNS = [
 
 
 def read_labels(path: Path) -> dict[str, str]:
-    """A labels TSV with columns ``record_id`` and ``label`` as a dict (InputError if unusable)."""
-    from bertgeom.errors import InputError
+    """A labels TSV with columns ``record_id`` and ``label`` as a dict (InputError if unusable).
 
-    if not Path(path).is_file():
-        raise InputError(f"{path}: labels file not found")
-    try:
-        table = pd.read_csv(path, sep="\t", dtype=str)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not a readable TSV ({error})") from error
-    if not {"record_id", "label"} <= set(table.columns):
-        raise InputError(f"{path}: a labels TSV needs the columns record_id and label")
-    return dict(zip(table["record_id"], table["label"], strict=True))
+    Every label must be one of the eight classes or of :data:`OUTSIDE_LABELS` (case counts):
+    any other label would silently leave its records out of both ``dataset.parquet`` and
+    ``outside.parquet`` at ``data split``.
+    """
+    labels = read_label_table(path, ("record_id",))
+    known_text = (
+        f"the classes are {', '.join(CLASSES)}, and {', '.join(OUTSIDE_LABELS)} for the genomes "
+        "outside them (outside.parquet)"
+    )
+    refuse_unknown_labels(labels, path, (*CLASSES, *OUTSIDE_LABELS), known_text)
+    return labels
+
+
+@dataclass
+class LabelMatch:
+    """How the records of ``--fasta`` files met the ``--labels``: ``records`` read,
+    ``labelled`` among them (the others are skipped), and ``labels`` given, of which
+    ``unmatched_labels`` name no record."""
+
+    records: int = 0
+    labelled: int = 0
+    labels: int = 0
+    unmatched_labels: int = 0
+
+    @property
+    def unlabelled(self) -> int:
+        return self.records - self.labelled
 
 
 def embedded_labelled_records() -> Iterator[tuple[FastaRecord, Any]]:
@@ -79,27 +98,41 @@ def embedded_aligned() -> tuple[tuple[FastaRecord, Any, SpikeRecord], ...]:
 
 
 def _labelled_records(
-    fasta_paths: Sequence[Path] | None, labels: dict[str, str] | None
+    fasta_paths: Sequence[Path] | None,
+    labels: dict[str, str] | None,
+    match: LabelMatch | None = None,
 ) -> Iterator[tuple[str, str, str]]:
-    """``(record_id, label, raw sequence)`` of every labelled record (default: embedded data)."""
+    """``(record_id, label, raw sequence)`` of every labelled record (default: embedded data);
+    ``match`` counts how the records met the labels."""
     if fasta_paths is None:
         for record, row in embedded_labelled_records():
             yield record.record_id, str(row.label), record.sequence
         return
+    labels = labels or {}
+    match = match if match is not None else LabelMatch()
+    match.labels = len(labels)
+    seen: set[str] = set()
     for path in fasta_paths:
         for record in read_fasta(path):
-            label = (labels or {}).get(record.record_id)
+            match.records += 1
+            label = labels.get(record.record_id)
             if label is not None:
+                match.labelled += 1
+                seen.add(record.record_id)
                 yield record.record_id, label, record.sequence
+    match.unmatched_labels = len(labels.keys() - seen)
 
 
 def real_spikes(
-    fasta_paths: Sequence[Path] | None = None, labels: dict[str, str] | None = None
+    fasta_paths: Sequence[Path] | None = None,
+    labels: dict[str, str] | None = None,
+    match: LabelMatch | None = None,
 ) -> pd.DataFrame:
     """Spikes of labelled records, one row per record: ``record_id, label, status, sequence``.
 
     Default: the embedded genomes and ``labels.tsv``; else the given FASTA files, labelled by
-    ``labels`` (record id to class; unlabelled records are skipped).
+    ``labels`` (record id to class; unlabelled records are skipped, and counted in ``match``).
+    A record whose spike cannot be extracted keeps its row, with its hard QC status.
     """
     if fasta_paths is None:
         labelled = [
@@ -108,7 +141,7 @@ def real_spikes(
     else:
         labelled = [
             (record_id, label, extract_spike(record_id, raw))
-            for record_id, label, raw in _labelled_records(fasta_paths, labels)
+            for record_id, label, raw in _labelled_records(fasta_paths, labels, match)
         ]
     rows = [
         (record_id, label, spike.status.value, spike.sequence)
@@ -248,5 +281,21 @@ def load_dataset(directory: Path) -> pd.DataFrame:
 
     path = directory / "dataset.parquet"
     if not path.is_file():
-        raise InputError(f"{directory}: no dataset.parquet here; run 'bertgeom data prepare' first")
-    return pd.read_parquet(path)
+        step = (
+            f"split it first: 'bertgeom data split {directory}'"
+            if (directory / "real.parquet").is_file()
+            else "prepare and split it first: 'bertgeom data prepare', then 'bertgeom data split'"
+        )
+        raise InputError(f"{directory}: no dataset.parquet here; {step}")
+    return read_table(path)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A Parquet table of a dataset directory, or one InputError line naming the file."""
+    from bertgeom.errors import InputError
+
+    try:
+        return pd.read_parquet(path)
+    except (ValueError, OSError) as error:  # pyarrow's errors for a file that is not Parquet
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: not a readable Parquet table ({first})") from error

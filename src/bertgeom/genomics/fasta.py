@@ -1,21 +1,20 @@
-"""Reading FASTA files (plain, ``.gz``, ``.xz``) into records, refusing what is not FASTA.
+"""Reading FASTA files (plain, ``.gz``, ``.xz``, or standard input) into records, refusing
+what is not FASTA.
 
 Hand-written rather than taken from Biopython or ``mappy.fastx_read`` because neither reads
 ``.xz`` and neither tells an empty or non-FASTA file apart from a good one with one clear
-message; the format itself is a few lines.
+message; the format itself is a few lines. Opening, decompressing and decoding are
+:mod:`bertgeom.genomics.text_lines`'s, shared with the other text inputs.
 """
 
 from __future__ import annotations
 
-import gzip
-import lzma
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from bertgeom.errors import InputError
+from bertgeom.genomics.text_lines import display_name, read_lines
 
 
 @dataclass(frozen=True)
@@ -28,64 +27,35 @@ class FastaRecord:
     index: int
 
 
-def _open_text(path: Path) -> IO[str]:
-    """Open ``path`` as text, decompressing by magic bytes (gzip, xz), not by suffix."""
-    with path.open("rb") as handle:
-        magic = handle.read(6)
-    if magic.startswith(b"\x1f\x8b"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="strict")
-    if magic.startswith(b"\xfd7zXZ\x00"):
-        return lzma.open(path, "rt", encoding="utf-8", errors="strict")
-    return path.open(encoding="utf-8", errors="strict")
-
-
 def read_fasta(path: str | Path) -> Iterator[FastaRecord]:
-    """Yield the records of a FASTA file, in file order.
+    """Yield the records of a FASTA file (``-``: standard input, read once as a stream), in
+    file order.
 
     Raises :class:`InputError` with one clear line when the file is missing, unreadable, empty,
-    compressed but corrupt, binary, or does not start with a ``>`` header. Sequence lines are
-    joined and stripped of white space; their content is not judged here (QC does that per
-    record, so one bad record never stops the batch).
+    compressed but corrupt, binary or not UTF-8 (with the line), or does not start with a ``>``
+    header. Sequence lines are joined and stripped of white space; their content is not judged
+    here (QC does that per record, so one bad record never stops the batch).
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a FASTA file")
-    try:
-        handle = _open_text(path)
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error})") from error
+    name = display_name(path)
     header: str | None = None
     chunks: list[str] = []
     index = 0
-    seen_any = False
-    try:
-        with handle:
-            for line_number, line in enumerate(handle, start=1):
-                line = line.strip()
-                if not line:
-                    continue
-                if line.startswith(">"):
-                    if header is not None:
-                        yield _record(header, chunks, index)
-                        index += 1
-                    header, chunks = line[1:].strip(), []
-                    seen_any = True
-                elif header is None:
-                    raise InputError(
-                        f"{path}: not FASTA (line {line_number} comes before any '>' header)"
-                    )
-                else:
-                    chunks.append(line)
+    for line_number, line in read_lines(path, "FASTA"):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith(">"):
             if header is not None:
                 yield _record(header, chunks, index)
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not FASTA (binary content: {error.reason})") from error
-    except (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile, OSError) as error:
-        raise InputError(f"{path}: cannot be read, corrupt or truncated ({error})") from error
-    if not seen_any:
-        raise InputError(f"{path}: empty, no FASTA records found")
+                index += 1
+            header, chunks = line[1:].strip(), []
+        elif header is None:
+            raise InputError(f"{name}: not FASTA (line {line_number} comes before any '>' header)")
+        else:
+            chunks.append(line)
+    if header is None:
+        raise InputError(f"{name}: empty, no FASTA records found")
+    yield _record(header, chunks, index)
 
 
 def _record(header: str, chunks: list[str], index: int) -> FastaRecord:

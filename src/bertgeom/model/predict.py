@@ -1,14 +1,15 @@
 """Whole genomes (or spikes) in, variant calls out: one row per input record, in input order.
 
-Each record is aligned and QC'd (:mod:`bertgeom.genomics.spike`); records with a hard QC failure
-keep their status and get empty predictions; the others are classified in batches. A call whose
-placement on the Nextstrain clade tree (:mod:`bertgeom.genomics.clades`) falls outside the eight
-classes or under another class is ``unassigned`` (as pangolin and Nextclade withhold such calls);
-a call the placement confirms is kept, whatever private changes its lineage carries. Where the
-sites read cannot tell the class (a spike alone cannot tell pre-VOC from Gamma), a call is
-withheld when its best probability is below the model's calibrated threshold or its spike carries
-more changes its class never showed than the class's own spikes do
-(:mod:`bertgeom.model.change_check`).
+Each record is aligned and QC'd (:mod:`bertgeom.genomics.spike`, which gives every record a
+status and never raises, so one bad record never costs the others their rows); records with a
+hard QC failure keep their status and get empty predictions; the others are classified in
+batches. A call whose placement on the Nextstrain clade tree (:mod:`bertgeom.genomics.clades`)
+falls outside the eight classes or under another class is ``unassigned`` (as pangolin and
+Nextclade withhold such calls); a call the placement confirms is kept, whatever private changes
+its lineage carries. Where the sites read cannot tell the class (a spike alone cannot tell
+pre-VOC from Gamma), a call is withheld when its best probability is below the model's
+calibrated threshold or its spike carries more changes its class never showed than the class's
+own spikes do (:mod:`bertgeom.model.change_check`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import lzma
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +22,7 @@ from bertgeom.capture.tests.tiny_models import POSITIONS, WORDS, save_tiny_class
 from bertgeom.errors import InputError, ModelError
 from bertgeom.genomics.fasta import write_fasta
 from bertgeom.genomics.kmers import kmers
+from bertgeom.genomics.reference import reference_genome
 from bertgeom.genomics.synthetic import synthesize_table
 
 CLASSES = ("Alpha", "Delta")
@@ -135,3 +139,88 @@ def test_dataset_directory_with_split(tmp_path: Path, classifier: LoadedModel) -
     (tmp_path / "other").mkdir()
     with pytest.raises(InputError, match=r"no dataset\.parquet"):
         DatasetSource(classifier, tmp_path / "other")
+
+
+def test_fasta_without_a_spike_is_skipped_and_counted(
+    tmp_path: Path, classifier: LoadedModel
+) -> None:
+    """A genome whose spike is deleted with its flanks (it once raised inside alignment and
+    ended the run) is skipped with its status, like any record without a usable spike."""
+    genome = reference_genome()
+    table = synthesize_table(1, seed=3, classes=CLASSES)
+    records = [(f"s{i}", str(seq)) for i, seq in enumerate(table["sequence"])]
+    records.insert(1, ("spikeless", genome[:21500] + genome[25400:]))
+    write_fasta(records, tmp_path / "genomes.fa")
+    source = FastaSource(classifier, tmp_path / "genomes.fa", spike_layouts=True)
+    batches = list(source.batches(8))
+    assert batches[0].input_ids == ("s0", "s1")
+    assert dict(source.stats.skipped) == {"no_alignment": 1}
+    assert source.stats.read == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00", r"not text \(binary content: line 1 is not UTF-8"),
+        (gzip.compress(b"the cat\n"), r"not text \(gzip-compressed; decompress it first\)"),
+        (lzma.compress(b"the cat\n"), r"not text \(xz-compressed"),
+        (b"PK\x03\x04zip", r"not text \(zip-compressed"),
+        (b"the cat\nthe d\xf6g\n", "line 2 is not UTF-8"),
+    ],
+)
+def test_text_refuses_binary_and_compressed_files(
+    tmp_path: Path, loaded_models: dict[str, LoadedModel], content: bytes, message: str
+) -> None:
+    path = tmp_path / "inputs.txt"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        TextSource(loaded_models["bert"], path)
+
+
+def test_text_with_a_byte_order_mark_and_a_pipe(
+    tmp_path: Path, loaded_models: dict[str, LoadedModel]
+) -> None:
+    plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+    plain.write_text("the cat\n")
+    marked.write_bytes("\ufeffthe cat\n".encode())
+    encoded = [
+        next(TextSource(loaded_models["bert"], path).batches(4)).encoding["input_ids"]
+        for path in (plain, marked)
+    ]
+    assert encoded[0].tolist() == encoded[1].tolist()  # "the", not an unknown "\ufeffthe"
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        TextSource(loaded_models["bert"], fifo)
+
+
+def test_labels_that_name_no_input_are_refused_and_partial_ones_counted(
+    tmp_path: Path, loaded_models: dict[str, LoadedModel]
+) -> None:
+    path = tmp_path / "inputs.txt"
+    path.write_text("the cat\n\na dog\n")
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("input_id\tlabel\nrecord7\tanimal\nrecord8\tanimal\n")
+    with pytest.raises(InputError, match=r"none of the 2 ids of --labels \(e\.g\. 'record7'\)"):
+        TextSource(loaded_models["bert"], path, labels=read_input_labels(labels))
+    labels.write_text("input_id\tlabel\n1\tanimal\n3\tanimal\n2\tanimal\n9\tanimal\n")
+    source = TextSource(loaded_models["bert"], path, labels=read_input_labels(labels))
+    assert source.stats.extra["labels_unmatched"] == 2  # line 2 is blank, line 9 absent
+    assert source.stats.to_json()["labels_unmatched"] == 2
+
+
+def test_fasta_labels_that_name_no_record_are_refused(
+    tmp_path: Path, classifier: LoadedModel
+) -> None:
+    write_fasta([("s0", reference_genome())], tmp_path / "g.fa")
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("record_id\tlabel\nS0\tAlpha\n")
+    with pytest.raises(InputError, match="an input id is the record id"):
+        FastaSource(classifier, tmp_path / "g.fa", labels=read_input_labels(labels))
+
+
+def test_input_labels_with_two_classes_for_one_id_are_refused(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("input_id\tlabel\n1\tanimal\n1\tplant\n2\tplant\n2\tplant\n")
+    with pytest.raises(InputError, match=r"1 input_ids have more than one label: '1'"):
+        read_input_labels(labels)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import io
 import lzma
+import os
+import sys
+import threading
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,3 +61,52 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         list(read_fasta(tmp_path / "absent.fa"))
     with pytest.raises(InputError, match="directory"):
         list(read_fasta(tmp_path))
+
+
+def test_byte_order_mark_and_old_mac_line_ends_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "bom.fa"
+    path.write_bytes(b"\xef\xbb\xbf>one\r\nACGT\r\n")
+    assert [(r.record_id, r.sequence) for r in read_fasta(path)] == [("one", "ACGT")]
+    path.write_bytes(b">one\rAC\rGT\r>two\rT\r")
+    assert [(r.record_id, r.sequence) for r in read_fasta(path)] == [("one", "ACGT"), ("two", "T")]
+
+
+def test_non_utf8_header_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.fa"
+    path.write_bytes(b">one\nACGT\n>S\xe3o_Paulo/1\nACGT\n")
+    with pytest.raises(InputError, match=r"latin1\.fa: not FASTA .*line 3 is not UTF-8"):
+        list(read_fasta(path))
+
+
+@pytest.mark.parametrize("compress", [bytes, gzip.compress, lzma.compress])
+def test_standard_input_is_read_as_a_stream(
+    monkeypatch: pytest.MonkeyPatch, compress: Callable[[bytes], bytes]
+) -> None:
+    stream = io.BufferedReader(io.BytesIO(compress(TEXT.encode())))  # type: ignore[arg-type]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stream))
+    assert [r.record_id for r in read_fasta("-")] == ["one", "two", "three"]
+
+
+def test_a_pipe_loses_no_bytes_to_the_compression_check(tmp_path: Path) -> None:
+    """A FIFO (what ``/dev/stdin`` is under a shell pipe) can be read once only: the magic
+    bytes are peeked, not read and lost."""
+    fifo = tmp_path / "pipe.fa"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with fifo.open("wb") as handle:
+            handle.write(gzip.compress(TEXT.encode()))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    records = list(read_fasta(fifo))
+    writer.join()
+    assert [r.sequence for r in records] == ["ACGTacgt", "NNNN", ""]
+
+
+def test_zip_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "genomes.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("genomes.fa", TEXT)
+    with pytest.raises(InputError, match="zip-compressed"):
+        list(read_fasta(path))
