@@ -28,6 +28,14 @@ class ArchitectureAdapter:
     ``multihead_output`` (module whose output is ``LayerNorm(W_O z + b_O + x)``).
     ``position_offset_from_pad``: the architecture numbers positions from ``pad_token_id + 1``
     (RoBERTa), so its longest input is ``max_position_embeddings - pad_token_id - 1``.
+
+    ``heads``: the top-level modules of transformers' task heads of the architecture (masked-LM,
+    next-sentence, token and sequence classification, question answering) and its pooler.
+    A checkpoint's weights under one of these names that the loaded model does not have (a
+    masked-LM checkpoint loaded as the bare encoder) are ignored and listed in the manifest:
+    the analysis never runs them. Any other weight that does not load refuses the model.
+    ``optional_pooler``: the bare model takes ``add_pooling_layer``; without a classification
+    head it is loaded without its pooler, which the analysis never runs either.
     """
 
     layers: str
@@ -38,6 +46,8 @@ class ArchitectureAdapter:
     output_projection: str
     multihead_output: str
     position_offset_from_pad: bool = False
+    heads: tuple[str, ...] = ()
+    optional_pooler: bool = False
 
 
 _BERT_LIKE = ArchitectureAdapter(
@@ -48,8 +58,30 @@ _BERT_LIKE = ArchitectureAdapter(
     value="attention.self.value",
     output_projection="attention.output.dense",
     multihead_output="attention.output",
+    heads=("cls", "classifier", "qa_outputs", "pooler"),
+    optional_pooler=True,
 )
-_ROBERTA_LIKE = ArchitectureAdapter(**{**_BERT_LIKE.__dict__, "position_offset_from_pad": True})
+_ROBERTA_LIKE = ArchitectureAdapter(
+    **{
+        **_BERT_LIKE.__dict__,
+        "position_offset_from_pad": True,
+        "heads": ("lm_head", "classifier", "qa_outputs", "pooler"),
+    }
+)
+_ELECTRA = ArchitectureAdapter(
+    **{
+        **_BERT_LIKE.__dict__,
+        "heads": (
+            "discriminator_predictions",
+            "generator_predictions",
+            "generator_lm_head",
+            "classifier",
+            "qa_outputs",
+            "sequence_summary",
+        ),
+        "optional_pooler": False,
+    }
+)
 _DISTILBERT = ArchitectureAdapter(
     layers="transformer.layer",
     self_attention="attention",
@@ -58,12 +90,20 @@ _DISTILBERT = ArchitectureAdapter(
     value="attention.v_lin",
     output_projection="attention.out_lin",
     multihead_output="sa_layer_norm",
+    heads=(
+        "vocab_transform",
+        "vocab_layer_norm",
+        "vocab_projector",
+        "pre_classifier",
+        "classifier",
+        "qa_outputs",
+    ),
 )
 
 ADAPTERS = MappingProxyType(
     {
         "bert": _BERT_LIKE,
-        "electra": _BERT_LIKE,
+        "electra": _ELECTRA,
         "roberta": _ROBERTA_LIKE,
         "xlm-roberta": _ROBERTA_LIKE,
         "camembert": _ROBERTA_LIKE,

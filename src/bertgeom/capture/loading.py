@@ -1,9 +1,13 @@
 """Loading any supported BERT-family model directory for analysis, with eager attention.
 
 A model directory is a Hugging Face directory on local disk: ``config.json``, safetensors
-weights, usually tokenizer files. Remote code and pickled weights are never loaded. A model with
-a sequence-classification head (the bertgeom classifier, a fine-tuned BERT) is loaded with its
-head so its predictions come out of the same forward pass; the analysis reads its encoder.
+weights, usually tokenizer files; it may be named by a hub id in the local cache
+(:mod:`bertgeom.model.resolve`). Remote code and pickled weights are never loaded, and a model
+loads exactly or is refused (:mod:`bertgeom.model.checkpoint`). A model with a
+sequence-classification head (the bertgeom classifier, a fine-tuned BERT) is loaded with its
+head so its predictions come out of the same forward pass; the analysis reads its encoder. A
+model without one is loaded as the bare encoder, without its pooler: the weights of heads it
+does not have (a masked-LM head, the pooler) are not loaded, and the manifest lists them.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -34,7 +37,17 @@ from bertgeom.capture.adapters import (
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
 from bertgeom.errors import ModelError
 from bertgeom.measures.subspace_weights import AttentionWeights
-from bertgeom.model.storage import quiet_transformers, read_config, require_safetensors
+from bertgeom.model.checkpoint import (
+    file_sha256,
+    first_line,
+    load_tokenizer,
+    load_weights,
+    missing_tokenizer,
+    refuse_shipped_code,
+    weights_files,
+)
+from bertgeom.model.resolve import ModelName, ResolvedModel, resolve_model
+from bertgeom.model.storage import quiet_transformers, read_config
 
 ATTENTION_IMPLEMENTATION = "eager"
 """The attention kernel analysis needs: the only one that returns the probabilities."""
@@ -71,6 +84,11 @@ class LoadedModel:
     raw_config: dict[str, Any] = field(default_factory=dict)
     initial_weights_seed: int | None = None
     """Set for the untrained control: the seed of its initial weights."""
+    source: ResolvedModel | None = None
+    """How the model was named: the directory, or the hub id, revision and commit."""
+    weights_files: tuple[Path, ...] = ()
+    ignored_weights: tuple[str, ...] = ()
+    """Weights of the files that belong to heads the model was loaded without (not loaded)."""
 
     @property
     def head_size(self) -> int:
@@ -100,16 +118,19 @@ class LoadedModel:
 
     def require_tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is None:
-            raise ModelError(
-                f"{self.directory}: no tokenizer files (tokenizer.json or vocab.txt); save the "
-                "tokenizer with the model (tokenizer.save_pretrained)"
-            )
+            raise ModelError(missing_tokenizer(self.directory))
         return self.tokenizer
 
     def summary(self) -> dict[str, Any]:
-        """What the manifest records about the model."""
+        """What the manifest records about the model: what it is, where it came from (path;
+        hub id, revision and commit; the SHA-256 of its weights files) and the weights of the
+        files that were ignored (heads it was loaded without)."""
+        source = self.source or ResolvedModel(self.directory)
         return {
-            "path": str(self.directory.resolve()),
+            **source.to_json(),
+            "weights_sha256": {path.name: file_sha256(path) for path in self.weights_files},
+            "ignored_weights": list(self.ignored_weights),
+            "tokenizer": None if self.tokenizer is None else type(self.tokenizer).__name__,
             "model_type": self.config.model_type,
             "architectures": list(getattr(self.config, "architectures", None) or []),
             "loaded_as": type(self.model).__name__,
@@ -156,57 +177,73 @@ def _kmer_settings(raw: dict[str, Any]) -> KmerSettings | None:
     return KmerSettings(k=int(extra["k"]), stride=int(extra["stride"]))
 
 
-def load_model(directory: Path, *, initial_weights_seed: int | None = None) -> LoadedModel:
-    """Load a supported model directory with eager attention and check that it yields the
-    attention probabilities; every problem is one :class:`ModelError` line.
+def load_model(model: ModelName, *, initial_weights_seed: int | None = None) -> LoadedModel:
+    """Load a supported model, named by its directory or a cached hub id, with eager attention,
+    exactly (:mod:`bertgeom.model.checkpoint`), and check that it yields the attention
+    probabilities; every problem is one :class:`ModelError` line. A directory without tokenizer
+    files loads with ``tokenizer`` None, which :meth:`LoadedModel.require_tokenizer` refuses.
 
     ``initial_weights_seed``: the untrained control. The same architecture (config, tokenizer,
     classes) with the weights Hugging Face initialises, drawn after ``torch.manual_seed(seed)``
-    (the global generator is restored afterwards), instead of the trained ones.
+    (the global generator is restored afterwards), instead of the trained ones; the directory
+    is checked as for the trained model except that its weights are not read beyond their
+    headers.
     """
-    directory = Path(directory)
+    source = resolve_model(model)
+    directory = source.directory
     raw = read_config(directory)
+    refuse_shipped_code(directory, raw)
     model_type = raw.get("model_type")
     if model_type not in ADAPTERS:
         raise ModelError(
             f"{directory}: model type {model_type!r} is not supported; bertgeom analyses "
             f"{', '.join(sorted(ADAPTERS))} models (MiniLM checkpoints are 'bert')"
         )
-    require_safetensors(directory)
+    files = weights_files(directory, raw)
     adapter = ADAPTERS[str(model_type)]
     options: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+    ignored: tuple[str, ...] = ()
     with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(directory, **options)
-            loader = (
-                AutoModelForSequenceClassification
-                if _has_classification_head(config)
-                else AutoModel
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ModelError(f"{directory}: unusable config.json ({first_line(error)})") from error
+        head = _has_classification_head(config)
+        loader = AutoModelForSequenceClassification if head else AutoModel
+        architecture: dict[str, Any] = (
+            {"add_pooling_layer": False} if adapter.optional_pooler and not head else {}
+        )
+        if initial_weights_seed is None:
+            loaded_model, ignored = load_weights(
+                loader,
+                directory,
+                files,
+                adapter.heads,
+                config=config,
+                attn_implementation=ATTENTION_IMPLEMENTATION,
+                trust_remote_code=False,
+                **architecture,
             )
-            if initial_weights_seed is None:
-                model = loader.from_pretrained(
-                    directory,
-                    config=config,
-                    use_safetensors=True,
-                    attn_implementation=ATTENTION_IMPLEMENTATION,
-                    **options,
-                )
-            else:
+        else:
+            try:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(initial_weights_seed)
-                    model = loader.from_config(config, attn_implementation=ATTENTION_IMPLEMENTATION)
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-            raise ModelError(f"{directory}: cannot load the model ({first})") from error
-        tokenizer = _load_tokenizer(directory)
-    model.eval()
-    encoder = model.base_model
+                    loaded_model = loader.from_config(
+                        config, attn_implementation=ATTENTION_IMPLEMENTATION, **architecture
+                    )
+            except (ValueError, KeyError, RuntimeError, TypeError) as error:
+                raise ModelError(
+                    f"{directory}: cannot build the model from config.json ({first_line(error)})"
+                ) from error
+        tokenizer = load_tokenizer(directory, getattr(config, "vocab_size", None))
+    loaded_model.eval()
+    encoder = loaded_model.base_model
     n_heads = int(config.num_attention_heads)
     loaded = LoadedModel(
         directory=directory,
-        model=model,
+        model=loaded_model,
         encoder=encoder,
-        config=model.config,
+        config=loaded_model.config,
         adapter=adapter,
         tokenizer=tokenizer,
         n_layers=len(encoder_layers(encoder, adapter)),
@@ -214,27 +251,17 @@ def load_model(directory: Path, *, initial_weights_seed: int | None = None) -> L
         hidden_size=int(config.hidden_size),
         max_tokens=_max_tokens(config, adapter, tokenizer),
         class_names=(
-            tuple(str(config.id2label[i]) for i in range(int(config.num_labels)))
-            if _has_classification_head(config)
-            else None
+            tuple(str(config.id2label[i]) for i in range(int(config.num_labels))) if head else None
         ),
         kmers=_kmer_settings(raw),
         raw_config=raw,
         initial_weights_seed=initial_weights_seed,
+        source=source,
+        weights_files=files,
+        ignored_weights=ignored,
     )
     check_attention_output(loaded)
     return loaded
-
-
-def _load_tokenizer(directory: Path) -> PreTrainedTokenizerBase | None:
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            directory, local_files_only=True, trust_remote_code=False
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    tokenizer.padding_side = "right"
-    return tokenizer
 
 
 def check_attention_output(loaded: LoadedModel) -> None:

@@ -30,7 +30,23 @@ from typing import Any
 
 import numpy as np
 
+from bertgeom.errors import ModelError
+
 CHANGE_CHECK_FILE = "change_check.json"
+
+
+class NoChangeCheck(UserWarning):
+    """A classifier directory without ``change_check.json``: its calls are made on the BERT's
+    probability alone (a model saved before the change check existed)."""
+
+
+def no_change_check_note(directory: Path) -> str:
+    """The one-line note of :class:`NoChangeCheck`."""
+    return (
+        f"{directory}: no {CHANGE_CHECK_FILE}, so calls are not checked against the spike's "
+        "changes (only the probability threshold makes a call unassigned); retrain the model "
+        "with 'bertgeom train' to add the check"
+    )
 
 
 @dataclass(frozen=True)
@@ -90,9 +106,18 @@ class ChangeCheck:
 
     @classmethod
     def load(cls, directory: Path) -> ChangeCheck | None:
-        """The check saved in a model directory, or ``None`` when it has none (older models)."""
+        """The check saved in a model directory, or ``None`` when it has none (older models);
+        an unreadable file is a ``ModelError`` naming it."""
         path = Path(directory) / CHANGE_CHECK_FILE
-        return cls.from_json(json.loads(path.read_text())) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+            raise ModelError(
+                f"{path}: unreadable change check ({type(error).__name__}: {error}); retrain "
+                "the model or restore the file"
+            ) from error
 
 
 def _expected(counts: Counter[str], n: int, min_frequency: float) -> frozenset[str]:

@@ -3,12 +3,16 @@
 A classifier directory holds ``config.json`` (a ``BertConfig`` with ``id2label`` and a
 ``bertgeom`` entry: k, stride, classes, the ``unassigned`` threshold), ``model.safetensors``, the
 tokenizer files and ``change_check.json`` (:mod:`bertgeom.model.change_check`; older directories
-have none). Pickled weights (``pytorch_model.bin``) and remote code are never loaded.
+have none, and loading one warns). Pickled weights (``pytorch_model.bin``) and remote code are
+never loaded, and a classifier loads exactly or not at all (:mod:`bertgeom.model.checkpoint`).
+A classifier is named by its directory or a Hugging Face hub id in the local cache
+(:mod:`bertgeom.model.resolve`).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,15 +23,23 @@ from typing import Any
 import torch
 import transformers
 from transformers import (
-    AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     PreTrainedTokenizerBase,
 )
 
 from bertgeom.atomic import atomic_directory
+from bertgeom.capture.adapters import ADAPTERS
 from bertgeom.errors import ModelError
-from bertgeom.model.change_check import ChangeCheck
+from bertgeom.model.change_check import ChangeCheck, NoChangeCheck, no_change_check_note
+from bertgeom.model.checkpoint import (
+    load_tokenizer,
+    load_weights,
+    missing_tokenizer,
+    refuse_shipped_code,
+    weights_files,
+)
+from bertgeom.model.resolve import ModelName, ResolvedModel, resolve_model
 
 
 @dataclass(frozen=True)
@@ -52,13 +64,17 @@ class ClassifierSettings:
 
 @dataclass
 class Classifier:
-    """A loaded classifier: model (eval mode), tokenizer, settings and the change check."""
+    """A loaded classifier: model (eval mode), tokenizer, settings and the change check;
+    ``source``: how it was named (directory or hub id and commit), ``ignored_weights``: weights
+    of heads it does not have (a masked-LM head), which were not loaded."""
 
     model: BertForSequenceClassification
     tokenizer: PreTrainedTokenizerBase
     settings: ClassifierSettings
     directory: Path
     change_check: ChangeCheck | None = None
+    source: ResolvedModel | None = None
+    ignored_weights: tuple[str, ...] = ()
 
 
 @contextmanager
@@ -116,47 +132,75 @@ def read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def require_safetensors(directory: Path) -> None:
-    """Refuse a directory whose weights are not in safetensors format."""
-    if not any(Path(directory).glob("*.safetensors")):
-        pickled = any(Path(directory).glob("*.bin"))
-        why = (
-            "only pickled weights (*.bin), which bertgeom does not load"
-            if pickled
-            else "no weights"
+_SETTINGS = ("k", "stride", "classes", "unassigned_threshold")
+
+
+def require_classifier_config(directory: Path, config: dict[str, Any]) -> None:
+    """Refuse a config that is not a bertgeom classifier's, with the reason."""
+    model_type = config.get("model_type")
+    if model_type != "bert":
+        raise ModelError(
+            f"{directory}: model type {model_type!r} is not a bertgeom variant classifier, which "
+            "is a BERT ('bert') with 'bertgeom' settings in config.json; train one with "
+            "'bertgeom train', or use 'bertgeom analyze' for other models"
         )
-        raise ModelError(f"{directory}: {why}; save the model with safetensors")
-
-
-def load_classifier(directory: Path | None = None) -> Classifier:
-    """Load a bertgeom classifier directory (default: the shipped model)."""
-    directory = Path(directory) if directory is not None else default_model_directory()
-    config = read_config(directory)
-    if config.get("model_type") != "bert" or "bertgeom" not in config:
+    extra = config.get("bertgeom")
+    if not isinstance(extra, dict):
         raise ModelError(
             f"{directory}: not a bertgeom variant classifier (config.json has no 'bertgeom' "
             "settings); train one with 'bertgeom train', or use 'bertgeom analyze' for any BERT"
         )
-    require_safetensors(directory)
+
+
+def classifier_settings(directory: Path, config: dict[str, Any]) -> ClassifierSettings:
+    """The ``bertgeom`` settings of a classifier's config (``require_classifier_config``
+    first), each one present and readable."""
     extra = config["bertgeom"]
+    lacking = [key for key in _SETTINGS if key not in extra]
+    if lacking:
+        raise ModelError(
+            f"{directory / 'config.json'}: the 'bertgeom' settings lack {', '.join(lacking)}"
+        )
     try:
-        settings = ClassifierSettings(
+        return ClassifierSettings(
             k=int(extra["k"]),
             stride=int(extra["stride"]),
-            classes=tuple(extra["classes"]),
+            classes=tuple(str(name) for name in extra["classes"]),
             unassigned_threshold=float(extra["unassigned_threshold"]),
             max_length=int(extra.get("max_length", 512)),
         )
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-            model = BertForSequenceClassification.from_pretrained(
-                directory, use_safetensors=True, local_files_only=True
-            )
-        change_check = ChangeCheck.load(directory)
-    except (KeyError, ValueError, TypeError, OSError) as error:
-        raise ModelError(f"{directory}: cannot load the classifier ({error})") from error
-    model.eval()
-    return Classifier(model, tokenizer, settings, directory, change_check)
+    except (ValueError, TypeError) as error:
+        raise ModelError(
+            f"{directory / 'config.json'}: unreadable 'bertgeom' settings ({error})"
+        ) from error
+
+
+def load_classifier(model: ModelName | None = None) -> Classifier:
+    """Load a bertgeom classifier, named by its directory or a cached hub id (default: the
+    shipped model), exactly (:mod:`bertgeom.model.checkpoint`) or not at all. A classifier
+    without ``change_check.json`` loads with a :class:`NoChangeCheck` warning."""
+    source = resolve_model(model if model is not None else default_model_directory())
+    directory = source.directory
+    config = read_config(directory)
+    refuse_shipped_code(directory, config)
+    require_classifier_config(directory, config)
+    files = weights_files(directory, config)
+    settings = classifier_settings(directory, config)
+    vocab_size = config.get("vocab_size")
+    with quiet_transformers():
+        tokenizer = load_tokenizer(directory, int(vocab_size) if vocab_size else None)
+        if tokenizer is None:
+            raise ModelError(missing_tokenizer(directory))
+        classifier, ignored = load_weights(
+            BertForSequenceClassification, directory, files, ADAPTERS["bert"].heads
+        )
+    if not isinstance(classifier, BertForSequenceClassification):
+        raise ModelError(f"{directory}: loaded as {type(classifier).__name__}, not a classifier")
+    change_check = ChangeCheck.load(directory)
+    if change_check is None:
+        warnings.warn(no_change_check_note(directory), NoChangeCheck, stacklevel=2)
+    classifier.eval()
+    return Classifier(classifier, tokenizer, settings, directory, change_check, source, ignored)
 
 
 def new_classifier(

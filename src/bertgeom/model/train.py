@@ -14,6 +14,7 @@ the validation macro-F1.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from bertgeom.errors import InputError
 from bertgeom.genomics.changes import definition_changes, sequence_changes
 from bertgeom.genomics.kmers import DEFAULT_K, DEFAULT_STRIDE
 from bertgeom.genomics.mutations import CLASSES
@@ -63,6 +65,18 @@ class TrainingOptions:
     warmup_share: float = 0.25
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        """Refuse what would train nothing, or nothing sensible, before any work starts."""
+        if self.preset not in PRESETS:
+            raise InputError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        rate = self.learning_rate
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise InputError(f"--learning-rate must be a finite number above 0, got {rate}")
 
 
 @dataclass
@@ -168,17 +182,18 @@ def train_classifier(
 ) -> TrainingReport:
     """Train on ``split == 'train'``, select on ``'validation'``, save the best model to ``out``."""
     options = options or TrainingOptions()
-    if options.preset not in PRESETS:
-        raise ValueError(f"unknown preset {options.preset!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[options.preset]
-    epochs = options.epochs or preset.epochs
-    batch_size = options.batch_size or preset.batch_size
-    learning_rate = options.learning_rate or preset.learning_rate
+    epochs = preset.epochs if options.epochs is None else options.epochs
+    batch_size = preset.batch_size if options.batch_size is None else options.batch_size
+    learning_rate = preset.learning_rate if options.learning_rate is None else options.learning_rate
     started = time.perf_counter()
     train = dataset[dataset["split"] == "train"]
     validation = dataset[(dataset["split"] == "validation") & dataset["label"].isin(CLASSES)]
     if train.empty or validation.empty:
-        raise ValueError("the dataset needs both 'train' and 'validation' rows")
+        raise InputError(
+            "the dataset needs both 'train' and 'validation' rows; split it with "
+            "'bertgeom data split DIR'"
+        )
     classes = CLASSES
     class_index = {label: index for index, label in enumerate(classes)}
     vocabulary = build_vocabulary(train["sequence"], options.k, options.stride, options.min_count)

@@ -16,8 +16,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from bertgeom.errors import InputError
 from bertgeom.genomics.fasta import read_fasta
+from bertgeom.genomics.text_lines import STDIN, display_name
 from bertgeom.model.predict import predict_records, prediction_columns, with_change_alpha
+from bertgeom.model.resolve import ModelName
 from bertgeom.model.storage import Classifier, load_classifier
 from bertgeom.scale.cluster import ClusterSpec, dask_client, run_shards, shard_positions
 
@@ -55,25 +58,38 @@ def predict_shard(task: PredictTask) -> pd.DataFrame:
     return predict_records(records, classifier, batch_size=task.batch_size, workers=1)
 
 
+def _require_shared_file(fasta: Path) -> None:
+    """Each worker opens the FASTA file itself, so a stream (standard input, a pipe) cannot be
+    sharded: say so rather than fail on a path named ``-`` or a drained pipe."""
+    path = Path(fasta)
+    if str(fasta) == STDIN or (path.exists() and not path.is_file() and not path.is_dir()):
+        raise InputError(
+            f"{display_name(fasta)}: --scheduler and --dask-workers need a FASTA file that the "
+            "workers can open, not standard input or a pipe; save it to a file first"
+        )
+
+
 def predict_on_dask(
     fasta: Path,
     classifier: Classifier,
     cluster: ClusterSpec,
-    model: Path | None = None,
+    model: ModelName | None = None,
     batch_size: int = 64,
     change_alpha: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """:func:`~bertgeom.model.predict.predict_records` of every record of ``fasta`` on the
     Dask cluster ``cluster``, one row per record in input order. ``classifier`` is the client's
-    copy of ``model`` (its classes name the columns of an empty table)."""
+    copy of ``model`` (its classes name the columns of an empty table; the workers load the
+    directory it was loaded from, so a hub id is resolved once, by the client)."""
+    _require_shared_file(fasta)
     fasta = Path(fasta).resolve()
     count = sum(1 for _ in read_fasta(fasta))
-    model = Path(model).resolve() if model is not None else None
+    directory = classifier.directory.resolve() if model is not None else None
     parts: dict[int, pd.DataFrame] = {}
     with dask_client(cluster) as client:
         tasks = [
-            PredictTask(fasta, model, shard, batch_size, change_alpha, cluster.torch_threads())
+            PredictTask(fasta, directory, shard, batch_size, change_alpha, cluster.torch_threads())
             for shard in shard_positions(client, count)
         ]
         for index, table in run_shards(client, predict_shard, tasks):
