@@ -58,6 +58,8 @@ from bertgeom.measures.gates import (
     HIGH_ATTENTION_THRESHOLD,
 )
 from bertgeom.measures.subspace_weights import WeightSubspaceResult, weight_subspace_measures
+from bertgeom.model.resolve import ModelName, resolve_model
+from bertgeom.outputs import RESULTS, check_output_directory
 from bertgeom.results.store import HEAD_COLUMNS, LAYER_COLUMNS, ResultsWriter, tidy
 
 CONTROL_RANDOM_INIT = "random-init"
@@ -133,6 +135,7 @@ class AnalysisSummary:
     seconds: float
     skipped: dict[str, int] = field(default_factory=dict)
     truncated: int = 0
+    labels_unmatched: int = 0
 
 
 def default_map_heads(n_layers: int, n_heads: int) -> list[tuple[int, int]]:
@@ -254,31 +257,43 @@ class Predictions:
 
 
 def analyze(
-    model_directory: Path,
+    model_directory: ModelName,
     spec: InputSpec,
     out: Path,
     options: AnalysisOptions | None = None,
     progress: ProgressCallback | None = None,
     on_start: Callable[[LoadedModel, int | None], None] | None = None,
     on_stage: Callable[[str, int | None], None] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> AnalysisSummary:
-    """Analyse ``spec``'s inputs with the model in ``model_directory`` into ``out``.
+    """Analyse ``spec``'s inputs with the model in ``model_directory`` (a directory, or a hub
+    id in the local cache: ``bertgeom.model.resolve``) into ``out``.
 
     ``on_start(loaded, expected_inputs)`` is called once the model and inputs are open (for a
     progress bar); ``progress(n)`` after each batch of n inputs, in every stage;
     ``on_stage(title, expected_inputs)`` before the ablation and the control passes.
+    ``out`` must be new, empty or an earlier results directory (``bertgeom.outputs``; any
+    other directory only with ``overwrite``), and never the model or an input.
     """
     options = options or AnalysisOptions()
+    source = resolve_model(model_directory)
+    check_output_directory(
+        out,
+        RESULTS,
+        inputs=[source.directory, spec.path, spec.labels],
+        overwrite=overwrite,
+    )
     if options.scheduler is None and options.dask_workers is None:
-        return _analyze(model_directory, spec, out, options, progress, on_start, on_stage)
+        return _analyze(source, spec, out, options, progress, on_start, on_stage)
     from bertgeom.scale.cluster import ClusterSpec, shared_cluster
 
     with shared_cluster(ClusterSpec(options.scheduler, options.dask_workers)):
-        return _analyze(model_directory, spec, out, options, progress, on_start, on_stage)
+        return _analyze(source, spec, out, options, progress, on_start, on_stage)
 
 
 def _analyze(
-    model_directory: Path,
+    model_directory: ModelName,
     spec: InputSpec,
     out: Path,
     options: AnalysisOptions,
@@ -320,7 +335,7 @@ def _analyze(
         if options.scheduler is not None or options.dask_workers is not None:
             from bertgeom.scale.analysis import ShardedAnalysis
 
-            sharded = ShardedAnalysis(model_directory, spec, options, map_heads, map_length)
+            sharded = ShardedAnalysis(loaded.directory, spec, options, map_heads, map_length)
             timings = sharded.run(source, measurements, predictions, writer, progress)
         else:
             timings = run_measurements(
@@ -341,7 +356,7 @@ def _analyze(
                     f"head ablation ({', '.join(options.ablation)})",
                     expected * passes if expected is not None else None,
                 )
-            ablation = _ablate(loaded, model_directory, spec, source, options, progress)
+            ablation = _ablate(loaded, loaded.directory, spec, source, options, progress)
         if ablation is not None:
             writer.write_table("ablation", ablation.accumulator.result())
         if options.control is not None:
@@ -388,6 +403,7 @@ def _analyze(
         seconds=time.perf_counter() - started,
         skipped=dict(source.stats.skipped),
         truncated=source.stats.truncated,
+        labels_unmatched=int(source.stats.extra.get("labels_unmatched", 0)),
     )
 
 

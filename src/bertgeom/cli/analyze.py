@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bertgeom.cli.common import (
+    BatchSizeOption,
     DaskWorkersOption,
+    DeviceOption,
+    OverwriteOption,
     SchedulerOption,
     console,
     progress_bar,
@@ -16,6 +19,7 @@ from bertgeom.cli.common import (
     user_errors,
 )
 from bertgeom.errors import InputError
+from bertgeom.outputs import RESULTS, check_output_directory
 
 if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
     from bertgeom.analysis import AnalysisOptions, InputSpec
@@ -24,7 +28,12 @@ if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
 
 def analyze(
     model: Annotated[
-        Path, typer.Option("--model", help="Model directory (Hugging Face format, safetensors).")
+        str,
+        typer.Option(
+            "--model",
+            help="Model directory (Hugging Face format, safetensors) or Hugging Face hub id "
+            "ORG/NAME[@REVISION] from the local cache.",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Results directory to write.")],
     text: Annotated[
@@ -46,12 +55,15 @@ def analyze(
         typer.Option("--labels", help="TSV with input_id (or record_id) and label columns."),
     ] = None,
     max_inputs: Annotated[
-        int | None, typer.Option("--max-inputs", help="Analyse at most this many inputs.")
+        int | None,
+        typer.Option("--max-inputs", min=1, help="Analyse at most this many inputs."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Inputs per forward pass.")] = 32,
+    batch_size: BatchSizeOption = 32,
     max_length: Annotated[
         int | None,
-        typer.Option("--max-length", help="Tokens per input (default: the model's maximum)."),
+        typer.Option(
+            "--max-length", min=3, help="Tokens per input (default: the model's maximum)."
+        ),
     ] = None,
     include_padding: Annotated[
         bool,
@@ -69,7 +81,7 @@ def analyze(
     ] = None,
     map_length: Annotated[
         int | None,
-        typer.Option("--map-length", help="Positions kept in the class-mean maps."),
+        typer.Option("--map-length", min=1, help="Positions kept in the class-mean maps."),
     ] = None,
     global_measures: Annotated[
         bool,
@@ -86,7 +98,7 @@ def analyze(
             help="Measure on a second thread while the forward pass goes on (idle cores).",
         ),
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    device: DeviceOption = "cpu",
     scheduler: SchedulerOption = None,
     dask_workers: DaskWorkersOption = None,
     ablation: Annotated[
@@ -111,13 +123,17 @@ def analyze(
     control_seed: Annotated[
         int, typer.Option("--control-seed", help="Seed of the control's initial weights.")
     ] = 0,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Analyse a BERT-family model on inputs: gates, subspaces, cone index -> a results folder."""
     with user_errors():
+        inputs = [Path(model), text, fasta, data, labels]
+        check_output_directory(out, RESULTS, inputs=inputs, overwrite=overwrite)
         with start_up():
             import torch
 
-            from bertgeom.analysis import AnalysisOptions, InputSpec
+            from bertgeom.analysis import CONTROL_RANDOM_INIT, AnalysisOptions, InputSpec
+            from bertgeom.capture.ablation import ABLATION_KINDS
 
         given = [(kind, path) for kind, path in (("text", text), ("fasta", fasta), ("data", data))]
         chosen = [(kind, path) for kind, path in given if path is not None]
@@ -125,6 +141,17 @@ def analyze(
             raise InputError("give exactly one of --text, --fasta or --data")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"--device {device}: no CUDA device is available")
+        if device == "mps" and not torch.backends.mps.is_available():
+            raise InputError("--device mps: no Apple GPU is available")
+        if control not in (None, CONTROL_RANDOM_INIT):
+            raise InputError(f"--control: {control!r} is unknown; the control is 'random-init'")
+        kinds = tuple(filter(None, (k.strip() for k in (ablation or "").split(","))))
+        unknown = [kind for kind in kinds if kind not in ABLATION_KINDS]
+        if unknown or (ablation is not None and not kinds):
+            raise InputError(
+                f"--ablation: unknown {', '.join(unknown) or repr(ablation)}; choose from "
+                f"{', '.join(ABLATION_KINDS)}"
+            )
         kind, path = chosen[0]
         assert path is not None
         spec = InputSpec(kind, path, labels=labels, split=split)  # type: ignore[arg-type]
@@ -140,14 +167,21 @@ def analyze(
             device=device,
             scheduler=scheduler,
             dask_workers=dask_workers,
-            ablation=tuple(filter(None, (k.strip() for k in (ablation or "").split(",")))),
+            ablation=kinds,
             control=control,
             control_seed=control_seed,
         )
-        run_analysis(model, spec, out, options)
+        run_analysis(model, spec, out, options, overwrite=overwrite)
 
 
-def run_analysis(model: Path, spec: InputSpec, out: Path, options: AnalysisOptions) -> None:
+def run_analysis(
+    model: str | Path,
+    spec: InputSpec,
+    out: Path,
+    options: AnalysisOptions,
+    *,
+    overwrite: bool = False,
+) -> None:
     """``analyze`` with a progress bar and a one-line summary (also used by ``demo``)."""
     from bertgeom.analysis import analyze
 
@@ -168,12 +202,15 @@ def run_analysis(model: Path, spec: InputSpec, out: Path, options: AnalysisOptio
             progress=lambda n: bar.advance(current[0], n),
             on_start=on_start,
             on_stage=on_stage,
+            overwrite=overwrite,
         )
     notes = []
     if summary.skipped:
         notes.append("skipped " + ", ".join(f"{n} {why}" for why, n in summary.skipped.items()))
     if summary.truncated:
         notes.append(f"{summary.truncated} truncated")
+    if summary.labels_unmatched:
+        notes.append(f"{summary.labels_unmatched} labels naming no input")
     console.print(
         f"{summary.inputs} inputs in {summary.seconds:.1f} s"
         + (f" ({'; '.join(notes)})" if notes else "")

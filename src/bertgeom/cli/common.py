@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import gc
+import math
+import os
+import re
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -23,10 +27,57 @@ from bertgeom.errors import BertgeomError
 
 console = Console(stderr=True)
 
+_HOST = r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9._-]+)"
+_SCHEDULER_ADDRESS = re.compile(
+    rf"^((tcp|tls|ucx|ws|wss)://{_HOST}(:\d{{1,5}})?|{_HOST}:\d{{1,5}})$"
+)
+"""A Dask scheduler address: ``protocol://host[:port]`` or ``host:port``."""
+
+
+def scheduler_address(value: str | None) -> str | None:
+    """``--scheduler``: refuse what is not a Dask address before anything starts."""
+    if value is not None and not _SCHEDULER_ADDRESS.match(value):
+        raise typer.BadParameter(f"{value!r} is not a Dask scheduler address (tcp://host:8786)")
+    return value
+
+
+def positive_number(value: float | None) -> float | None:
+    """A finite number above 0 (a learning rate): NaN and infinity are refused too."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} is not a finite number above 0")
+    return value
+
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+
+
+def device_name(value: str) -> str:
+    """``--device``: cpu, cuda, cuda:N or mps (whether it is present is checked on use)."""
+    if not _DEVICE.match(value):
+        raise typer.BadParameter(f"{value!r} is not a device; use cpu, cuda, cuda:N or mps")
+    return value
+
+
+def capped_workers(requested: int | None, what: str = "alignment processes") -> int:
+    """Worker processes: the request, at most one per CPU core (more only wait on each other
+    and take seconds each to start); a capped request is said on stderr."""
+    cores = os.cpu_count() or 1
+    if requested is None:
+        return cores
+    if requested > cores:
+        console.print(
+            f"note: {requested} {what} asked for, {cores} used (one per CPU core)",
+            highlight=False,
+        )
+        return cores
+    return requested
+
+
 SchedulerOption = Annotated[
     str | None,
     typer.Option(
         "--scheduler",
+        callback=scheduler_address,
         metavar="ADDRESS",
         help="Shard the inputs over the workers of a running Dask scheduler (tcp://host:8786); "
         "the model and the inputs must be readable at the same paths on the workers "
@@ -42,11 +93,48 @@ DaskWorkersOption = Annotated[
         help="Shard the inputs over a local Dask cluster of N worker processes (docs/dask.md).",
     ),
 ]
+BatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Inputs per forward pass.")
+]
+EpochsOption = Annotated[
+    int | None, typer.Option("--epochs", min=1, help="Epochs (default: the preset's).")
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", callback=device_name, help="cpu, cuda, cuda:N or mps.")
+]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace --out even when it is not an output bertgeom wrote (never an input).",
+    ),
+]
+
+
+def _note(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Show a warning as one ``note:`` line (Python's own format takes two, with source)."""
+    console.print(f"[bold yellow]note:[/] {message}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Print a user's error as one line on stderr and exit 1 (130 when interrupted)."""
+    """Print a user's error as one line on stderr and exit 1 (130 when interrupted); warnings
+    (a classifier without its change check, ...) are one ``note:`` line each."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _note
+        with _one_line_errors():
+            yield
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except BertgeomError as error:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
@@ -11,10 +11,23 @@ import typer
 from bertgeom.atomic import atomic_file
 from bertgeom.cli.common import console, start_up, user_errors
 from bertgeom.errors import InputError
+from bertgeom.outputs import check_output_file, starts_with
+
+if TYPE_CHECKING:
+    from bertgeom.genomics.dataset import LabelMatch
 
 data_app = typer.Typer(
     help="Build the case study's dataset: prepare, synthesize, split.", no_args_is_help=True
 )
+
+
+PARQUET = starts_with(b"PAR1")
+"""A Parquet file: a dataset directory's tables are replaced, nothing else of the user's."""
+
+
+def _check_table(path: Path, inputs: list[Path | None] | None = None) -> None:
+    """Refuse, before any work, a table path that would replace a user's file."""
+    check_output_file(path, recognise=PARQUET, inputs=inputs or [], option="--out")
 
 
 def _write_parquet(table: pd.DataFrame, path: Path) -> None:
@@ -38,19 +51,38 @@ def prepare(
     """Align labelled genomes and cut out their spikes, with QC (one row per record)."""
     with user_errors():
         with start_up():
-            from bertgeom.genomics.dataset import read_labels, real_spikes
+            from bertgeom.genomics.dataset import LabelMatch, read_labels, real_spikes
 
         if fasta and labels is None:
             raise InputError("--fasta needs --labels (a TSV with columns record_id and label)")
+        _check_table(out / "real.parquet", [*(fasta or []), labels])
+        match = LabelMatch()
         with console.status("aligning genomes"):
-            table = real_spikes(fasta or None, read_labels(labels) if labels else None)
+            table = real_spikes(fasta or None, read_labels(labels) if labels else None, match)
         if table.empty:
             raise InputError(
-                "no labelled record found: check that --labels names the FASTA record ids"
+                f"no labelled record found: none of the {match.labels} record ids of {labels} "
+                f"names one of the {match.records} FASTA records (a record id is the header up "
+                "to the first white space)"
             )
         _write_parquet(table, out / "real.parquet")
         counts = table.groupby(["label", "status"]).size().to_dict()
-        console.print(f"{len(table)} records -> {out / 'real.parquet'}; {counts}", highlight=False)
+        console.print(
+            f"{len(table)} records -> {out / 'real.parquet'}; {counts}" + _match_note(match),
+            highlight=False,
+        )
+
+
+def _match_note(match: LabelMatch) -> str:
+    """What the labels and the FASTA records did not share, for the summary line."""
+    notes = []
+    if match.unlabelled:
+        plural = "s" * (match.unlabelled != 1)
+        notes.append(f"{match.unlabelled} FASTA record{plural} without a label (skipped)")
+    if match.unmatched_labels:
+        plural = "s" * (match.unmatched_labels != 1)
+        notes.append(f"{match.unmatched_labels} label{plural} naming no FASTA record")
+    return "; " + "; ".join(notes) if notes else ""
 
 
 @data_app.command()
@@ -58,9 +90,11 @@ def synthesize(
     out: Annotated[
         Path, typer.Option("--out", help="Dataset directory (synthetic.parquet is written).")
     ],
-    train: Annotated[int, typer.Option(help="Spikes per class for training.")] = 250,
-    validation: Annotated[int, typer.Option(help="Spikes per class for validation.")] = 40,
-    test: Annotated[int, typer.Option(help="Spikes per class for testing.")] = 60,
+    train: Annotated[int, typer.Option(min=0, help="Spikes per class for training.")] = 250,
+    validation: Annotated[
+        int, typer.Option(min=0, help="Spikes per class for validation.")
+    ] = 40,
+    test: Annotated[int, typer.Option(min=0, help="Spikes per class for testing.")] = 60,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     fasta: Annotated[
         Path | None, typer.Option("--fasta", help="Also write the spikes as FASTA.")
@@ -78,8 +112,11 @@ def synthesize(
             from bertgeom.genomics.dataset import synthetic_spikes
             from bertgeom.genomics.fasta import write_fasta
 
-        if min(train, validation, test) < 0:
-            raise InputError("spike counts must not be negative")
+        if train + validation + test == 0:
+            raise InputError("--train, --validation and --test are all 0: nothing to draw")
+        _check_table(out / "synthetic.parquet")
+        if fasta is not None:
+            check_output_file(fasta, recognise=starts_with(b">synthetic-"), option="--fasta")
         table = synthetic_spikes((train, validation, test), seed, outliers)
         _write_parquet(table, out / "synthetic.parquet")
         if fasta is not None:
@@ -117,10 +154,12 @@ def split(
             raise InputError(
                 f"{directory}: no real.parquet; run 'bertgeom data prepare --out {directory}' first"
             )
-        synthetic = pd.read_parquet(synthetic_path) if synthetic_path.is_file() else None
-        try:
+        for name in ("outside.parquet", "dataset.parquet"):
+            _check_table(directory / name)
+        try:  # pyarrow's errors for a file that is not Parquet are ValueErrors or OSErrors
+            synthetic = pd.read_parquet(synthetic_path) if synthetic_path.is_file() else None
             dataset, outside = split_dataset(pd.read_parquet(real_path), synthetic, fractions, seed)
-        except ValueError as error:
+        except (ValueError, OSError) as error:
             raise InputError(f"{directory}: cannot split ({error})") from error
         _write_parquet(outside, directory / "outside.parquet")
         _write_parquet(dataset, directory / "dataset.parquet")

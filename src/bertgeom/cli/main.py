@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
-import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,16 +19,33 @@ from rich.table import Table
 from bertgeom.atomic import atomic_file
 from bertgeom.cli.analyze import analyze
 from bertgeom.cli.common import (
+    BatchSizeOption,
     DaskWorkersOption,
+    EpochsOption,
+    OverwriteOption,
     SchedulerOption,
+    capped_workers,
     console,
+    positive_number,
     progress_bar,
     start_up,
     user_errors,
 )
 from bertgeom.cli.data import data_app
 from bertgeom.cli.report import report
-from bertgeom.errors import InputError
+from bertgeom.outputs import (
+    DEMO,
+    EVALUATION,
+    MODEL,
+    check_output_directory,
+    check_output_file,
+    starts_with,
+)
+
+try:  # typer >= 0.22 vendors click as typer._click; older versions use click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
     from bertgeom.model.train import TrainingOptions, TrainingReport
@@ -45,18 +62,25 @@ app.command()(analyze)
 app.command()(report)
 
 ModelOption = Annotated[
-    Path | None, typer.Option("--model", help="Classifier directory (default: the shipped model).")
+    str | None,
+    typer.Option(
+        "--model",
+        help="Classifier: model directory or Hugging Face hub id ORG/NAME[@REVISION] from the "
+        "local cache (default: the shipped model).",
+    ),
 ]
 
 
 @app.command()
 def predict(
     fasta: Annotated[
-        Path, typer.Option("--fasta", help="Genomes or spikes: FASTA, .fa.gz or .fa.xz.")
+        Path, typer.Option(
+            "--fasta", help="Genomes or spikes: FASTA, .fa.gz or .fa.xz; - for standard input."
+        )
     ],
     out: Annotated[Path, typer.Option("--out", help="Output table (TSV), one row per record.")],
     model: ModelOption = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 64,
+    batch_size: BatchSizeOption = 64,
     workers: Annotated[
         int | None,
         typer.Option(help="Alignment processes (default: one per CPU core; 1: in-process).", min=1),
@@ -72,14 +96,18 @@ def predict(
     ] = None,
     scheduler: SchedulerOption = None,
     dask_workers: DaskWorkersOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Call the variant class of every record of a FASTA file (alignment and QC included)."""
     with user_errors():
+        check_output_file(
+            out, recognise=starts_with(PREDICTIONS_HEADER), inputs=[fasta], overwrite=overwrite
+        )
         with start_up():
             from bertgeom.genomics.fasta import read_fasta
             from bertgeom.genomics.parallel import spike_extractor
 
-        processes = workers or os.cpu_count() or 1
+        processes = capped_workers(workers)
         on_dask = scheduler is not None or dask_workers is not None
         # The alignment workers start now, while torch is imported and the model loaded.
         with spike_extractor(processes, eager=not on_dask and fasta.is_file()) as extractor:
@@ -137,23 +165,24 @@ def train(
         ),
     ] = None,
     preset: Annotated[str, typer.Option(help="Model size: tiny, small or paper.")] = "small",
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's).")] = None,
+    epochs: EpochsOption = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Batch size (default: the preset's).")
+        int | None, typer.Option(min=1, help="Batch size (default: the preset's).")
     ] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(callback=positive_number, help="Peak learning rate.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Train a BERT variant classifier from scratch (best validation checkpoint kept)."""
     with user_errors():
+        check_output_directory(out, MODEL, inputs=[data], overwrite=overwrite)
         with start_up():
-            from bertgeom.model.presets import PRESETS
             from bertgeom.model.train import TrainingOptions
 
-        if preset not in PRESETS:
-            raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        dataset, _ = _dataset(data, seed)
         options = TrainingOptions(preset, epochs, batch_size, learning_rate, seed)
+        dataset, _ = _dataset(data, seed)
         report = _train(dataset, out, options)
         best = report.history[report.best_epoch - 1]["validation_macro_f1"]
         console.print(
@@ -184,7 +213,7 @@ def evaluate(
     ] = False,
     preset: Annotated[str, typer.Option(help="--leave-lineage-out: the folds' preset.")] = "small",
     epochs: Annotated[
-        int | None, typer.Option(help="--leave-lineage-out: the folds' epochs.")
+        int | None, typer.Option(min=1, help="--leave-lineage-out: the folds' epochs.")
     ] = None,
     workers: Annotated[
         int,
@@ -194,10 +223,18 @@ def evaluate(
             min=1,
         ),
     ] = 1,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Evaluate a classifier on the held-out test split and the genomes kept out of the
     dataset, or (--leave-lineage-out) the training recipe on lineages it never saw."""
     with user_errors():
+        if model is not None:  # the model's own directory, also for a hub id
+            from bertgeom.model.resolve import resolve_model
+
+            model_path: Path | None = resolve_model(model).directory
+        else:
+            model_path = None
+        check_output_directory(out, EVALUATION, inputs=[model_path, data], overwrite=overwrite)
         if leave_lineage_out:
             with start_up():
                 from bertgeom.model.train import TrainingOptions
@@ -217,10 +254,7 @@ def evaluate(
 
 def _evaluate_lineages(out: Path, options: TrainingOptions, workers: int = 1) -> None:
     from bertgeom.model.lineages import leave_lineage_out, write_lineages
-    from bertgeom.model.presets import PRESETS
 
-    if options.preset not in PRESETS:
-        raise InputError(f"unknown preset {options.preset!r}; choose one of {', '.join(PRESETS)}")
     started = time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task("training", total=None)
@@ -239,6 +273,9 @@ def _evaluate_lineages(out: Path, options: TrainingOptions, workers: int = 1) ->
     console.print(f"-> {out / 'lineages.tsv'}, {out / 'lineages.json'}", highlight=False)
 
 
+PREDICTIONS_HEADER = b"record_id\tstatus\t"
+"""How a table written by ``predict`` starts: such a file may be replaced by a new one."""
+
 DEMO_LINEAGE_WORKERS = 3
 """The demo trains its three leave-lineage-out folds at once, each in its own process (on 2
 cores, three single-threaded folds finish sooner than two at once and then the third)."""
@@ -250,7 +287,7 @@ def demo(
         "demo-output"
     ),
     preset: Annotated[str, typer.Option(help="Model size.")] = "small",
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's).")] = None,
+    epochs: EpochsOption = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     lineages: Annotated[
         bool,
@@ -270,11 +307,13 @@ def demo(
             min=1,
         ),
     ] = DEMO_LINEAGE_WORKERS,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Prepare the embedded data, train, evaluate, call lineages left out of training, analyse
     the model on the held-out data (with head ablation and the untrained control) and write the
     report (model/, metrics.json, confusion matrix, lineages/, analysis/, report.html)."""
     with user_errors():
+        check_output_directory(out, DEMO, overwrite=overwrite)
         with start_up():
             from bertgeom.analysis import AnalysisOptions, InputSpec
             from bertgeom.cli.analyze import run_analysis
@@ -284,12 +323,14 @@ def demo(
             from bertgeom.model.train import TrainingOptions
             from bertgeom.report.build import build_report
 
+        training = TrainingOptions(preset, epochs, seed=seed)
+        lineage_training = TrainingOptions("tiny", lineage_epochs, seed=seed)
         steps = _Steps(6 if lineages else 5)
         with steps("preparing the embedded data (alignment, synthetic spikes, splits)", "data"):
             dataset, outside = _dataset(None, seed)
             save_dataset(dataset, outside, out / "data")
         with steps(f"training the {preset} preset", "training"):
-            report = _train(dataset, out / "model", TrainingOptions(preset, epochs, seed=seed))
+            report = _train(dataset, out / "model", training)
         with steps("evaluating on the held-out test split", "evaluation"):
             metrics = evaluate_classifier(load_classifier(out / "model"), dataset, outside)
             metrics["training"] = {
@@ -305,8 +346,7 @@ def demo(
                 "lineages, then called on them",
                 "leave-lineage-out",
             ):
-                options = TrainingOptions("tiny", lineage_epochs, seed=seed)
-                _evaluate_lineages(out / "lineages", options, lineage_workers)
+                _evaluate_lineages(out / "lineages", lineage_training, lineage_workers)
         with steps(
             "analysing the model on the held-out test split: every measure, head ablation, and "
             "the same architecture untrained as the control",
@@ -314,7 +354,7 @@ def demo(
         ):
             test_split = InputSpec("data", out / "data", split="test")
             analysis = AnalysisOptions(ablation=DEMO_ABLATION, control="random-init")
-            run_analysis(out / "model", test_split, out / "analysis", analysis)
+            run_analysis(out / "model", test_split, out / "analysis", analysis, overwrite=overwrite)
         with steps("writing the report", "report"), console.status("drawing the figures"):
             page = build_report(out / "analysis", out / "report.html")
         console.print(f"report: {page}", highlight=False)
@@ -376,14 +416,14 @@ def _withheld(row: Any, reasons: tuple[str, ...]) -> str:
 
 
 def _dataset(directory: Path | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from bertgeom.genomics.dataset import build_dataset, load_dataset
+    from bertgeom.genomics.dataset import build_dataset, load_dataset, read_table
 
     if directory is None:
         with console.status("aligning the embedded genomes and drawing synthetic spikes"):
             return build_dataset(seed=seed)
     dataset = load_dataset(directory)
     outside_path = directory / "outside.parquet"
-    outside = pd.read_parquet(outside_path) if outside_path.is_file() else dataset.iloc[:0]
+    outside = read_table(outside_path) if outside_path.is_file() else dataset.iloc[:0]
     return dataset, outside
 
 
@@ -432,10 +472,27 @@ def _print_metrics(metrics: dict[str, object], out: Path) -> None:
 
 
 def main() -> None:
-    """The ``bertgeom`` console script: the app, then an exit that skips the last garbage
-    collection (``gc.freeze``): at shutdown Python walks every object still alive, about a
-    second after torch is imported, to free memory the operating system frees anyway."""
+    """The ``bertgeom`` console script: the app, with a bad option or argument said in one
+    line (exit 2, as click does), then an exit that skips the last garbage collection
+    (``gc.freeze``): at shutdown Python walks every object still alive, about a second after
+    torch is imported, to free memory the operating system frees anyway."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as error:
+        error.show()  # the help text, as 'bertgeom' alone has always printed it
+        code = error.exit_code
+    except click_exceptions.ClickException as error:
+        context = getattr(error, "ctx", None)  # usage errors know their command
+        command = context.command_path if context is not None else "bertgeom"
+        console.print(
+            f"[bold red]error:[/] {error.format_message()} (see '{command} --help')",
+            highlight=False,
+            soft_wrap=True,
+        )
+        code = error.exit_code
+    except typer.Abort:
+        console.print("[bold red]aborted:[/] no output was written", highlight=False)
+        code = 1
     finally:
         gc.freeze()
+    sys.exit(code if isinstance(code, int) else 0)

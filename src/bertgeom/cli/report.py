@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bertgeom.cli.common import console, start_up, user_errors
+from bertgeom.cli.common import OverwriteOption, console, start_up, user_errors
 
 
 def report(
@@ -32,6 +32,7 @@ def report(
             "RESULTS/compare-<B's folder name>.html).",
         ),
     ] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Build one self-contained HTML report (figures embedded, opens offline) from results,
     the findings first; with two results directories, compare them section by section."""
@@ -47,9 +48,9 @@ def report(
                 status.update(f"drawing {section_id} ({step}/{len(SECTION_IDS)})")
 
             if other is None:
-                summary = build_report_summary(results, out, progress)
+                summary = build_report_summary(results, out, progress, overwrite=overwrite)
             else:
-                summary = build_comparison(results, other, out, progress)
+                summary = build_comparison(results, other, out, progress, overwrite=overwrite)
         for section_id, problem in summary.problems.items():
             console.print(
                 f"[bold yellow]warning:[/] section {section_id} could not be drawn: {problem}",

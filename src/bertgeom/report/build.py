@@ -17,6 +17,7 @@ import pyarrow as pa
 import bertgeom
 from bertgeom.atomic import atomic_file
 from bertgeom.errors import InputError
+from bertgeom.outputs import check_output_file, contains
 from bertgeom.report.content import Missing, Section
 from bertgeom.report.findings_section import findings
 from bertgeom.report.global_sections import cone, distribution, separability
@@ -167,29 +168,38 @@ def build_report(
     results_dir: Path,
     out_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write the report of ``results_dir`` to ``out_path`` (default ``results_dir/report.html``)
-    atomically and return its path; ``progress(section_id)`` is called before each section."""
-    return build_report_summary(results_dir, out_path, progress).path
+    atomically and return its path; ``progress(section_id)`` is called before each section.
+    An existing ``out_path`` is replaced only when it is a bertgeom page (or ``overwrite``)."""
+    return build_report_summary(results_dir, out_path, progress, overwrite=overwrite).path
 
 
 def build_report_summary(
     results_dir: Path,
     out_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> ReportSummary:
     """``build_report``, returning what was built."""
+    out = output_path(out_path, Path(results_dir) / "report.html", overwrite)
     results = read_results(results_dir)
-    out = output_path(out_path, Path(results_dir) / "report.html")
     sections, problems = draw_sections(results, progress)
     return write_page(out, render_html(results, sections), sections, problems)
 
 
-def output_path(out_path: Path | None, default: Path) -> Path:
-    """``out_path`` or ``default``, refused when it is a directory."""
+PAGE_MARKER = b'<meta name="generator" content="bertgeom'
+"""In the head of every page bertgeom writes (``templates/report.html.j2``)."""
+
+
+def output_path(out_path: Path | None, default: Path, overwrite: bool = False) -> Path:
+    """``out_path`` or ``default``, refused when it is a directory or a file that is not a
+    bertgeom page (unless ``overwrite``): ``bertgeom.outputs.check_output_file``."""
     out = Path(out_path) if out_path is not None else default
-    if out.is_dir():
-        raise InputError(f"{out}: is a directory; give a file name such as report.html")
+    check_output_file(out, recognise=contains(PAGE_MARKER), overwrite=overwrite)
     return out
 
 

@@ -47,12 +47,14 @@ def build_comparison(
     b_dir: Path,
     out_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> ReportSummary:
     """Write the comparison of ``a_dir`` and ``b_dir`` to ``out_path`` (default
     :func:`default_output`) atomically; ``progress(section_id)`` is called before each
     section."""
+    out = output_path(out_path, default_output(a_dir, b_dir), overwrite)
     a, b = read_results(a_dir), read_results(b_dir)
-    out = output_path(out_path, default_output(a_dir, b_dir))
     labels = side_labels(a, b)
     sections, problems = compare_sections(a, b, labels, progress)
     html = render_page(

@@ -132,9 +132,14 @@ def assert_same_results(single: Results, sharded: Results) -> None:
 def _assert_close(expected: pd.DataFrame, actual: pd.DataFrame, keys: list[str]) -> None:
     merged = expected.merge(actual, on=keys, how="outer", suffixes=("_single", "_dask"))
     assert len(merged) == len(expected) == len(actual)
-    np.testing.assert_allclose(
-        merged["value_dask"], merged["value_single"], rtol=1e-4, atol=1e-5, equal_nan=True
+    # [CLS] separability of a dozen points (Fisher ratio, silhouette) amplifies the float noise
+    # of batches padded to other widths (5.6e-4 relative seen on one CPU): the arrays'
+    # tolerance, 2e-3, for those; 1e-4 for everything else.
+    rtol = np.where(merged["metric"].str.startswith("cls."), 2e-3, 1e-4)
+    close = np.isclose(
+        merged["value_dask"], merged["value_single"], rtol=rtol, atol=1e-5, equal_nan=True
     )
+    assert close.all(), merged[~close].to_string()
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
