@@ -27,10 +27,11 @@ from pathlib import Path
 
 import torch
 
-from bertgeom.analysis import AnalysisOptions, InputSpec, analyze
+from bertgeom.analysis import AnalysisOptions, Executor, InputSpec, analyze
 from bertgeom.genomics.fasta import read_fasta, write_fasta
 from bertgeom.genomics.reference import data_path
 from bertgeom.model.storage import default_model_directory
+from bertgeom.scale.executor import DaskExecutor
 
 
 def cpu_model() -> str:
@@ -43,10 +44,16 @@ def cpu_model() -> str:
     return names[0] if names else "unknown"
 
 
-def timed(model: Path, spec: InputSpec, out: Path, options: AnalysisOptions) -> tuple[float, int]:
+def timed(
+    model: Path,
+    spec: InputSpec,
+    out: Path,
+    options: AnalysisOptions,
+    executor: Executor | None = None,
+) -> tuple[float, int]:
     """Seconds of one whole ``analyze`` call, and the inputs it analysed."""
     started = time.perf_counter()
-    summary = analyze(model, spec, out, options)
+    summary = analyze(model, spec, out, options, executor=executor)
     return time.perf_counter() - started, summary.inputs
 
 
@@ -88,7 +95,8 @@ def main() -> None:
                 model, spec, root / f"single-{count}", AnalysisOptions(batch_size=args.batch_size)
             )
             options = AnalysisOptions(batch_size=args.batch_size, dask_workers=args.workers)
-            dask_s, dask_n = timed(model, spec, root / f"dask-{count}", options)
+            executor = DaskExecutor.from_options(options)
+            dask_s, dask_n = timed(model, spec, root / f"dask-{count}", options, executor)
             assert single_n == dask_n, (single_n, dask_n)
             print(
                 f"| {count} | {single_s:.1f} | {single_n / single_s:.1f} | {dask_s:.1f} | "

@@ -183,6 +183,8 @@ def run_analysis(
     overwrite: bool = False,
 ) -> None:
     """``analyze`` with a progress bar and a one-line summary (also used by ``demo``)."""
+    # bertgeom.scale registers the Dask executor of --scheduler and --dask-workers
+    import bertgeom.scale  # noqa: F401
     from bertgeom.analysis import analyze
 
     with progress_bar() as bar:

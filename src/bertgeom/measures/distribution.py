@@ -429,7 +429,7 @@ class DistributionAccumulator:
         sums = PowerSums.of(tokens)
         state = _StreamState(float(tokens.shape[0]), sums, histogram_counts(tokens, self.bin_edges))
         gram_keys = []
-        for key_label in {label, ALL_CLASSES}:
+        for key_label in dict.fromkeys((label, ALL_CLASSES)):  # in order, not by hash
             key = (layer, point, key_label)
             if key in self.states_:
                 self.states_[key].add_counts_(state)

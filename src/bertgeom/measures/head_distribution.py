@@ -99,7 +99,7 @@ class HeadDistributionAccumulator:
                 PowerSums.of(tokens.reshape(tokens.shape[0], heads * dk)),
                 head_gram_matrices(tokens.transpose(0, 1)),
             )
-            for key_label in {label, ALL_CLASSES}:
+            for key_label in dict.fromkeys((label, ALL_CLASSES)):  # in order, not by hash
                 add_state(self.states_, (layer, key_label), state)
 
     def merge(self, other: HeadDistributionAccumulator) -> HeadDistributionAccumulator:

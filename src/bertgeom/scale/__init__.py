@@ -6,3 +6,8 @@ single process; the client merges the measurements' states and writes the per-in
 input order. ``docs/dask.md`` says how to run it on a real cluster. Dask is an optional extra
 (``pip install 'bertgeom[dask]'``), imported only when a command asks for it.
 """
+
+# Registers the Dask executor of ``analyze`` (``bertgeom.analysis.executor``).
+from bertgeom.scale.executor import DaskExecutor
+
+__all__ = ["DaskExecutor"]

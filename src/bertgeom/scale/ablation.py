@@ -54,16 +54,16 @@ def ablate_shard(task: AblationShardTask) -> AblationPart:
 
 
 def ablate_on_dask(
+    cluster: ClusterSpec,
     model_directory: Path,
     spec: InputSpec,
     options: AnalysisOptions,
     count: int,
     progress: ProgressCallback | None = None,
 ) -> AblationRun:
-    """The ablation of ``options.ablation`` over ``count`` input positions, sharded on the
-    cluster of ``options`` (``scheduler`` or ``dask_workers``)."""
+    """The ablation of ``options.ablation`` over ``count`` input positions, sharded on
+    ``cluster``."""
     started = time.perf_counter()
-    cluster = ClusterSpec(options.scheduler, options.dask_workers)
     spec = replace(
         spec, path=spec.path.resolve(), labels=spec.labels.resolve() if spec.labels else None
     )

@@ -144,9 +144,10 @@ def analyze_shard(task: ShardTask) -> ShardResult:
 
 @dataclass
 class ShardedAnalysis:
-    """The client's side of ``analyze`` on Dask (``AnalysisOptions.scheduler`` or
-    ``dask_workers``): :meth:`run` in place of the engine's single pass."""
+    """The client's side of ``analyze`` on the Dask ``cluster`` (``scale.executor``):
+    :meth:`run` in place of the engine's single pass."""
 
+    cluster: ClusterSpec
     model_directory: Path
     spec: InputSpec
     options: AnalysisOptions
@@ -181,10 +182,9 @@ class ShardedAnalysis:
         ``writer`` in input order. ``source`` is the whole source, opened by the client."""
         started = time.perf_counter()
         count = source.positions_count()
-        cluster = ClusterSpec(self.options.scheduler, self.options.dask_workers)
         merged = _Merger(measurements, predictions, writer, source.stats)
-        with dask_client(cluster) as client:
-            tasks = self.tasks(shard_positions(client, count), cluster.torch_threads())
+        with dask_client(self.cluster) as client:
+            tasks = self.tasks(shard_positions(client, count), self.cluster.torch_threads())
             waiting: dict[int, ShardResult] = {}
             for index, result in run_shards(client, analyze_shard, tasks):
                 if progress is not None:
