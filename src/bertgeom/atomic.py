@@ -30,10 +30,17 @@ def _umask() -> int:
     return mask
 
 
+def _through_links(path: Path) -> Path:
+    """The path a symbolic link points to (the output replaces the target, and the link
+    stays a link); any other path as it is."""
+    path = Path(path)
+    return path.resolve() if path.is_symlink() else path
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, else vanishes."""
-    path = Path(path)
+    path = _through_links(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(handle)
@@ -49,7 +56,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
 @contextmanager
 def atomic_directory(path: Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; on success it replaces ``path``."""
-    path = Path(path)
+    path = _through_links(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:

@@ -147,8 +147,9 @@ def check_output_directory(
     foreign = kind.foreign(path)
     held = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
     why = f"holds {held}" if foreign else f"has no {' or '.join(kind.markers)}"
+    article = "an" if kind.name[0] in "aeiou" else "a"
     raise InputError(
-        f"{option} {path}: not a {kind.name} bertgeom wrote ({why}); choose a new path, "
+        f"{option} {path}: not {article} {kind.name} bertgeom wrote ({why}); choose a new path, "
         "or pass --overwrite to replace it"
     )
 

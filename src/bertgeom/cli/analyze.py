@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bertgeom.cli.common import (
+    SEED_MAX,
     BatchSizeOption,
     DaskWorkersOption,
     DeviceOption,
@@ -20,9 +23,10 @@ from bertgeom.cli.common import (
 )
 from bertgeom.errors import InputError
 from bertgeom.outputs import RESULTS, check_output_directory
+from bertgeom.pipeline.options import AnalysisProgress
 
 if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
-    from bertgeom.analysis import AnalysisOptions, InputSpec
+    from bertgeom.analysis import AnalysisOptions, AnalysisSummary, InputSpec
     from bertgeom.capture.loading import LoadedModel
 
 
@@ -121,7 +125,10 @@ def analyze(
         ),
     ] = None,
     control_seed: Annotated[
-        int, typer.Option("--control-seed", help="Seed of the control's initial weights.")
+        int,
+        typer.Option(
+            "--control-seed", min=0, max=SEED_MAX, help="Seed of the control's initial weights."
+        ),
     ] = 0,
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -182,11 +189,29 @@ def run_analysis(
     *,
     overwrite: bool = False,
 ) -> None:
-    """``analyze`` with a progress bar and a one-line summary (also used by ``demo``)."""
+    """``analyze`` with a progress bar and a one-line summary."""
     # bertgeom.scale registers the Dask executor of --scheduler and --dask-workers
     import bertgeom.scale  # noqa: F401
     from bertgeom.analysis import analyze
 
+    with analysis_bar() as callbacks:
+        summary = analyze(
+            model,
+            spec,
+            out,
+            options,
+            progress=callbacks.progress,
+            on_start=callbacks.on_start,
+            on_stage=callbacks.on_stage,
+            overwrite=overwrite,
+        )
+    print_analysis_summary(summary)
+
+
+@contextmanager
+def analysis_bar() -> Iterator[AnalysisProgress]:
+    """A progress bar for an analysis: one task per pass (the ablation and control passes
+    add theirs), sized once the inputs are counted (also used by ``demo``)."""
     with progress_bar() as bar:
         current = [bar.add_task("analysing", total=None)]
 
@@ -196,16 +221,11 @@ def run_analysis(
         def on_stage(title: str, expected: int | None) -> None:
             current[0] = bar.add_task(title, total=expected)
 
-        summary = analyze(
-            model,
-            spec,
-            out,
-            options,
-            progress=lambda n: bar.advance(current[0], n),
-            on_start=on_start,
-            on_stage=on_stage,
-            overwrite=overwrite,
-        )
+        yield AnalysisProgress(lambda n: bar.advance(current[0], n), on_start, on_stage)
+
+
+def print_analysis_summary(summary: AnalysisSummary) -> None:
+    """One line: inputs, seconds, what was skipped or truncated, and the results path."""
     notes = []
     if summary.skipped:
         notes.append("skipped " + ", ".join(f"{n} {why}" for why, n in summary.skipped.items()))

@@ -84,14 +84,27 @@ SchedulerOption = Annotated[
         "(docs/dask.md; needs pip install 'bertgeom\\[dask]').",
     ),
 ]
+def dask_workers(value: int | None) -> int | None:
+    """``--dask-workers``: a local cluster of at most one worker process per core."""
+    if value is None or value < 1:
+        return value  # below 1: refused by the option's range
+    return capped_workers(value, "Dask workers")
+
+
 DaskWorkersOption = Annotated[
     int | None,
     typer.Option(
         "--dask-workers",
         metavar="N",
         min=1,
+        callback=dask_workers,
         help="Shard the inputs over a local Dask cluster of N worker processes (docs/dask.md).",
     ),
+]
+SEED_MAX = 2**32 - 1
+"""Seeds are 0 to 2**32 - 1 in every command: what numpy's generators take."""
+SeedOption = Annotated[
+    int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed (0 to 2**32 - 1).")
 ]
 BatchSizeOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Inputs per forward pass.")

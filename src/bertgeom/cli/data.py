@@ -9,7 +9,7 @@ import pandas as pd
 import typer
 
 from bertgeom.atomic import atomic_file
-from bertgeom.cli.common import console, start_up, user_errors
+from bertgeom.cli.common import SeedOption, console, start_up, user_errors
 from bertgeom.errors import InputError
 from bertgeom.outputs import check_output_file, starts_with
 
@@ -95,7 +95,7 @@ def synthesize(
         int, typer.Option(min=0, help="Spikes per class for validation.")
     ] = 40,
     test: Annotated[int, typer.Option(min=0, help="Spikes per class for testing.")] = 60,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    seed: SeedOption = 42,
     fasta: Annotated[
         Path | None, typer.Option("--fasta", help="Also write the spikes as FASTA.")
     ] = None,
@@ -142,7 +142,7 @@ def split(
         tuple[float, float, float],
         typer.Option(help="Train, validation, test shares of unique real spikes."),
     ] = (0.7, 0.15, 0.15),
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    seed: SeedOption = 42,
 ) -> None:
     """Split by unique spike sequence, stratified by class: dataset.parquet and outside.parquet."""
     with user_errors():
@@ -158,10 +158,21 @@ def split(
             _check_table(directory / name)
         try:  # pyarrow's errors for a file that is not Parquet are ValueErrors or OSErrors
             synthetic = pd.read_parquet(synthetic_path) if synthetic_path.is_file() else None
-            dataset, outside = split_dataset(pd.read_parquet(real_path), synthetic, fractions, seed)
-        except (ValueError, OSError) as error:
-            raise InputError(f"{directory}: cannot split ({error})") from error
+            real = pd.read_parquet(real_path)
+            dataset, outside = split_dataset(real, synthetic, fractions, seed)
+        except (ValueError, OSError, KeyError) as error:
+            # pyarrow's unreadable files, a table without a column split_dataset needs
+            why = f"no column {error}" if isinstance(error, KeyError) else str(error)
+            raise InputError(f"{directory}: cannot split ({why})") from error
         _write_parquet(outside, directory / "outside.parquet")
         _write_parquet(dataset, directory / "dataset.parquet")
         table = pd.crosstab(dataset["label"] + " (" + dataset["source"] + ")", dataset["split"])
         console.print(table.to_string(), highlight=False)
+        labels = real[real["sequence"].str.len() > 0].groupby("sequence")["label"].nunique()
+        if (labels > 1).any():
+            console.print(
+                f"note: {int((labels > 1).sum())} spike sequences carry two or more labels and are "
+                "left out of both tables (check the labels of their records in real.parquet)",
+                highlight=False,
+                soft_wrap=True,
+            )

@@ -71,7 +71,8 @@ def _hub_id(text: str) -> tuple[str, str | None] | None:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     repo_id, at, revision = text.partition("@")
-    if repo_id.count("/") != 1 or (at and not revision):
+    # NAME alone too: the hub's older canonical ids (bert-base-uncased) are cached as such
+    if repo_id.count("/") > 1 or repo_id.startswith((".", "/", "~")) or (at and not revision):
         return None
     try:
         validate_repo_id(repo_id)

@@ -261,6 +261,13 @@ def train_classifier(
             total_loss += float(loss.detach()) * len(index)
             if progress:
                 progress(f"epoch {epoch}/{epochs}", step, steps_per_epoch)
+        if not math.isfinite(total_loss):
+            # A diverged model is no model: nothing is saved (its weights are NaN or inf).
+            raise InputError(
+                f"training diverged: the training loss is {total_loss / len(train)} in epoch "
+                f"{epoch}; nothing was saved. Lower --learning-rate (this run: {learning_rate:g}, "
+                f"the {options.preset} preset's: {preset.learning_rate:g})"
+            )
         probabilities = predict_probabilities(
             model, tokenizer, list(validation["sequence"]), options.k, options.stride
         )

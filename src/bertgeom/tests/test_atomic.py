@@ -119,3 +119,22 @@ def test_umask_helper_without_proc(monkeypatch: pytest.MonkeyPatch, umask: int) 
     monkeypatch.setattr("bertgeom.atomic.open", no_proc, raising=False)
     assert _umask() == umask
     assert os.umask(umask) == umask
+
+
+def test_outputs_through_a_link_replace_its_target_and_keep_the_link(tmp_path: Path) -> None:
+    """A results directory or a table reached through a symbolic link is rewritten where the
+    link points (rmtree refuses a link, and replacing the link would leave the target stale)."""
+    (tmp_path / "scratch" / "results").mkdir(parents=True)
+    (tmp_path / "scratch" / "results" / "old.txt").write_text("old")
+    link = tmp_path / "results"
+    link.symlink_to(tmp_path / "scratch" / "results")
+    with atomic_directory(link) as staging:
+        (staging / "new.txt").write_text("new")
+    assert link.is_symlink()
+    assert sorted(p.name for p in link.iterdir()) == ["new.txt"]
+    (tmp_path / "calls.tsv").write_text("old")
+    table = tmp_path / "table-link.tsv"
+    table.symlink_to(tmp_path / "calls.tsv")
+    with atomic_file(table) as partial:
+        partial.write_text("new")
+    assert table.is_symlink() and (tmp_path / "calls.tsv").read_text() == "new"

@@ -86,9 +86,12 @@ def test_an_uncached_id_or_revision_is_one_line_saying_how_to_fetch_it(cache: Pa
     assert f"Hugging Face cache {cache}" in message and "'hf download org/absent'" in message
     with pytest.raises(ModelError, match=r"no org/tiny at revision v3 .*--revision v3"):
         resolve_model("org/tiny@v3")
-    for name in ("absent", "/no/such/dir", "a/b/c", "org/tiny@"):
+    for name in ("/no/such/dir", "./absent", "a/b/c", "org/tiny@"):
         with pytest.raises(ModelError, match=rf"^{name}: model directory not found$"):
             resolve_model(name)
+    # a bare NAME may be one of the hub's older canonical ids (bert-base-uncased)
+    with pytest.raises(ModelError, match=r"^absent: model directory not found, and no absent "):
+        resolve_model("absent")
 
 
 def test_an_existing_directory_of_that_name_wins(cache: Path, tmp_path: Path) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from bertgeom.errors import InputError
 from bertgeom.model.evaluate import calibrate_unassigned_threshold, classification_metrics
 from bertgeom.model.tokenizer import build_vocabulary
 from bertgeom.model.train import soft_targets, window_tokens
@@ -69,3 +72,28 @@ def test_vocabulary_holds_only_called_kmers() -> None:
     vocabulary = build_vocabulary(["ACGTACGTACGTNNNACGTACGTACGTACGTA"], k=12, stride=9)
     assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert vocabulary[5:] and all("n" not in token for token in vocabulary[5:])
+
+
+def test_a_diverged_training_saves_nothing(tmp_path: Path) -> None:
+    """A learning rate of 1e10 turns the weights to NaN in the first epoch: refused, with the
+    learning rates named, and no model directory left that predict would later trip over."""
+    from bertgeom.genomics.dataset import split_dataset, synthetic_spikes
+    from bertgeom.model.train import TrainingOptions, train_classifier
+
+    drawn = synthetic_spikes((6, 0, 0), seed=7).drop(columns="split")
+    dataset, _ = split_dataset(drawn, synthetic_spikes((2, 1, 1), seed=8), seed=7)
+    options = TrainingOptions("tiny", epochs=2, learning_rate=1e10)
+    with pytest.raises(InputError, match=r"training diverged.*epoch 1.*--learning-rate"):
+        train_classifier(dataset, tmp_path / "model", options)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("batch_size", -4), ("learning_rate", float("nan")), ("preset", "huge")],
+)
+def test_options_that_train_nothing_are_refused(field: str, value: object) -> None:
+    from bertgeom.model.train import TrainingOptions
+
+    with pytest.raises(InputError):
+        TrainingOptions(**{field: value})  # type: ignore[arg-type]

@@ -1,0 +1,380 @@
+"""The classifier's commands: ``predict``, ``train`` and ``evaluate`` (its steps in
+``bertgeom.pipeline.steps``), with the progress bars and lines they and ``demo`` print."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import TaskID
+from rich.status import Status
+from rich.table import Table
+
+from bertgeom.atomic import atomic_file
+from bertgeom.cli.common import (
+    SEED_MAX,
+    BatchSizeOption,
+    DaskWorkersOption,
+    EpochsOption,
+    OverwriteOption,
+    SchedulerOption,
+    SeedOption,
+    capped_workers,
+    console,
+    positive_number,
+    progress_bar,
+    start_up,
+    user_errors,
+)
+from bertgeom.outputs import (
+    EVALUATION,
+    MODEL,
+    check_output_directory,
+    check_output_file,
+    starts_with,
+)
+from bertgeom.pipeline.options import Announce
+
+if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
+    import pandas as pd
+
+    from bertgeom.model.train import ProgressCallback, TrainingOptions, TrainingReport
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Classifier: model directory or Hugging Face hub id ORG/NAME[@REVISION] from the "
+        "local cache (default: the shipped model).",
+    ),
+]
+
+
+def predict(
+    fasta: Annotated[
+        Path, typer.Option(
+            "--fasta", help="Genomes or spikes: FASTA, .fa.gz or .fa.xz; - for standard input."
+        )
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Output table (TSV), one row per record; - for standard output."
+        ),
+    ],
+    model: ModelOption = None,
+    batch_size: BatchSizeOption = 64,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Alignment processes (default: one per CPU core; 1: in-process).", min=1),
+    ] = None,
+    change_alpha: Annotated[
+        float | None,
+        typer.Option(
+            help="Level of the change check: a call is unassigned when its spike's unexpected "
+            "changes have a p-value below it (default: the model's, 0.05; 0 turns it off).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    scheduler: SchedulerOption = None,
+    dask_workers: DaskWorkersOption = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Call the variant class of every record of a FASTA file (alignment and QC included)."""
+    with user_errors():
+        if str(out) != STDOUT:
+            check_output_file(
+                out, recognise=starts_with(PREDICTIONS_HEADER), inputs=[fasta], overwrite=overwrite
+            )
+        with start_up():
+            from bertgeom.genomics.fasta import read_fasta
+            from bertgeom.genomics.parallel import spike_extractor
+
+        processes = capped_workers(workers)
+        on_dask = scheduler is not None or dask_workers is not None
+        # The alignment workers start now, while torch is imported and the model loaded.
+        with spike_extractor(processes, eager=not on_dask and fasta.is_file()) as extractor:
+            with start_up():
+                from bertgeom.model.predict import predict_records, with_change_alpha
+                from bertgeom.model.storage import load_classifier
+
+            started = time.perf_counter()
+            classifier = load_classifier(model)
+            with progress_bar() as bar:
+                task = bar.add_task("aligning and classifying", total=None)
+                if on_dask:
+                    from bertgeom.scale.cluster import ClusterSpec
+                    from bertgeom.scale.predict import predict_on_dask
+
+                    cluster = ClusterSpec(scheduler, dask_workers)
+                    table = predict_on_dask(
+                        fasta,
+                        classifier,
+                        cluster,
+                        model=model,
+                        batch_size=batch_size,
+                        change_alpha=change_alpha,
+                        progress=lambda n: bar.advance(task, n),
+                    )
+                else:
+                    table = predict_records(
+                        read_fasta(fasta),
+                        with_change_alpha(classifier, change_alpha),
+                        batch_size=batch_size,
+                        progress=lambda n: bar.advance(task, n),
+                        workers=processes,
+                        extractor=extractor,
+                    )
+        if str(out) == STDOUT:  # the table to standard output, the summary to stderr
+            table.to_csv(sys.stdout, sep="\t", index=False, float_format="%.6g")
+        else:
+            with atomic_file(out) as partial:
+                table.to_csv(partial, sep="\t", index=False, float_format="%.6g")
+        seconds = time.perf_counter() - started
+        counts = table["status"].value_counts().to_dict()
+        console.print(
+            f"{len(table)} records in {seconds:.1f} s ({len(table) / seconds:.0f}/s): "
+            + ", ".join(f"{status} {count}" for status, count in counts.items())
+            + f" -> {'standard output' if str(out) == STDOUT else out}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the trained model.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Dataset directory from 'bertgeom data split' (default: the embedded data).",
+        ),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Model size: tiny, small or paper.")] = "small",
+    epochs: EpochsOption = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Batch size (default: the preset's).")
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(callback=positive_number, help="Peak learning rate.")
+    ] = None,
+    seed: SeedOption = 42,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Train a BERT variant classifier from scratch (best validation checkpoint kept)."""
+    with user_errors():
+        check_output_directory(out, MODEL, inputs=[data], overwrite=overwrite)
+        with start_up():
+            from bertgeom.model.train import TrainingOptions
+
+        options = TrainingOptions(preset, epochs, batch_size, learning_rate, seed)
+        dataset, _ = prepared_dataset(data, seed)
+        report = train_with_progress(dataset, out, options)
+        best = report.history[report.best_epoch - 1]["validation_macro_f1"]
+        console.print(
+            f"trained {preset} in {report.seconds:.0f} s, best epoch {report.best_epoch}, "
+            f"validation macro-F1 {best:.4f} -> {out}",
+            highlight=False,
+        )
+
+
+def evaluate(
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for metrics.json and the confusion matrix.")
+    ],
+    model: ModelOption = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset directory (default: the embedded data).")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(min=0, max=SEED_MAX, help="Seed of the embedded dataset's split.")
+    ] = 42,
+    leave_lineage_out: Annotated[
+        bool,
+        typer.Option(
+            "--leave-lineage-out",
+            help="Instead: train one model per fold without whole Nextstrain lineages of the "
+            "embedded data and call their genomes (BERT and k-mer baseline; "
+            "lineages.tsv, lineages.json).",
+        ),
+    ] = False,
+    preset: Annotated[str, typer.Option(help="--leave-lineage-out: the folds' preset.")] = "small",
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="--leave-lineage-out: the folds' epochs.")
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="--leave-lineage-out: folds trained at once, each in its own process, the "
+            "cores' torch threads shared among them (1: in turn, in this process).",
+            min=1,
+        ),
+    ] = 1,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Evaluate a classifier on the held-out test split and the genomes kept out of the
+    dataset, or (--leave-lineage-out) the training recipe on lineages it never saw."""
+    with user_errors():
+        if model is not None:  # the model's own directory, also for a hub id
+            from bertgeom.model.resolve import resolve_model
+
+            model_path: Path | None = resolve_model(model).directory
+        else:
+            model_path = None
+        check_output_directory(out, EVALUATION, inputs=[model_path, data], overwrite=overwrite)
+        if leave_lineage_out:
+            with start_up():
+                from bertgeom.model.train import TrainingOptions
+
+            lineages_with_progress(out, TrainingOptions(preset, epochs, seed=seed), workers)
+            return
+        with start_up():
+            from bertgeom.model.experiment import evaluate_classifier, write_evaluation
+            from bertgeom.model.storage import load_classifier
+
+        classifier = load_classifier(model)
+        dataset, outside = prepared_dataset(data, seed)
+        metrics = evaluate_classifier(classifier, dataset, outside)
+        write_evaluation(metrics, out, "bertgeom")
+        print_metrics(metrics, out)
+
+
+STDOUT = "-"
+"""``predict --out -`` writes the table to standard output (the summary goes to stderr)."""
+
+PREDICTIONS_HEADER = b"record_id\tstatus\t"
+"""How a table written by ``predict`` starts: such a file may be replaced by a new one."""
+
+
+def building_status() -> Status:
+    """The spinner shown while the embedded dataset is built (a minute or so)."""
+    return console.status("aligning the embedded genomes and drawing synthetic spikes")
+
+
+def prepared_dataset(directory: Path | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The dataset and the genomes kept out of it: the embedded data's, split with ``seed``
+    (``directory`` None), or a dataset directory's."""
+    if directory is None:
+        from bertgeom.genomics.dataset import build_dataset
+
+        with building_status():
+            return build_dataset(seed=seed)
+    from bertgeom.pipeline.steps import read_dataset
+
+    return read_dataset(directory)
+
+
+@contextmanager
+def training_bar() -> Iterator[ProgressCallback]:
+    """A progress bar with one task per training stage; yields ``progress(stage, done,
+    total)``."""
+    with progress_bar() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def advance(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        yield advance
+
+
+def train_with_progress(
+    dataset: pd.DataFrame, out: Path, options: TrainingOptions
+) -> TrainingReport:
+    """Train into ``out`` (with ``training.json``) under a progress bar."""
+    from bertgeom.pipeline.steps import train_and_record
+
+    with training_bar() as advance:
+        return train_and_record(dataset, out, options, advance)
+
+
+@contextmanager
+def lineage_bar() -> Iterator[tuple[ProgressCallback, Announce]]:
+    """A progress bar for leave-lineage-out, its task named after the current stage; yields
+    ``progress(stage, done, total)`` and ``announce(line)``, printed above the bar."""
+    with progress_bar() as bar:
+        task = bar.add_task("training", total=None)
+
+        def advance(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        yield advance, bar.console.print
+
+
+def lineages_with_progress(out: Path, options: TrainingOptions, workers: int = 1) -> None:
+    """Leave-lineage-out into ``out`` under a progress bar, then its table printed."""
+    from bertgeom.pipeline.steps import leave_lineages_out
+
+    with lineage_bar() as (advance, announce):
+        table, seconds = leave_lineages_out(out, options, workers, advance, announce)
+    print_lineages(table, seconds, out)
+
+
+def print_lineages(table: pd.DataFrame, seconds: float, out: Path) -> None:
+    """Leave-lineage-out's calls per fold and group, its time, and the files written."""
+    console.print(_lineage_table(table))
+    console.print(f"leave-lineage-out finished in {seconds:.0f} s", highlight=False)
+    console.print(f"-> {out / 'lineages.tsv'}, {out / 'lineages.json'}", highlight=False)
+
+
+def print_metrics(metrics: dict[str, object], out: Path) -> None:
+    """The test metrics in lines, and the files written."""
+    for key in ("test_real", "test_synthetic"):
+        part = metrics.get(key)
+        if isinstance(part, dict):
+            console.print(
+                f"{key.replace('_', ' ')}: n={part['n']} accuracy={part['accuracy']:.4f} "
+                f"macro-F1={part['macro_f1']:.4f} unassigned={part['unassigned_share']:.3f}",
+                highlight=False,
+            )
+    for key, title in (
+        ("test_synthetic_outliers", "synthetic outliers"),
+        ("outside", "real genomes kept out of the dataset (other-VOI, disputed)"),
+    ):
+        part = metrics.get(key)
+        if isinstance(part, dict):
+            by_clade = ", ".join(
+                f"{target} {entry['as_expected']}/{entry['n']}"
+                for target, entry in part.get("by_clade", {}).items()
+            )
+            console.print(
+                f"{title}: n={part['n']} unassigned={part['unassigned_share']:.2f}"
+                + (f" (called as their clade says: {by_clade})" if by_clade else ""),
+                highlight=False,
+            )
+    console.print(f"-> {out / 'metrics.json'}, {out / 'confusion_matrix.png'}", highlight=False)
+
+
+def _lineage_table(table: pd.DataFrame) -> Table:
+    from bertgeom.model.lineages import REASONS
+
+    view = Table(
+        title="leave-lineage-out: held-out genomes, as predict calls them (BERT | k-mer LR)"
+    )
+    for column in ("fold", "group", "expected", "n", "called so", "unassigned", "other class"):
+        view.add_column(column, justify="left" if column in ("fold", "group") else "right")
+    with_tree = table[table["rule"] == "clade tree"]
+    for (fold, group), rows in with_tree.groupby(["fold", "group"], sort=False):
+        models = list(rows.itertuples())
+        view.add_row(
+            str(fold),
+            str(group),
+            str(models[0].expected),
+            str(models[0].n),
+            " | ".join(str(row.called_expected) for row in models),
+            " | ".join(_withheld(row, REASONS) for row in models),
+            " | ".join(str(row.called_other) for row in models),
+        )
+    return view
+
+
+def _withheld(row: Any, reasons: tuple[str, ...]) -> str:
+    counts = {reason: getattr(row, f"unassigned_{reason}") for reason in reasons}
+    return ", ".join(f"{count} {reason}" for reason, count in counts.items() if count) or "0"

@@ -1,0 +1,129 @@
+"""``bertgeom demo``: the case study end to end (``bertgeom.pipeline.demo``), drawn on the
+console: numbered steps with their times, progress bars, the metrics and the report's path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from bertgeom.cli.analyze import analysis_bar, print_analysis_summary
+from bertgeom.cli.classifier import (
+    building_status,
+    lineage_bar,
+    print_lineages,
+    print_metrics,
+    training_bar,
+)
+from bertgeom.cli.common import (
+    EpochsOption,
+    OverwriteOption,
+    SeedOption,
+    console,
+    start_up,
+    user_errors,
+)
+from bertgeom.outputs import DEMO, check_output_directory
+from bertgeom.pipeline.options import (
+    DEMO_LINEAGE_WORKERS,
+    AnalysisProgress,
+    Announce,
+    DemoListener,
+    DemoOptions,
+)
+
+if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
+    import pandas as pd
+
+    from bertgeom.analysis import AnalysisSummary
+    from bertgeom.model.train import ProgressCallback
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the demo's outputs.")] = Path(
+        "demo-output"
+    ),
+    preset: Annotated[str, typer.Option(help="Model size.")] = "small",
+    epochs: EpochsOption = None,
+    seed: SeedOption = 42,
+    lineages: Annotated[
+        bool,
+        typer.Option(
+            help="Leave-lineage-out with the tiny preset (lineages/); the small preset's numbers "
+            "come from 'bertgeom evaluate --leave-lineage-out' (BENCHMARKS.md)."
+        ),
+    ] = True,
+    lineage_epochs: Annotated[
+        int, typer.Option(help="Epochs of each leave-lineage-out fold.", min=1)
+    ] = 10,
+    lineage_workers: Annotated[
+        int,
+        typer.Option(
+            help="Leave-lineage-out folds trained at once, each in its own process, the cores' "
+            "torch threads shared among them (1: in turn, in this process).",
+            min=1,
+        ),
+    ] = DEMO_LINEAGE_WORKERS,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Prepare the embedded data, train, evaluate, call lineages left out of training, analyse
+    the model on the held-out data (with head ablation and the untrained control) and write the
+    report (model/, metrics.json, confusion matrix, lineages/, analysis/, report.html)."""
+    with user_errors():
+        check_output_directory(out, DEMO, overwrite=overwrite)
+        with start_up():
+            from bertgeom.pipeline.demo import run_demo
+
+        options = DemoOptions(preset, epochs, seed, lineages, lineage_epochs, lineage_workers)
+        summary = run_demo(out, options, _ConsoleListener(), overwrite=overwrite)
+        console.print(f"report: {summary.page}", highlight=False)
+        console.print(
+            f"demo finished in {summary.total():.0f} s: {summary.timings()}", highlight=False
+        )
+
+
+class _ConsoleListener(DemoListener):
+    """The demo on stderr: each step numbered, then timed; progress bars; results in lines."""
+
+    def step(self, number: int, count: int, title: str) -> None:
+        console.print(f"[bold]{number}/{count}[/] {title}")
+
+    def step_done(self, name: str, seconds: float) -> None:
+        console.print(f"    {name}: {seconds:.1f} s", highlight=False)
+
+    @contextmanager
+    def building_dataset(self) -> Iterator[None]:
+        with building_status():
+            yield
+
+    @contextmanager
+    def training(self) -> Iterator[ProgressCallback]:
+        with training_bar() as advance:
+            yield advance
+
+    def evaluated(self, metrics: dict[str, Any], out: Path) -> None:
+        print_metrics(metrics, out)
+
+    @contextmanager
+    def leaving_lineages_out(self) -> Iterator[tuple[ProgressCallback, Announce]]:
+        with lineage_bar() as callbacks:
+            yield callbacks
+
+    def lineages_left_out(self, table: pd.DataFrame, seconds: float, out: Path) -> None:
+        print_lineages(table, seconds, out)
+
+    @contextmanager
+    def analysing(self) -> Iterator[AnalysisProgress]:
+        with analysis_bar() as callbacks:
+            yield callbacks
+
+    def analysed(self, summary: AnalysisSummary) -> None:
+        print_analysis_summary(summary)
+
+    @contextmanager
+    def drawing_report(self) -> Iterator[None]:
+        with console.status("drawing the figures"):
+            yield

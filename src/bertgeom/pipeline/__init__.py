@@ -1,0 +1,8 @@
+"""The case study end to end, without a console: the steps the classifier's commands share
+(``pipeline.steps``) and the demo that runs them all, then analyses the model and writes the
+report (``pipeline.demo``). Progress goes to a listener (``pipeline.options``); ``bertgeom.cli``
+draws it as progress bars and lines.
+
+Importing this package or ``pipeline.options`` is light; ``pipeline.steps`` and
+``pipeline.demo`` import torch.
+"""

@@ -1,0 +1,58 @@
+"""The classifier's steps that ``train``, ``evaluate`` and the demo share: a dataset directory
+read, a model trained with its training record, leave-lineage-out run and written."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from bertgeom.atomic import atomic_file
+from bertgeom.genomics.dataset import load_dataset, read_table
+from bertgeom.model.train import ProgressCallback, TrainingOptions, TrainingReport, train_classifier
+from bertgeom.pipeline.options import Announce
+
+
+def read_dataset(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A dataset directory's dataset and the genomes kept out of it (none when it has no
+    ``outside.parquet``)."""
+    dataset = load_dataset(directory)
+    outside_path = directory / "outside.parquet"
+    outside = read_table(outside_path) if outside_path.is_file() else dataset.iloc[:0]
+    return dataset, outside
+
+
+def train_and_record(
+    dataset: pd.DataFrame,
+    out: Path,
+    options: TrainingOptions,
+    progress: ProgressCallback | None = None,
+) -> TrainingReport:
+    """Train a classifier into ``out`` (``bertgeom.model.train``) and write beside it
+    ``training.json``: every epoch's history, the best epoch and the seconds."""
+    report = train_classifier(dataset, out, options, progress)
+    with atomic_file(out / "training.json") as path:
+        path.write_text(json.dumps(report.__dict__, indent=2, default=str))
+    return report
+
+
+def leave_lineages_out(
+    out: Path,
+    options: TrainingOptions,
+    workers: int = 1,
+    progress: ProgressCallback | None = None,
+    announce: Announce | None = None,
+) -> tuple[pd.DataFrame, float]:
+    """Leave-lineage-out (``bertgeom.model.lineages``) written into ``out`` (``lineages.tsv``,
+    and ``lineages.json`` with the options, the workers and the seconds); returns the table
+    and the seconds."""
+    from bertgeom.model.lineages import leave_lineage_out, write_lineages
+
+    started = time.perf_counter()
+    table = leave_lineage_out(options, progress=progress, announce=announce, workers=workers)
+    seconds = time.perf_counter() - started
+    run = {"options": options.__dict__, "workers": workers, "seconds": seconds}
+    write_lineages(table, out, run)
+    return table, seconds
