@@ -96,6 +96,8 @@ def predict(
             from bertgeom.genomics.fasta import read_fasta
             from bertgeom.genomics.parallel import spike_extractor
 
+        if not _is_stream(fasta):  # a stream is read once; a file is checked before any work
+            next(read_fasta(fasta))  # missing, empty, binary, not FASTA: one line, at once
         processes = capped_workers(workers)
         on_dask = scheduler is not None or dask_workers is not None
         # The alignment workers start now, while torch is imported and the model loaded.
@@ -243,6 +245,11 @@ def evaluate(
         metrics = evaluate_classifier(classifier, dataset, outside)
         write_evaluation(metrics, out, "bertgeom")
         print_metrics(metrics, out)
+
+
+def _is_stream(path: Path) -> bool:
+    """``-``, a pipe or a device (``/dev/stdin``): read once, so never read ahead to check."""
+    return str(path) == "-" or (path.exists() and not path.is_file() and not path.is_dir())
 
 
 STDOUT = "-"
