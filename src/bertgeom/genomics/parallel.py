@@ -6,16 +6,21 @@ processes and returns at once; the caller classifies the previous chunk meanwhil
 this one later, in input order. Workers are started with ``spawn`` (a fork of a process running
 torch's thread pool can deadlock) and only once a second chunk shows the input is worth it, or
 at once (``eager``) when the caller knows it is: then they start while the caller imports
-torch and loads its model, and take the first chunk too.
+torch and loads its model, and take the first chunk too. The pool is ``concurrent.futures``'
+rather than ``multiprocessing.Pool``, whose ``get`` waits forever for the chunk of a worker
+the system killed (out of memory, a crash): here that chunk raises, and the run stops with
+one line instead of hanging.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from multiprocessing.pool import Pool
 
+from bertgeom.errors import BertgeomError
 from bertgeom.genomics.fasta import FastaRecord
 from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
 
@@ -36,9 +41,9 @@ def spike_extractor(
     """Yield ``submit(chunk)``, which starts aligning a chunk of records (in ``workers``
     processes when > 1, from the second chunk on, or from the first when ``eager``) and returns
     a callable that waits for them."""
-    pool: Pool | None = None
+    pool: ProcessPoolExecutor | None = None
     if eager and workers > 1:
-        pool = multiprocessing.get_context("spawn").Pool(workers)
+        pool = _pool(workers)
     chunks_seen = 0
 
     def submit(chunk: Sequence[FastaRecord]) -> Pending:
@@ -49,13 +54,27 @@ def spike_extractor(
             spikes = [_extract(item) for item in items]
             return lambda: spikes
         if pool is None:
-            pool = multiprocessing.get_context("spawn").Pool(workers)
+            pool = _pool(workers)
         size = max(1, len(items) // (4 * workers))
-        return pool.map_async(_extract, items, chunksize=size).get
+        pending = pool.map(_extract, items, chunksize=size)  # submitted now, collected later
+        return lambda: _collect(pending)
 
     try:
         yield submit
     finally:
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _collect(spikes: Iterable[SpikeRecord]) -> list[SpikeRecord]:
+    try:
+        return list(spikes)
+    except BrokenProcessPool as error:
+        raise BertgeomError(
+            "an alignment worker process was killed (out of memory?); nothing was written. "
+            "Run again with fewer --workers, or --workers 1 to align in this process"
+        ) from error

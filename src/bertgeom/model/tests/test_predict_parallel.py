@@ -3,11 +3,16 @@ the forward pass's torch threads beside them."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 from itertools import islice
 
 import pandas as pd
+import pytest
 import torch
 
+from bertgeom.errors import BertgeomError
 from bertgeom.genomics.fasta import read_fasta
 from bertgeom.genomics.parallel import spike_extractor
 from bertgeom.genomics.reference import data_path
@@ -39,3 +44,16 @@ def test_torch_threads_restores_the_previous_number() -> None:
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == previous
+
+
+def test_a_killed_worker_stops_the_run_with_one_line_instead_of_hanging() -> None:
+    """multiprocessing.Pool waited forever for the chunk of a worker the system killed."""
+    records = list(islice(read_fasta(data_path("genomes_ncbi.fasta.xz")), 200))
+    with spike_extractor(2, eager=True) as submit:
+        submit(records[:2])()  # the workers are up
+        pending = submit(records)
+        worker = multiprocessing.active_children()[0]
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGKILL)
+        with pytest.raises(BertgeomError, match="alignment worker process was killed"):
+            pending()
