@@ -11,3 +11,10 @@ class InputError(BertgeomError):
 
 class ModelError(BertgeomError):
     """A model directory cannot be used (missing, not a supported BERT, no attention)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line
+    errors that wrap a library's exception."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

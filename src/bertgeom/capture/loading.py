@@ -35,11 +35,10 @@ from bertgeom.capture.adapters import (
     linear,
 )
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
-from bertgeom.errors import ModelError
+from bertgeom.errors import ModelError, first_line
 from bertgeom.measures.subspace_weights import AttentionWeights
 from bertgeom.model.checkpoint import (
     file_sha256,
-    first_line,
     load_tokenizer,
     load_weights,
     missing_tokenizer,

@@ -292,10 +292,9 @@ def load_dataset(directory: Path) -> pd.DataFrame:
 
 def read_table(path: Path) -> pd.DataFrame:
     """A Parquet table of a dataset directory, or one InputError line naming the file."""
-    from bertgeom.errors import InputError
+    from bertgeom.errors import InputError, first_line
 
     try:
         return pd.read_parquet(path)
     except (ValueError, OSError) as error:  # pyarrow's errors for a file that is not Parquet
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"{path}: not a readable Parquet table ({first})") from error
+        raise InputError(f"{path}: not a readable Parquet table ({first_line(error)})") from error

@@ -21,6 +21,7 @@ after ``from_pretrained``:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Collection, Iterable, Sequence
@@ -31,7 +32,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from bertgeom.errors import ModelError
+from bertgeom.errors import ModelError, first_line
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -49,12 +50,6 @@ TOKENIZER_FILES = (
 
 _SHOWN = 3
 """Names shown in a refusal before 'and N more'."""
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (its type when it has none)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _some(names: Sequence[str]) -> str:
@@ -202,12 +197,16 @@ def _check_header(path: Path) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    """The SHA-256 of a file, computed once per file version in a process (an analysis and its
+    untrained control record the same weights' hash)."""
+    stat = Path(path).stat()
+    return _sha256(Path(path).resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _sha256(path: Path, size: int, modified_ns: int) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def load_weights(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertgeom.errors import ModelError
+from bertgeom.errors import ModelError, first_line
 
 DEFAULT_REVISION = "main"
 
@@ -118,5 +118,4 @@ def resolve_model(name: ModelName) -> ResolvedModel:
 
 
 def first_sentence(error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text.split(". ")[0]
+    return first_line(error).split(". ")[0]
