@@ -52,6 +52,7 @@ UNSTABLE_MANIFEST = {
     "versions": None,
     "model": ("path", "weights_sha256"),
     "data": ("path", "labels"),
+    "input": ("path", "labels"),
     "ablation": ("seconds",),
 }
 """Manifest entries left out of the reference: whole sections (None) or some of their keys (the

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -21,9 +21,10 @@ from torch import Tensor
 from bertgeom.analysis.measurements import Predictions, RowWriter
 from bertgeom.analysis.options import AnalysisOptions, InputSpec, ProgressCallback, open_source
 from bertgeom.capture.ablation import AblationRun, run_ablation
-from bertgeom.capture.engine import EngineTimings, Measurement, run_measurements
+from bertgeom.capture.engine import EngineTimings, run_measurements
 from bertgeom.capture.inputs import InputBatch, InputSource
 from bertgeom.capture.loading import LoadedModel
+from bertgeom.capture.measurement import Measurement
 from bertgeom.errors import InputError
 
 DASK = "dask"
@@ -34,8 +35,9 @@ DASK = "dask"
 class AnalysisRun:
     """One analysis under way, as an executor sees it: the model (loaded by the client), the
     inputs (``source`` opened by the client over all of them), the options, the measurements
-    by name (an executor may replace one by its merged state) that the heads and length of the
-    maps were fixed for, the predictions and where per-input rows go."""
+    by name (an executor may replace one by its merged state) and the ``parameters`` they were
+    built with (``analysis.measurements``; a Dask executor builds the same on its workers),
+    the predictions and where per-input rows go."""
 
     loaded: LoadedModel
     spec: InputSpec
@@ -44,8 +46,7 @@ class AnalysisRun:
     measurements: dict[str, Measurement]
     predictions: Predictions | None
     writer: RowWriter
-    map_heads: tuple[tuple[int, int], ...]
-    map_length: int
+    parameters: dict[str, Any]
     progress: ProgressCallback | None = None
 
 

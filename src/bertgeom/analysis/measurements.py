@@ -3,7 +3,8 @@ predictions of a classifier that stream beside them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,23 +13,31 @@ import torch
 from torch import Tensor
 
 from bertgeom.analysis.options import AnalysisOptions
-from bertgeom.capture.engine import Measurement
 from bertgeom.capture.inputs import InputBatch, InputSource
 from bertgeom.capture.loading import LoadedModel
+from bertgeom.capture.measurement import Measurement, MeasurementSetup, parameters_from_json
 from bertgeom.capture.measurements import (
     ClassMeanMapMeasurement,
-    ConeMeasurement,
     GateMeasurement,
-    HeadConeMeasurement,
+    GateParameters,
+    MapParameters,
     SpikeAttentionMeasurement,
+    SpikeAttentionParameters,
     SubspaceDataMeasurement,
+    SubspaceDataParameters,
 )
 from bertgeom.capture.stream_measurements import (
     ClsSeparabilityMeasurement,
+    ConeMeasurement,
+    ConeParameters,
     DistributionMeasurement,
+    DistributionParameters,
+    HeadConeMeasurement,
+    HeadConeParameters,
     HeadDistributionMeasurement,
+    HeadDistributionParameters,
+    SeparabilityParameters,
 )
-from bertgeom.measures.gates import DEFAULT_THRESHOLDS
 
 CLASS_COVARIANCE_BUDGET = 256 * 2**20
 """Bytes allowed for per-class covariance matrices (d^2 float64 per layer, point and class);
@@ -84,50 +93,108 @@ class Predictions:
         }
 
 
-def build_measurements(
+PARAMETERS: dict[str, type[Any]] = {
+    GateMeasurement.name: GateParameters,
+    ClassMeanMapMeasurement.name: MapParameters,
+    SubspaceDataMeasurement.name: SubspaceDataParameters,
+    HeadConeMeasurement.name: HeadConeParameters,
+    ConeMeasurement.name: ConeParameters,
+    DistributionMeasurement.name: DistributionParameters,
+    HeadDistributionMeasurement.name: HeadDistributionParameters,
+    ClsSeparabilityMeasurement.name: SeparabilityParameters,
+    SpikeAttentionMeasurement.name: SpikeAttentionParameters,
+}
+"""The parameters dataclass of each measurement, by the name the manifest records it under."""
+
+
+def measurement_parameters(
     loaded: LoadedModel,
     source: InputSource,
     options: AnalysisOptions,
     map_heads: Sequence[tuple[int, int]],
     map_length: int,
-    writer: RowWriter,
-) -> dict[str, Measurement]:
-    """The measurements of an analysis by name, empty; per-input gate rows go to ``writer``."""
+) -> dict[str, Any]:
+    """The parameters of every measurement ``options`` ask for, by name, in the order they run:
+    the defaults of each measurement with the options' choices (gate window and cluster rows,
+    per-input rows, mapped heads and their length) and the model's budget for per-class
+    covariances."""
     classes = source.declared_classes
-    padding = options.include_padding
-    qk = loaded.query_key_weights()
-    measurements: dict[str, Measurement] = {
-        "gates": GateMeasurement(
-            loaded.n_layers,
-            loaded.n_heads,
-            classes,
-            DEFAULT_THRESHOLDS,
-            options.window,
-            options.cluster_rows,
-            padding,
-            records=(lambda frame: writer.add_rows("inputs", frame))
-            if options.input_records
-            else None,
+    parameters: dict[str, Any] = {
+        GateMeasurement.name: GateParameters(
+            window=options.window, cluster_rows=options.cluster_rows, records=options.input_records
         ),
-        "class_mean_maps": ClassMeanMapMeasurement(
-            map_length, loaded.n_layers, loaded.n_heads, classes, map_heads, padding
-        ),
-        "subspace_data": SubspaceDataMeasurement(qk, loaded.n_heads, padding),
+        ClassMeanMapMeasurement.name: MapParameters(map_length, tuple(map_heads)),
+        SubspaceDataMeasurement.name: SubspaceDataParameters(),
     }
     if options.global_measures:
-        measurements["head_cone"] = HeadConeMeasurement(padding)
-        measurements["cone"] = ConeMeasurement(padding)
-        measurements["distribution"] = DistributionMeasurement(
-            padding, class_covariance=_class_covariance_fits(loaded, len(classes))
+        parameters[HeadConeMeasurement.name] = HeadConeParameters()
+        parameters[ConeMeasurement.name] = ConeParameters()
+        parameters[DistributionMeasurement.name] = DistributionParameters(
+            class_covariance=_class_covariance_fits(loaded, len(classes))
         )
-        measurements["head_distribution"] = HeadDistributionMeasurement(padding)
+        parameters[HeadDistributionMeasurement.name] = HeadDistributionParameters()
         if classes:
-            measurements["cls_separability"] = ClsSeparabilityMeasurement()
+            parameters[ClsSeparabilityMeasurement.name] = SeparabilityParameters()
     if source.spike_layouts:
-        measurements["spike_attention"] = SpikeAttentionMeasurement(
-            loaded.n_layers, loaded.n_heads, classes, padding
-        )
-    return measurements
+        parameters[SpikeAttentionMeasurement.name] = SpikeAttentionParameters()
+    return parameters
+
+
+def parameters_to_json(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The manifest's ``measurements`` entry: each measurement's parameters by name."""
+    return {name: asdict(values) for name, values in parameters.items()}
+
+
+def parameters_from_manifest(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters recorded by :func:`parameters_to_json`, as dataclasses again."""
+    unknown = sorted(set(entry) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown measurements {unknown}; known: {', '.join(PARAMETERS)}")
+    return {name: parameters_from_json(PARAMETERS[name], dict(v)) for name, v in entry.items()}
+
+
+def build_measurements(
+    loaded: LoadedModel,
+    source: InputSource,
+    options: AnalysisOptions,
+    parameters: Mapping[str, Any],
+    writer: RowWriter,
+) -> dict[str, Measurement]:
+    """The measurements named in ``parameters`` (``measurement_parameters``, or a manifest's),
+    empty, by name; per-input gate rows go to ``writer``."""
+    setup = MeasurementSetup(
+        loaded.n_layers,
+        loaded.n_heads,
+        tuple(source.declared_classes),
+        options.include_padding,
+    )
+    built: dict[str, Measurement] = {}
+    for name, values in parameters.items():
+        if name == GateMeasurement.name:
+            built[name] = GateMeasurement(
+                setup, values, records=lambda frame: writer.add_rows("inputs", frame)
+            )
+        elif name == SubspaceDataMeasurement.name:
+            built[name] = SubspaceDataMeasurement(setup, loaded.query_key_weights(), values)
+        elif name in PARAMETERS:
+            built[name] = _MEASUREMENTS[name](setup, values)
+        else:
+            raise ValueError(f"unknown measurement {name!r}")
+    return built
+
+
+_MEASUREMENTS: dict[str, Any] = {
+    kind.name: kind
+    for kind in (
+        ClassMeanMapMeasurement,
+        HeadConeMeasurement,
+        ConeMeasurement,
+        DistributionMeasurement,
+        HeadDistributionMeasurement,
+        ClsSeparabilityMeasurement,
+        SpikeAttentionMeasurement,
+    )
+}
 
 
 def _class_covariance_fits(loaded: LoadedModel, n_classes: int) -> bool:

@@ -10,14 +10,19 @@ atomically (``analysis.writing``, ``results.store``). ``docs/analysis.md`` shows
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from bertgeom.analysis.executor import AnalysisRun, Executor, executor_for
-from bertgeom.analysis.measurements import Predictions, build_measurements
+from bertgeom.analysis.measurements import (
+    Predictions,
+    build_measurements,
+    measurement_parameters,
+)
 from bertgeom.analysis.options import (
     CONTROL_DIRECTORY,
     CONTROL_RANDOM_INIT,
@@ -66,6 +71,7 @@ def analyze(
     *,
     overwrite: bool = False,
     executor: Executor | None = None,
+    measurements: Mapping[str, Any] | None = None,
 ) -> AnalysisSummary:
     """Analyse ``spec``'s inputs with the model in ``model_directory`` (a directory, or a hub
     id in the local cache: ``bertgeom.model.resolve``) into ``out``.
@@ -77,7 +83,10 @@ def analyze(
     other directory only with ``overwrite``), and never the model or an input.
     ``executor`` runs the passes over the inputs; by default the one ``options`` ask for
     (``analysis.executor.executor_for``: this process, or the Dask executor that
-    ``bertgeom.scale`` registers when options name a cluster).
+    ``bertgeom.scale`` registers when options name a cluster). ``measurements``: the
+    parameters of measurements by name (``analysis.measurements``; a manifest's, to repeat an
+    analysis: ``analysis.like``), used instead of those ``options`` give for the measurements
+    that ``options`` run.
     """
     options = options or AnalysisOptions()
     source = resolve_model(model_directory)
@@ -90,7 +99,8 @@ def analyze(
     if executor is None:
         executor = executor_for(options)
     with executor.session():
-        return _run(source, spec, out, options, executor, _Callbacks(progress, on_start, on_stage))
+        callbacks = _Callbacks(progress, on_start, on_stage)
+        return _run(source, spec, out, options, executor, callbacks, measurements)
 
 
 def _run(
@@ -100,6 +110,7 @@ def _run(
     options: AnalysisOptions,
     executor: Executor,
     callbacks: _Callbacks,
+    given_parameters: Mapping[str, Any] | None = None,
 ) -> AnalysisSummary:
     started = time.perf_counter()
     if options.control not in (None, CONTROL_RANDOM_INIT):
@@ -110,12 +121,15 @@ def _run(
     torch.nn.Module.to(loaded.model, torch.device(options.device))
     loaded_s = time.perf_counter() - started
     source = open_source(loaded, spec, options)
-    map_heads = map_heads_of(options, loaded)
-    map_length = map_length_of(options, source)
+    parameters = measurement_parameters(
+        loaded, source, options, map_heads_of(options, loaded), map_length_of(options, source)
+    )
+    if given_parameters is not None:
+        parameters = {name: given_parameters.get(name, v) for name, v in parameters.items()}
     if callbacks.on_start is not None:
         callbacks.on_start(loaded, source.expected_inputs())
     with ResultsWriter(out) as writer:
-        measurements = build_measurements(loaded, source, options, map_heads, map_length, writer)
+        measurements = build_measurements(loaded, source, options, parameters, writer)
         predictions = (
             Predictions(writer, loaded.class_names) if loaded.class_names is not None else None
         )
@@ -127,8 +141,7 @@ def _run(
             measurements,
             predictions,
             writer,
-            map_heads,
-            map_length,
+            parameters,
             callbacks.progress,
         )
         timings = executor.measure(run)
@@ -199,4 +212,6 @@ def _control_step(
         control,
         executor,
         _Callbacks(callbacks.progress),
+        run.parameters,
     )
+

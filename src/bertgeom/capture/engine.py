@@ -1,22 +1,20 @@
 """The analysis loop: one forward pass per batch, each layer's tensors handed to every
 measurement as the pass goes (small batches first joined into chunks, ``capture.chunks``).
 
-A measurement is anything with the accumulator contract of ``bertgeom.measures.base`` plus an
-``update`` that reads a :class:`~bertgeom.capture.hooks.CapturedLayer`: the engine does not know
-what is measured, so adding one (cone index, distribution, ...) is adding an object to the list.
+A measurement (``capture.measurement``) has an ``update`` that reads a
+:class:`~bertgeom.capture.hooks.CapturedLayer`: the engine does not know what is measured, so
+adding one (cone index, distribution, ...) is adding an object to the list.
 """
 
 from __future__ import annotations
 
-import copy
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self
+from typing import Any
 
-import pandas as pd
 import torch
 from torch import Tensor
 
@@ -31,62 +29,7 @@ from bertgeom.capture.chunks import (
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
 from bertgeom.capture.inputs import InputBatch
 from bertgeom.capture.loading import LoadedModel
-
-
-@dataclass(frozen=True)
-class BatchContext:
-    """What a measurement needs besides the layer's tensors: the batch, its right-padded
-    ``attention_mask (batch, seq)`` on the model's device, and the padding switch."""
-
-    batch: InputBatch
-    attention_mask: Tensor
-    include_padding: bool = False
-
-    @property
-    def labels(self) -> list[str] | None:
-        """One class per input, or ``None`` when the analysis has no classes."""
-        return list(self.batch.labels) if self.batch.labels is not None else None
-
-
-class Measurement(Protocol):
-    """Streams one family of measurements over the captured layers.
-
-    ``table`` names the results table its ``result()`` rows belong to: ``"heads"`` (columns
-    ``layer, head, class, metric, value``) or ``"layers"`` (``layer, point, class, metric,
-    value``).
-    """
-
-    table: str
-
-    def update(self, captured: CapturedLayer, context: BatchContext) -> None:
-        """Add one layer of one batch."""
-        ...
-
-    def merge(self, other: Self) -> Self:
-        """A new measurement holding both this one's inputs and ``other``'s."""
-        ...
-
-    def result(self) -> pd.DataFrame:
-        """The aggregate as a long table."""
-        ...
-
-
-class AccumulatorMeasurement:
-    """Base of the measurements that feed one accumulator, ``self.accumulator``: merging two is
-    merging their accumulators (the other attributes, the parameters, are taken from ``self``),
-    and the result is the accumulator's. Subclasses write ``table`` and ``update``."""
-
-    accumulator: Any
-
-    def merge(self, other: Self) -> Self:
-        merged = copy.copy(self)
-        merged.accumulator = self.accumulator.merge(other.accumulator)
-        return merged
-
-    def result(self) -> pd.DataFrame:
-        frame: pd.DataFrame = self.accumulator.result()
-        return frame
-
+from bertgeom.capture.measurement import BatchContext, Measurement
 
 BatchCallback = Callable[[InputBatch, Tensor | None], None]
 """Called after each batch with the batch and the model's logits ``(batch, class)`` (or None)."""
@@ -193,7 +136,7 @@ class _Dispatcher:
             started = time.perf_counter()
             measurement.update(first, second)
             spent = time.perf_counter() - started
-            name = type(measurement).__name__
+            name = measurement.name
             self.timings.per_measurement[name] = self.timings.per_measurement.get(name, 0.0) + spent
             self.timings.measures += spent
 

@@ -1,35 +1,39 @@
-"""The measurements the engine drives: each adapts captured layers to one accumulator of
-``bertgeom.measures`` (update, merge, result).
+"""The attention measurements the engine drives: each adapts captured layers to one
+accumulator of ``bertgeom.measures`` and owns its parameters and outputs
+(``capture.measurement``).
 
 - :class:`GateMeasurement`: gate scores (DESIGN 3.2) per layer, into a ``GateAccumulator``, and
   the per-input dominant-gate records, handed to a sink as they are made;
 - :class:`ClassMeanMapMeasurement`: class-mean attention maps of chosen heads;
 - :class:`SubspaceDataMeasurement`: the data-based subspace measures (DESIGN 3.3);
-- :class:`ConeMeasurement`, :class:`HeadConeMeasurement`: the cone index (DESIGN 3.1) at the
-  measuring points, of each head's output and attention rows, and of the ``[CLS]`` vectors;
 - :class:`SpikeAttentionMeasurement`: attention received by spike domains, codons and defining
   mutations (DESIGN 3.5).
+
+The measures of the token stream (cone index, distribution, separability) are in
+``capture.stream_measurements``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 import torch
 from torch import Tensor
 
-from bertgeom.capture.engine import AccumulatorMeasurement, BatchContext
 from bertgeom.capture.hooks import CapturedLayer
+from bertgeom.capture.measurement import (
+    AccumulatorMeasurement,
+    BatchContext,
+    MeasurementOutputs,
+    MeasurementSetup,
+)
 from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures
-from bertgeom.capture.stream_points import stream_points, with_layer_inputs
 from bertgeom.genomics.token_map import defining_mutations, layout_mutations, mutation_effects
-from bertgeom.measures.cone import ClassConeAccumulator, ConeAccumulator, HeadConeAccumulator
 from bertgeom.measures.gate_accumulators import (
     ClassMeanAttentionAccumulator,
-    ClassMeanMaps,
     GateAccumulator,
     gate_records,
 )
@@ -38,14 +42,29 @@ from bertgeom.measures.gates import (
     DEFAULT_THRESHOLDS,
     DEFAULT_WINDOW,
     GATE_NAMES,
+    HIGH_ATTENTION_THRESHOLD,
     gate_scores,
 )
-from bertgeom.measures.histograms import histogram_frame
 from bertgeom.measures.spike_attention import SpikeAttentionAccumulator
 from bertgeom.measures.subspace_data import SubspaceDataAccumulator
 
 RecordSink = Callable[[pd.DataFrame], None]
 """Receives per-input rows (``inputs.parquet``) as they are made."""
+
+QueryKeyWeights = Sequence[tuple[Tensor, Tensor | None, Tensor, Tensor | None]]
+"""Per layer ``(W_q, b_q, W_k, b_k)``: ``LoadedModel.query_key_weights``."""
+
+
+@dataclass(frozen=True)
+class GateParameters:
+    """``window``: neighbours read by the contextual gates; ``cluster_rows``: content queries
+    entering the cluster score (None: all); ``thresholds``: of the dominant gate;
+    ``records``: the per-input rows of ``inputs.parquet`` are written."""
+
+    window: int = DEFAULT_WINDOW
+    cluster_rows: int | None = DEFAULT_CLUSTER_ROWS
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    records: bool = True
 
 
 class GateMeasurement(AccumulatorMeasurement):
@@ -53,36 +72,29 @@ class GateMeasurement(AccumulatorMeasurement):
     ``GateAccumulator``; with ``records``, each (input, layer, head) row of ``gate_records``
     (plus ``input_id`` and ``class``) goes to the sink."""
 
-    table = "heads"
+    name = "gates"
 
     def __init__(
         self,
-        n_layers: int,
-        n_heads: int,
-        classes: Sequence[str] = (),
-        thresholds: Mapping[str, float] = DEFAULT_THRESHOLDS,
-        window: int = DEFAULT_WINDOW,
-        cluster_rows: int | None = DEFAULT_CLUSTER_ROWS,
-        include_padding: bool = False,
+        setup: MeasurementSetup,
+        parameters: GateParameters | None = None,
         records: RecordSink | None = None,
     ) -> None:
-        self.n_layers = n_layers
-        self.n_heads = n_heads
-        self.thresholds = thresholds
-        self.window = window
-        self.cluster_rows = cluster_rows
-        self.include_padding = include_padding
-        self.records = records
-        self.accumulator = GateAccumulator(n_layers, n_heads, classes, thresholds)
+        self.parameters = parameters or GateParameters()
+        self.setup = setup
+        self.records = records if self.parameters.records else None
+        self.accumulator = GateAccumulator(
+            setup.n_layers, setup.n_heads, setup.classes, self.parameters.thresholds
+        )
         self._batch_scores: list[Tensor] = []
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
         scores = gate_scores(
             captured.attention,
             context.attention_mask,
-            window=self.window,
-            include_padding=self.include_padding,
-            cluster_rows=self.cluster_rows,
+            window=self.parameters.window,
+            include_padding=context.include_padding,
+            cluster_rows=self.parameters.cluster_rows,
         )
         self.accumulator.update(captured.layer, scores, context.labels)
         if self.records is None:
@@ -90,7 +102,7 @@ class GateMeasurement(AccumulatorMeasurement):
         if captured.layer == 0:
             self._batch_scores = []
         self._batch_scores.append(scores)
-        if captured.layer == self.n_layers - 1:
+        if captured.layer == self.setup.n_layers - 1:
             self.records(self._records(torch.stack(self._batch_scores, dim=1), context))
             self._batch_scores = []
 
@@ -101,7 +113,8 @@ class GateMeasurement(AccumulatorMeasurement):
         batch = context.batch
         n_inputs, n_layers, n_heads, n_gates = scores.shape
         flat = scores.reshape(n_inputs, n_layers * n_heads, n_gates)
-        frame = gate_records(flat, 0, torch.from_numpy(batch.indices), self.thresholds)
+        thresholds = self.parameters.thresholds
+        frame = gate_records(flat, 0, torch.from_numpy(batch.indices), thresholds)
         per_input = n_layers * n_heads
         classes = batch.labels if batch.labels is not None else [None] * n_inputs
         columns = {
@@ -124,40 +137,82 @@ class GateMeasurement(AccumulatorMeasurement):
         return merged
 
 
+@dataclass(frozen=True)
+class MapParameters:
+    """``length``: positions kept (longer inputs are cropped); ``heads``: the (layer, head)
+    pairs whose maps are kept (None: every head); ``high_attention_threshold``: the paper's
+    "high attention", recorded with the maps for the report."""
+
+    length: int
+    heads: tuple[tuple[int, int], ...] | None = None
+    high_attention_threshold: float = HIGH_ATTENTION_THRESHOLD
+
+
 class ClassMeanMapMeasurement(AccumulatorMeasurement):
-    """Class-mean attention maps of the chosen (layer, head) pairs over the first
-    ``map_length`` positions (longer inputs are cropped to them: position (q, k) is averaged
-    over the inputs that reach it)."""
+    """Class-mean attention maps of the chosen (layer, head) pairs over the first ``length``
+    positions (longer inputs are cropped to them: position (q, k) is averaged over the inputs
+    that reach it): the ``class_mean_maps`` array, cut to the longest input seen, and their
+    ``attention_map.*`` rows of ``heads``."""
 
-    table = "heads"
+    name = "class_mean_maps"
 
-    def __init__(
-        self,
-        map_length: int,
-        n_layers: int,
-        n_heads: int,
-        classes: Sequence[str] = (),
-        layers_heads: Sequence[tuple[int, int]] | None = None,
-        include_padding: bool = False,
-    ) -> None:
-        self.map_length = map_length
+    def __init__(self, setup: MeasurementSetup, parameters: MapParameters) -> None:
+        self.parameters = parameters
         self.accumulator = ClassMeanAttentionAccumulator(
-            map_length, n_layers, n_heads, classes, layers_heads, include_padding
+            parameters.length,
+            setup.n_layers,
+            setup.n_heads,
+            setup.classes,
+            parameters.heads,
+            setup.include_padding,
         )
         self._layers = {layer for layer, _ in self.accumulator.layers_heads}
+        self.longest = 0
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
+        if captured.layer == 0:  # the longest input seen: the maps are cut to it
+            longest = int(context.attention_mask.ne(0).sum(dim=1).max())
+            self.longest = max(self.longest, longest)
         if captured.layer not in self._layers:
             return
         attention, mask = captured.attention, context.attention_mask
-        if attention.shape[-1] > self.map_length:
-            attention = attention[..., : self.map_length, : self.map_length]
-            mask = mask[:, : self.map_length]
+        length = self.parameters.length
+        if attention.shape[-1] > length:
+            attention = attention[..., :length, :length]
+            mask = mask[:, :length]
         self.accumulator.update(captured.layer, attention, mask, context.labels)
 
-    def maps(self) -> ClassMeanMaps:
-        """The class-mean maps, float16 ``(class, pair, query, key)``."""
-        return self.accumulator.result_maps()
+    def merge(self, other: ClassMeanMapMeasurement) -> ClassMeanMapMeasurement:
+        merged = super().merge(other)
+        merged.longest = max(self.longest, other.longest)
+        return merged
+
+    def write(self, outputs: MeasurementOutputs) -> None:
+        super().write(outputs)
+        maps = self.accumulator.result_maps()
+        keep = max(1, min(self.longest, maps.maps.shape[-1]))
+        outputs.add_array(
+            "class_mean_maps",
+            np.ascontiguousarray(maps.maps[..., :keep, :keep]),
+            ["class", "pair", "query", "key"],
+            "class-mean attention maps (NaN where no input reached the position), float16; "
+            f"high attention above {self.parameters.high_attention_threshold}",
+            {
+                "class": list(maps.classes),
+                "pair": [list(pair) for pair in maps.layers_heads],
+                "inputs": maps.inputs.tolist(),
+            },
+        )
+
+
+@dataclass(frozen=True)
+class SubspaceDataParameters:
+    """``include_query_bias``: the query bias enters the query-side measures;
+    ``use_projections``: computed from the layer's own query and key projections (the same
+    measures for a twelfth of the work) rather than from the layer input."""
+
+    include_query_bias: bool = False
+    use_projections: bool = True
 
 
 class SubspaceDataMeasurement(AccumulatorMeasurement):
@@ -165,30 +220,31 @@ class SubspaceDataMeasurement(AccumulatorMeasurement):
     layer's query and key weights, per (layer, head, class).
 
     ``weights[layer] = (W_q, b_q, W_k, b_k)``. By default the measures are computed from the
-    layer's own query and key projections (``projected_subspace``, a twelfth of the work);
-    ``use_projections=False``, or a layer with a rank-deficient head, uses the reference
+    layer's own query and key projections (``projected_subspace``); without
+    ``use_projections``, or for a layer with a rank-deficient head, from the reference
     ``subspace_data_measures`` on the layer input.
     """
 
-    table = "heads"
+    name = "subspace_data"
 
     def __init__(
         self,
-        weights: Sequence[tuple[Tensor, Tensor | None, Tensor, Tensor | None]],
-        n_heads: int,
-        include_padding: bool = False,
-        include_query_bias: bool = False,
-        use_projections: bool = True,
+        setup: MeasurementSetup,
+        weights: QueryKeyWeights,
+        parameters: SubspaceDataParameters | None = None,
     ) -> None:
+        self.parameters = parameters = parameters or SubspaceDataParameters()
         self.weights = list(weights)
-        self.n_heads = n_heads
-        self.include_padding = include_padding
-        self.include_query_bias = include_query_bias
+        self.n_heads = setup.n_heads
         self.bases = [
-            ProjectionBases.of(wq, bq, wk, bk, n_heads) if use_projections else None
+            ProjectionBases.of(wq, bq, wk, bk, setup.n_heads)
+            if parameters.use_projections
+            else None
             for wq, bq, wk, bk in self.weights
         ]
-        self.accumulator = SubspaceDataAccumulator(include_padding, include_query_bias)
+        self.accumulator = SubspaceDataAccumulator(
+            setup.include_padding, parameters.include_query_bias
+        )
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
         layer = captured.layer
@@ -213,79 +269,37 @@ class SubspaceDataMeasurement(AccumulatorMeasurement):
             bases,
             self.n_heads,
             context.attention_mask,
-            self.include_padding,
-            self.include_query_bias,
+            context.include_padding,
+            self.parameters.include_query_bias,
         )
         self.accumulator.update_values(layer, values, context.labels)
 
 
-class ConeMeasurement:
-    """Cone index of the token vectors at the measuring points (``stream_points``: the
-    embedding output as layer -1, then each layer's ``multihead_output`` and ``layer_output``;
-    ``layer_input`` rows are copies, ``with_layer_inputs``), and of the ``[CLS]`` vectors of
-    each class at each ``layer_output``: the ``layers`` table. The ``head_output`` point is per
-    head: :class:`HeadConeMeasurement`."""
-
-    table = "layers"
-
-    def __init__(self, include_padding: bool = False) -> None:
-        self.tokens = ConeAccumulator(include_padding=include_padding)
-        self.cls = ClassConeAccumulator()
-
-    def update(self, captured: CapturedLayer, context: BatchContext) -> None:
-        labels = context.labels
-        for layer, point, hidden in stream_points(captured):
-            self.tokens.update(layer, point, hidden, context.attention_mask, labels)
-            if point == "layer_output":
-                self.cls.update(layer, hidden[:, 0], labels)
-
-    def merge(self, other: ConeMeasurement) -> ConeMeasurement:
-        merged = ConeMeasurement.__new__(ConeMeasurement)
-        merged.tokens = self.tokens.merge(other.tokens)
-        merged.cls = self.cls.merge(other.cls)
-        return merged
-
-    def result(self) -> pd.DataFrame:
-        tokens = with_layer_inputs(self.tokens.result())
-        return pd.concat([tokens, self.cls.result()], ignore_index=True)
-
-    def histograms(self) -> pd.DataFrame:
-        """Counts of the per-input ``I / n`` (kind ``cone_normalized``) in the long format of
-        ``histogram_frame``."""
-        frame = histogram_frame(self.tokens.histograms(), self.tokens.bin_edges, "cone_normalized")
-        return with_layer_inputs(frame)
-
-
-class HeadConeMeasurement(AccumulatorMeasurement):
-    """Cone index of each head's output rows ``Z_h = A V_h`` and of its attention rows."""
-
-    table = "heads"
-
-    def __init__(self, include_padding: bool = False) -> None:
-        self.accumulator = HeadConeAccumulator(include_padding)
-
-    def update(self, captured: CapturedLayer, context: BatchContext) -> None:
-        mask, labels = context.attention_mask, context.labels
-        self.accumulator.update_head_outputs(captured.layer, captured.head_outputs, mask, labels)
-        self.accumulator.update_attention_rows(captured.layer, captured.attention, mask, labels)
+@dataclass(frozen=True)
+class SpikeAttentionParameters:
+    """The spike measures have no parameters of their own: the domains, codons and defining
+    mutations are the embedded reference's (``docs/spike.md``)."""
 
 
 class SpikeAttentionMeasurement(AccumulatorMeasurement):
     """Attention received by spike domains, positions and defining mutations per (layer, head,
     class) (DESIGN 3.5, ``docs/spike.md``): needs batches with a spike layout (k-mer sources
-    opened with ``spike_layouts=True``)."""
+    opened with ``spike_layouts=True``). Writes its rows of ``heads``, ``mutations`` and the
+    ``spike_attention_profile`` array."""
 
-    table = "heads"
+    name = "spike_attention"
 
     def __init__(
-        self,
-        n_layers: int,
-        n_heads: int,
-        classes: Sequence[str] = (),
-        include_padding: bool = False,
+        self, setup: MeasurementSetup, parameters: SpikeAttentionParameters | None = None
     ) -> None:
+        self.parameters = parameters or SpikeAttentionParameters()
         self.accumulator = SpikeAttentionAccumulator(
-            n_layers, n_heads, layout_mutations(), defining_mutations(), classes, include_padding
+            setup.n_layers,
+            setup.n_heads,
+            layout_mutations(),
+            defining_mutations(),
+            setup.classes,
+            setup.include_padding,
         )
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
@@ -307,6 +321,16 @@ class SpikeAttentionMeasurement(AccumulatorMeasurement):
         table.insert(4, "aa_effect", [effects.get(name, "") for name in table["mutation"]])
         return table
 
-    def profile(self) -> tuple[list[str], npt.NDArray[np.float32]]:
-        """Classes and the ``(class, layer, head, codon)`` float32 per-codon profile."""
-        return self.accumulator.codon_profile()
+    def write(self, outputs: MeasurementOutputs) -> None:
+        super().write(outputs)
+        outputs.add_table("mutations", self.mutations())
+        classes, profile = self.accumulator.codon_profile()
+        outputs.add_array(
+            "spike_attention_profile",
+            profile,
+            ["class", "layer", "head", "codon"],
+            "mean over the inputs covering each spike codon of the mean attention received "
+            "(column sum over queries) by the tokens covering it, float32; NaN where no input "
+            "covers it",
+            {"class": classes, "codon": f"1..{profile.shape[-1]}"},
+        )

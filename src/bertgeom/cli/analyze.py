@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+try:  # typer >= 0.22 vendors click as typer._click; older versions use click itself
+    from typer._click.core import ParameterSource
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.core import ParameterSource  # type: ignore[assignment]
 
 from bertgeom.cli.common import (
     SEED_MAX,
@@ -31,15 +36,25 @@ if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
 
 
 def analyze(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Results directory to write.")],
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--model",
             help="Model directory (Hugging Face format, safetensors) or Hugging Face hub id "
             "ORG/NAME[@REVISION] from the local cache.",
         ),
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Results directory to write.")],
+    ] = None,
+    like: Annotated[
+        Path | None,
+        typer.Option(
+            "--like",
+            help="Repeat the analysis of this results directory from its manifest: the same "
+            "model, inputs, options and measurement parameters. Options given beside it "
+            "change those (e.g. another --model).",
+        ),
+    ] = None,
     text: Annotated[
         Path | None, typer.Option("--text", help="Plain text, one input per line.")
     ] = None,
@@ -134,7 +149,9 @@ def analyze(
 ) -> None:
     """Analyse a BERT-family model on inputs: gates, subspaces, cone index -> a results folder."""
     with user_errors():
-        inputs = [Path(model), text, fasta, data, labels]
+        if model is None and like is None:
+            raise InputError("give --model (or --like RESULTS to repeat an analysis)")
+        inputs = [Path(model) if model else None, like, text, fasta, data, labels]
         check_output_directory(out, RESULTS, inputs=inputs, overwrite=overwrite)
         with start_up():
             import torch
@@ -144,7 +161,7 @@ def analyze(
 
         given = [(kind, path) for kind, path in (("text", text), ("fasta", fasta), ("data", data))]
         chosen = [(kind, path) for kind, path in given if path is not None]
-        if len(chosen) != 1:
+        if len(chosen) > 1 or (len(chosen) == 0 and like is None):
             raise InputError("give exactly one of --text, --fasta or --data")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"--device {device}: no CUDA device is available")
@@ -159,9 +176,11 @@ def analyze(
                 f"--ablation: unknown {', '.join(unknown) or repr(ablation)}; choose from "
                 f"{', '.join(ABLATION_KINDS)}"
             )
-        kind, path = chosen[0]
-        assert path is not None
-        spec = InputSpec(kind, path, labels=labels, split=split)  # type: ignore[arg-type]
+        spec = (
+            InputSpec(chosen[0][0], chosen[0][1], labels=labels, split=split)  # type: ignore[arg-type]
+            if chosen
+            else None
+        )
         options = AnalysisOptions(
             batch_size=batch_size,
             max_length=max_length,
@@ -178,7 +197,78 @@ def analyze(
             control=control,
             control_seed=control_seed,
         )
+        if like is not None:
+            _repeat(ctx, like, model, spec, out, options, overwrite)
+            return
+        assert model is not None and spec is not None
         run_analysis(model, spec, out, options, overwrite=overwrite)
+
+
+_OPTION_FIELDS = {
+    "batch_size": "batch_size",
+    "max_length": "max_length",
+    "max_inputs": "max_inputs",
+    "include_padding": "include_padding",
+    "heads": "map_heads",
+    "map_length": "map_length",
+    "global_measures": "global_measures",
+    "overlap": "overlap",
+    "device": "device",
+    "scheduler": "scheduler",
+    "dask_workers": "dask_workers",
+    "ablation": "ablation",
+    "control": "control",
+    "control_seed": "control_seed",
+}
+"""Command-line parameters of ``analyze`` and the ``AnalysisOptions`` field each sets."""
+
+
+def _repeat(
+    ctx: typer.Context,
+    like: Path,
+    model: str | None,
+    spec: InputSpec | None,
+    out: Path,
+    options: AnalysisOptions,
+    overwrite: bool,
+) -> None:
+    """``--like``: the plan of ``like``'s manifest, changed by the options given on the
+    command line (``analysis.like``)."""
+    from dataclasses import replace
+
+    from bertgeom.analysis.like import plan_from_results
+
+    plan = plan_from_results(like)
+    changes = {
+        field: getattr(options, field)
+        for parameter, field in _OPTION_FIELDS.items()
+        if ctx.get_parameter_source(parameter) == ParameterSource.COMMANDLINE
+    }
+    if spec is None and any(
+        ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+        for name in ("labels", "split")
+    ):
+        labels, split = ctx.params["labels"], ctx.params["split"]
+        spec = replace(
+            plan.spec,
+            labels=labels if labels is not None else plan.spec.labels,
+            split=split if split is not None else plan.spec.split,
+        )
+    plan = plan.with_changes(model=model, spec=spec, **changes)
+    check_output_directory(
+        out,
+        RESULTS,
+        inputs=[Path(plan.model), plan.spec.path, plan.spec.labels, like],
+        overwrite=overwrite,
+    )
+    run_analysis(
+        plan.model,
+        plan.spec,
+        out,
+        plan.options,
+        overwrite=overwrite,
+        measurements=plan.measurements,
+    )
 
 
 def run_analysis(
@@ -188,8 +278,10 @@ def run_analysis(
     options: AnalysisOptions,
     *,
     overwrite: bool = False,
+    measurements: Mapping[str, Any] | None = None,
 ) -> None:
-    """``analyze`` with a progress bar and a one-line summary."""
+    """``analyze`` with a progress bar and a one-line summary (``measurements``: parameters
+    of measurements, see ``analysis.analyze``)."""
     # bertgeom.scale registers the Dask executor of --scheduler and --dask-workers
     import bertgeom.scale  # noqa: F401
     from bertgeom.analysis import analyze
@@ -204,6 +296,7 @@ def run_analysis(
             on_start=callbacks.on_start,
             on_stage=callbacks.on_stage,
             overwrite=overwrite,
+            measurements=measurements,
         )
     print_analysis_summary(summary)
 

@@ -105,7 +105,8 @@ def metadata(results: Results) -> Section:
     cards = [
         (title, Table.from_pairs(_flatten(manifest[key])))
         for key, title in (
-            ("parameters", "Parameters"),
+            ("parameters", "Options"),
+            ("measurements", "Measurements"),
             ("versions", "Versions"),
             ("timings", "Timings (seconds unless named)"),
         )
@@ -303,7 +304,11 @@ def attention_maps(results: Results) -> Section:
             Missing("No head has a dominant gate other than mixed: there is no example to show.")
         )
         return section
-    threshold = results.manifest.get("parameters", {}).get("high_attention_threshold")
+    maps_parameters = results.manifest.get("measurements", {}).get("class_mean_maps", {})
+    threshold = maps_parameters.get(
+        "high_attention_threshold",
+        results.manifest.get("parameters", {}).get("high_attention_threshold"),  # before 0.9
+    )
     maps = []
     for gate in dominant:
         shares = results.metric(f"gate.{gate}.share")

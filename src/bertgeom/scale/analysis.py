@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -29,9 +30,10 @@ from bertgeom.analysis import (
     build_measurements,
     open_source,
 )
-from bertgeom.capture.engine import EngineTimings, Measurement, run_measurements
+from bertgeom.capture.engine import EngineTimings, run_measurements
 from bertgeom.capture.inputs import InputSource, InputStats
 from bertgeom.capture.loading import LoadedModel, load_model
+from bertgeom.capture.measurement import Measurement
 from bertgeom.capture.measurements import GateMeasurement
 from bertgeom.errors import InputError
 from bertgeom.scale.cluster import ClusterSpec, dask_client, run_shards, shard_positions
@@ -40,14 +42,13 @@ from bertgeom.scale.cluster import ClusterSpec, dask_client, run_shards, shard_p
 @dataclass(frozen=True)
 class ShardTask:
     """What a worker needs to analyse one shard: paths (the model and the inputs are read on
-    the worker, at the same paths), the options (map heads and length fixed by the client, so
-    every shard measures the same maps) and the shard's ``positions``."""
+    the worker, at the same paths), the options, the measurements' ``parameters`` (fixed by
+    the client, so every shard measures alike) and the shard's ``positions``."""
 
     model_directory: Path
     spec: InputSpec
     options: AnalysisOptions
-    map_heads: tuple[tuple[int, int], ...]
-    map_length: int
+    parameters: dict[str, Any]
     positions: range
     torch_threads: int | None = None
 
@@ -116,9 +117,7 @@ def analyze_shard(task: ShardTask) -> ShardResult:
         task.model_directory, task.spec, options, task.positions, task.torch_threads
     )
     rows = _RowCollector()
-    measurements = build_measurements(
-        loaded, source, options, task.map_heads, task.map_length, rows
-    )
+    measurements = build_measurements(loaded, source, options, task.parameters, rows)
     predictions = Predictions(rows, loaded.class_names) if loaded.class_names is not None else None
     timings = run_measurements(
         loaded,
@@ -151,8 +150,7 @@ class ShardedAnalysis:
     model_directory: Path
     spec: InputSpec
     options: AnalysisOptions
-    map_heads: Sequence[tuple[int, int]]
-    map_length: int
+    parameters: dict[str, Any]
 
     def tasks(self, positions: Sequence[range], torch_threads: int | None) -> list[ShardTask]:
         """One task per shard; paths absolute, as workers may run elsewhere."""
@@ -163,9 +161,8 @@ class ShardedAnalysis:
         )
         options = replace(self.options, max_inputs=None, scheduler=None, dask_workers=None)
         directory = Path(self.model_directory).resolve()
-        heads = tuple(self.map_heads)
         return [
-            ShardTask(directory, spec, options, heads, self.map_length, shard, torch_threads)
+            ShardTask(directory, spec, options, self.parameters, shard, torch_threads)
             for shard in positions
         ]
 

@@ -39,7 +39,7 @@ class DaskExecutor:
 
     def measure(self, run: AnalysisRun) -> EngineTimings:
         sharded = ShardedAnalysis(
-            self.cluster, run.loaded.directory, run.spec, run.options, run.map_heads, run.map_length
+            self.cluster, run.loaded.directory, run.spec, run.options, run.parameters
         )
         return sharded.run(run.source, run.measurements, run.predictions, run.writer, run.progress)
 

@@ -14,21 +14,23 @@ import pytest
 import torch
 
 from bertgeom.capture.chunks import join_sequences
-from bertgeom.capture.engine import Measurement, run_measurements
+from bertgeom.capture.engine import run_measurements
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
 from bertgeom.capture.inputs import InputBatch, TextSource
 from bertgeom.capture.loading import LoadedModel
+from bertgeom.capture.measurement import Measurement, MeasurementSetup
 from bertgeom.capture.measurements import (
     ClassMeanMapMeasurement,
-    ConeMeasurement,
     GateMeasurement,
-    HeadConeMeasurement,
+    MapParameters,
     SubspaceDataMeasurement,
 )
 from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures
 from bertgeom.capture.stream_measurements import (
     ClsSeparabilityMeasurement,
+    ConeMeasurement,
     DistributionMeasurement,
+    HeadConeMeasurement,
     HeadDistributionMeasurement,
 )
 from bertgeom.capture.tests.tiny_models import ARCHITECTURES, HEADS, LAYERS, POSITIONS, sentences
@@ -55,15 +57,16 @@ def _source(loaded: LoadedModel, text: Path) -> TextSource:
 
 
 def _measurements(loaded: LoadedModel, padding: bool = False) -> list[Measurement]:
+    setup = MeasurementSetup(LAYERS, HEADS, tuple(CLASSES), padding)
     return [
-        GateMeasurement(LAYERS, HEADS, CLASSES, include_padding=padding),
-        ClassMeanMapMeasurement(POSITIONS, LAYERS, HEADS, CLASSES, include_padding=padding),
-        SubspaceDataMeasurement(loaded.query_key_weights(), HEADS, padding),
-        HeadConeMeasurement(padding),
-        ConeMeasurement(padding),
-        DistributionMeasurement(padding),
-        HeadDistributionMeasurement(padding),
-        ClsSeparabilityMeasurement(),
+        GateMeasurement(setup),
+        ClassMeanMapMeasurement(setup, MapParameters(POSITIONS)),
+        SubspaceDataMeasurement(setup, loaded.query_key_weights()),
+        HeadConeMeasurement(setup),
+        ConeMeasurement(setup),
+        DistributionMeasurement(setup),
+        HeadDistributionMeasurement(setup),
+        ClsSeparabilityMeasurement(setup),
     ]
 
 
@@ -102,7 +105,9 @@ def test_two_parts_merged_equal_one_pass(
     maps_whole, maps_merged = whole[1], merged[1]
     assert isinstance(maps_whole, ClassMeanMapMeasurement)
     assert isinstance(maps_merged, ClassMeanMapMeasurement)
-    np.testing.assert_array_equal(maps_whole.maps().maps, maps_merged.maps().maps)
+    np.testing.assert_array_equal(
+        maps_whole.accumulator.result_maps().maps, maps_merged.accumulator.result_maps().maps
+    )
 
 
 def test_overlap_changes_no_result(loaded_models: dict[str, LoadedModel], text: Path) -> None:
@@ -111,7 +116,8 @@ def test_overlap_changes_no_result(loaded_models: dict[str, LoadedModel], text: 
     tables = {}
     for overlap in (False, True):
         measurements = _measurements(loaded)
-        measurements[0] = GateMeasurement(LAYERS, HEADS, CLASSES, records=records[overlap].append)
+        setup = MeasurementSetup(LAYERS, HEADS, tuple(CLASSES))
+        measurements[0] = GateMeasurement(setup, records=records[overlap].append)
         run_measurements(loaded, _source(loaded, text).batches(3), measurements, overlap=overlap)
         tables[overlap] = _tables(measurements)
     _assert_tables_close(tables[False], tables[True], 0.0)
@@ -130,7 +136,7 @@ def test_an_error_in_a_measurement_stops_the_overlapped_run(
         run_measurements(
             loaded,
             _source(loaded, text).batches(3),
-            [Failing(LAYERS, HEADS)],  # type: ignore[list-item]
+            [Failing(MeasurementSetup(LAYERS, HEADS))],  # type: ignore[list-item]
             overlap=True,
         )
 
@@ -218,7 +224,9 @@ def test_chunks_of_small_batches_change_no_result(
         rows: list[pd.DataFrame] = []
         batches: list[list[str]] = []
         measurements = _measurements(loaded)
-        measurements[0] = GateMeasurement(LAYERS, HEADS, CLASSES, records=rows.append)
+        measurements[0] = GateMeasurement(
+            MeasurementSetup(LAYERS, HEADS, tuple(CLASSES)), records=rows.append
+        )
 
         def on_batch(
             batch: InputBatch,
