@@ -81,8 +81,8 @@ def plain_forward(model_dir: Path, text: Path, batch_size: int, inputs: int) -> 
     """Inputs/s of a plain eager forward pass over the same tokenised batches."""
     import torch
 
-    from bertgeom.capture.inputs import TextSource
     from bertgeom.capture.loading import load_model
+    from bertgeom.capture.text_source import TextSource
 
     loaded = load_model(model_dir)
     source = TextSource(loaded, text, max_inputs=inputs)

@@ -22,8 +22,9 @@ from analyze_speed import model_directory, sentences  # benchmarks/ is on sys.pa
 from classifier import machine
 
 from bertgeom.analysis import AnalysisOptions, InputSpec, open_source
-from bertgeom.capture.inputs import InputBatch, TextSource
+from bertgeom.capture.input_batch import InputBatch
 from bertgeom.capture.loading import LoadedModel, load_model
+from bertgeom.capture.text_source import TextSource
 from bertgeom.genomics.dataset import build_dataset, save_dataset
 from bertgeom.model.storage import default_model_directory
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 from classifier import machine  # benchmarks/ is on sys.path when run as a script
 
-from bertgeom.model.lineages import REASONS, leave_lineage_out, summarise, write_lineages
+from bertgeom.model.lineage_tables import REASONS, summarise, write_lineages
+from bertgeom.model.lineages import leave_lineage_out
 from bertgeom.model.train import TrainingOptions
 
 

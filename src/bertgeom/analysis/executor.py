@@ -22,7 +22,8 @@ from bertgeom.analysis.measurements import Predictions, RowWriter
 from bertgeom.analysis.options import AnalysisOptions, InputSpec, ProgressCallback, open_source
 from bertgeom.capture.ablation import AblationRun, run_ablation
 from bertgeom.capture.engine import EngineTimings, run_measurements
-from bertgeom.capture.inputs import InputBatch, InputSource
+from bertgeom.capture.input_batch import InputBatch
+from bertgeom.capture.input_source import InputSource
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.capture.measurement import Measurement
 from bertgeom.errors import InputError

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from bertgeom.analysis.options import AnalysisOptions
-from bertgeom.capture.inputs import InputBatch, InputSource
+from bertgeom.capture.input_batch import InputBatch
+from bertgeom.capture.input_source import InputSource
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.capture.measurement import Measurement, MeasurementSetup, parameters_from_json
 from bertgeom.capture.measurements import (
@@ -38,6 +39,7 @@ from bertgeom.capture.stream_measurements import (
     HeadDistributionParameters,
     SeparabilityParameters,
 )
+from bertgeom.names import Table
 
 CLASS_COVARIANCE_BUDGET = 256 * 2**20
 """Bytes allowed for per-class covariance matrices (d^2 float64 per layer, point and class);
@@ -79,7 +81,7 @@ class Predictions:
         self.correct += int(
             sum(k and p == y for k, p, y in zip(known, predicted, labels, strict=True))
         )
-        self.writer.add_rows("predictions", frame)
+        self.writer.add_rows(Table.PREDICTIONS, frame)
 
     def add_counts(self, correct: int, labelled: int) -> None:
         """Count a shard's inputs too (their rows were written apart)."""
@@ -172,7 +174,7 @@ def build_measurements(
     for name, values in parameters.items():
         if name == GateMeasurement.name:
             built[name] = GateMeasurement(
-                setup, values, records=lambda frame: writer.add_rows("inputs", frame)
+                setup, values, records=lambda frame: writer.add_rows(Table.INPUTS, frame)
             )
         elif name == SubspaceDataMeasurement.name:
             built[name] = SubspaceDataMeasurement(setup, loaded.query_key_weights(), values)

@@ -8,14 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bertgeom.capture.inputs import (
-    DatasetSource,
-    FastaSource,
-    InputSource,
-    TextSource,
-    read_input_labels,
-)
+from bertgeom.capture.input_labels import read_input_labels
+from bertgeom.capture.input_source import InputSource
+from bertgeom.capture.kmer_sources import DatasetSource, FastaSource
 from bertgeom.capture.loading import LoadedModel
+from bertgeom.capture.text_source import TextSource
 from bertgeom.errors import InputError
 from bertgeom.measures.gates import DEFAULT_CLUSTER_ROWS, DEFAULT_WINDOW
 

@@ -35,11 +35,13 @@ from bertgeom.analysis.options import (
     open_source,
 )
 from bertgeom.analysis.writing import manifest, write_results
-from bertgeom.capture.ablation import AblationRun, check_ablation
+from bertgeom.capture.ablation import AblationRun
+from bertgeom.capture.ablation_plan import check_ablation
 from bertgeom.capture.loading import LoadedModel, load_model
 from bertgeom.errors import InputError
 from bertgeom.measures.subspace_weights import weight_subspace_measures
 from bertgeom.model.resolve import ModelName, resolve_model
+from bertgeom.names import Table
 from bertgeom.outputs import RESULTS, check_output_directory
 from bertgeom.results.store import ResultsWriter
 
@@ -147,7 +149,7 @@ def _run(
         timings = executor.measure(run)
         ablation = _ablation_step(run, executor, callbacks)
         if ablation is not None:
-            writer.write_table("ablation", ablation.accumulator.result())
+            writer.write_table(Table.ABLATION, ablation.accumulator.result())
         _control_step(model_directory, run, writer.staging, executor, callbacks)
         weights_started = time.perf_counter()
         weights = weight_subspace_measures(loaded.attention_weights())
@@ -214,4 +216,3 @@ def _control_step(
         _Callbacks(callbacks.progress),
         run.parameters,
     )
-

@@ -14,12 +14,14 @@ import pandas as pd
 from bertgeom.analysis.executor import AnalysisRun
 from bertgeom.analysis.measurements import parameters_to_json
 from bertgeom.analysis.options import CONTROL_DIRECTORY, CONTROL_RANDOM_INIT, AnalysisOptions
-from bertgeom.capture.ablation import MATCHED_OFFSET, AblationRun
+from bertgeom.capture.ablation import AblationRun
+from bertgeom.capture.ablation_plan import MATCHED_OFFSET
 from bertgeom.capture.measurement import MeasurementOutputs
 from bertgeom.measures.subspace_weights import WeightSubspaceResult
+from bertgeom.names import Array, Table
 from bertgeom.results.store import HEAD_COLUMNS, LAYER_COLUMNS, ResultsWriter, tidy
 
-TIDY_COLUMNS = {"heads": HEAD_COLUMNS, "layers": LAYER_COLUMNS}
+TIDY_COLUMNS: dict[str, list[str]] = {Table.HEADS: HEAD_COLUMNS, Table.LAYERS: LAYER_COLUMNS}
 """The long tables, written with these columns in order (``results.store.tidy``)."""
 
 
@@ -39,7 +41,7 @@ def write_results(writer: ResultsWriter, run: AnalysisRun, weights: WeightSubspa
 def write_weights(outputs: MeasurementOutputs, weights: WeightSubspaceResult) -> None:
     """The weights' rows of ``heads``, the head overlaps and the bilinear forms' singular
     values."""
-    outputs.add_table("heads", weights.table)
+    outputs.add_table(Table.HEADS, weights.table)
     for kind, matrix in weights.overlaps.items():
         outputs.add_array(
             f"overlap_{kind}",
@@ -49,7 +51,7 @@ def write_weights(outputs: MeasurementOutputs, weights: WeightSubspaceResult) ->
             "principal angles)",
         )
     outputs.add_array(
-        "singular_values",
+        Array.SINGULAR_VALUES,
         weights.singular_values,
         ["layer", "head", "rank"],
         "singular values of each head's bilinear form M_h = W_q^h^T W_k^h, descending",

@@ -1,12 +1,11 @@
-"""Running a classifier with one head ablated at a time (``docs/ablation.md``).
+"""Running a classifier with one head ablated at a time (``docs/ablation.md``): the passes over
+the inputs and what they count.
 
-Every edit happens at one hook point, the input of the output projection ``W_O`` (the
-concatenated head outputs ``Z``, ``(batch, seq, head * dk)``), so the same code serves every
-architecture of ``capture.adapters`` and every replacement of ``measures.ablation``. Per batch
-the clean pass runs once and records each layer's output; an ablation at layer ``l`` then
-*replays* layers ``0 .. l-1`` from that record (they cannot differ) and computes only layers
+Per batch the clean pass runs once and records each layer's output; an ablation at layer ``l``
+then *replays* layers ``0 .. l-1`` from that record (they cannot differ) and computes only layers
 ``l ..``. The mean replacement needs the mean over all the data first, so it takes a second
-pass over the inputs.
+pass over the inputs. What is ablated is ``capture.ablation_plan``'s, how a head's output is
+replaced ``capture.head_editor``'s.
 """
 
 from __future__ import annotations
@@ -19,222 +18,23 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
-from bertgeom.capture.adapters import encoder_layers, submodule
-from bertgeom.capture.inputs import InputBatch
+from bertgeom.capture.ablation_plan import (
+    MATCHED_OFFSET,
+    check_ablation,
+    key_masks,
+)
+from bertgeom.capture.head_editor import HeadEditor
+from bertgeom.capture.input_batch import InputBatch
 from bertgeom.capture.loading import LoadedModel
-from bertgeom.errors import InputError
-from bertgeom.genomics.token_map import NO_POSITION
 from bertgeom.measures.ablation import (
     BASELINE,
     MASK_MATCHED_KEYS,
     MASK_MUTATION_KEYS,
     MEAN,
-    WHOLE_BLOCK,
-    ZERO,
     Ablation,
     AblationAccumulator,
-    key_masked,
-    matched_keys,
-    mean_replaced,
-    mutation_keys,
-    zeroed,
 )
-
-ABLATION_KINDS: tuple[str, ...] = ("zero", "mean", "keys")
-"""What ``--ablation`` takes: ``zero`` and ``mean`` replace a head's output (every head and every
-layer's whole attention block); ``keys`` masks the defining-mutation keys of one head (and of
-all the layer's heads at once), and as many position-matched keys as a control (spike
-classifiers only)."""
-
-MATCHED_OFFSET = 24
-"""Tokens between a masked mutation token and its position-matched control (24 tokens of
-stride 9 are 216 nucleotides, 72 codons: the same neighbourhood, away from the mutation)."""
-
-
-def ablation_plan(n_layers: int, n_heads: int, kinds: Sequence[str], spike: bool) -> list[Ablation]:
-    """The baseline, then for each of ``kinds`` its ablations layer by layer: ``zero``/``mean``
-    of every head and of the whole block (head -1); ``keys`` (when ``spike``) the mutation and
-    the matched key masks of every head and of every head of the layer at once (head -1: heads
-    can stand in for each other)."""
-    unknown = sorted(set(kinds) - set(ABLATION_KINDS))
-    if unknown:
-        raise InputError(
-            f"--ablation: unknown {', '.join(unknown)}; choose from {', '.join(ABLATION_KINDS)}"
-        )
-    plan = [BASELINE]
-    for kind in ABLATION_KINDS:
-        if kind not in kinds:
-            continue
-        for layer in range(n_layers):
-            if kind == "keys":
-                if spike:
-                    for head in (*range(n_heads), WHOLE_BLOCK):
-                        plan += [
-                            Ablation(layer, head, MASK_MUTATION_KEYS),
-                            Ablation(layer, head, MASK_MATCHED_KEYS),
-                        ]
-                continue
-            mode = ZERO if kind == "zero" else MEAN
-            plan += [Ablation(layer, head, mode) for head in range(n_heads)]
-            plan.append(Ablation(layer, WHOLE_BLOCK, mode))
-    return plan
-
-
-def check_ablation(loaded: LoadedModel, kinds: Sequence[str]) -> list[Ablation]:
-    """The plan of ``kinds`` for ``loaded``; :class:`InputError` when it cannot run (unknown
-    kinds, a model without a classification head)."""
-    plan = ablation_plan(loaded.n_layers, loaded.n_heads, kinds, loaded.kmers is not None)
-    if loaded.class_names is None:
-        raise InputError(
-            f"{loaded.directory}: --ablation measures a classifier's calls; this model has no "
-            "sequence-classification head"
-        )
-    return plan
-
-
-class _Replay(nn.Module):
-    """Stands in for a layer whose output for this batch is already known."""
-
-    def __init__(self, output: Any) -> None:
-        super().__init__()
-        self.output = output
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.output
-
-
-def _first_positions(value: Any, length: int) -> Any:
-    """A layer's output (a tensor, or a tuple led by one) cut to its first ``length`` positions."""
-    if isinstance(value, Tensor):
-        return value[:, :length]
-    return (value[0][:, :length], *value[1:])
-
-
-class HeadEditor:
-    """Context manager holding the hooks of an ablation run on ``loaded``'s layers.
-
-    The clean pass (``recording``) keeps, per layer, the output (for :meth:`replaying`), the
-    head outputs ``Z`` entering ``W_O`` and, with ``keep_attention``, the attention
-    probabilities and value vectors; with ``accumulating`` it also adds the head outputs of
-    valid tokens (``attention_mask``) to the sums behind :meth:`means`. In an ablated pass
-    (``ablation`` set; ``keep (batch, key)`` for key masking) the hook on ``W_O``'s input of the
-    ablated layer substitutes the recorded ``Z`` with the ablated heads replaced: the layers
-    before it cannot differ, so nothing of the ablated pass itself is needed there, and the
-    pass may run on a faster attention kernel.
-    """
-
-    def __init__(self, loaded: LoadedModel, keep_attention: bool = False) -> None:
-        self.loaded = loaded
-        self.layers = encoder_layers(loaded.encoder, loaded.adapter)
-        self.head_size = loaded.head_size
-        self.keep_attention = keep_attention
-        self.ablation: Ablation = BASELINE
-        self.keep: Tensor | None = None
-        self.attention_mask: Tensor | None = None
-        self.recording = False
-        self.accumulating = False
-        self.outputs: dict[int, Any] = {}
-        self.head_outputs: dict[int, Tensor] = {}
-        self.attention: dict[int, Tensor] = {}
-        self.values: dict[int, Tensor] = {}
-        width = loaded.n_heads * loaded.head_size
-        self.sums = torch.zeros(len(self.layers), width, dtype=torch.float64)
-        self.tokens = torch.zeros(len(self.layers), dtype=torch.float64)
-        self.fixed_means: Tensor | None = None
-        self._means: Tensor | None = None
-        self._handles: list[RemovableHandle] = []
-
-    def __enter__(self) -> HeadEditor:
-        adapter = self.loaded.adapter
-        for index, layer in enumerate(self.layers):
-            self._handles += [
-                submodule(layer, adapter.output_projection).register_forward_pre_hook(
-                    self._edit_hook(index)
-                ),
-                layer.register_forward_hook(self._record(index, self.outputs)),
-            ]
-            if self.keep_attention:
-                attention = submodule(layer, adapter.self_attention)
-                value = submodule(layer, adapter.value)
-                self._handles += [
-                    attention.register_forward_hook(self._record(index, self.attention, 1)),
-                    value.register_forward_hook(self._record(index, self.values)),
-                ]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def means(self) -> Tensor:
-        """``(layer, head * dk)``: ``fixed_means`` when set (the means over every shard),
-        else each head's output averaged over every valid token this editor has seen."""
-        if self.fixed_means is not None:
-            return self.fixed_means
-        if self._means is None:
-            self._means = (self.sums / self.tokens.clamp_min(1)[:, None]).float()
-        return self._means
-
-    def _record(
-        self, index: int, into: dict[int, Any], item: int | None = None
-    ) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if self.recording:
-                into[index] = output if item is None else output[item]
-
-        return hook
-
-    def _edit_hook(self, index: int) -> Callable[..., tuple[Any, ...] | None]:
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-            z = args[0]  # (batch, seq, head * dk)
-            if self.recording:
-                self.head_outputs[index] = z
-                if self.accumulating and self.attention_mask is not None:
-                    valid = self.attention_mask.to(z.dtype)
-                    self.sums[index] += torch.einsum("bs,bsw->w", valid, z).double().cpu()
-                    self.tokens[index] += float(valid.sum())
-            if self.ablation.layer != index:
-                return None
-            return (self._edited(index, z.shape[1]).to(z.dtype), *args[1:])
-
-        return hook
-
-    def _edited(self, index: int, length: int) -> Tensor:
-        """The recorded ``Z`` of layer ``index`` (first ``length`` queries), ablated."""
-        ablation, size = self.ablation, self.head_size
-        heads = range(self.loaded.n_heads) if ablation.head == WHOLE_BLOCK else [ablation.head]
-        z = self.head_outputs[index][:, :length].clone()
-        for head in heads:
-            part = slice(head * size, (head + 1) * size)
-            if ablation.mode == ZERO:
-                z[..., part] = zeroed(z[..., part])
-            elif ablation.mode == MEAN:
-                z[..., part] = mean_replaced(z[..., part], self.means()[index, part].to(z.device))
-            else:
-                assert self.keep is not None, "key masking needs keep"
-                attention = self.attention[index][:, head, :length]
-                values = self.values[index][..., part]
-                z[..., part] = key_masked(attention, values, self.keep).to(z.dtype)
-        return z
-
-    @contextmanager
-    def replaying(self, upto: int, length: int | None = None) -> Iterator[None]:
-        """Within the block, layers ``0 .. upto-1`` return their recorded outputs (cut to the
-        first ``length`` positions when given)."""
-        stack = submodule(self.loaded.encoder, self.loaded.adapter.layers)
-        assert isinstance(stack, nn.ModuleList)
-        originals = [stack[i] for i in range(upto)]
-        try:
-            for i in range(upto):
-                output = self.outputs[i]
-                stack[i] = _Replay(output if length is None else _first_positions(output, length))
-            yield
-        finally:
-            for i, original in enumerate(originals):
-                stack[i] = original
 
 
 @contextmanager
@@ -397,7 +197,7 @@ def _ablate_batch(
         return
     # The key masks (a Python loop per input for the matched keys) only when a pass uses them.
     keeps = (
-        _key_masks(batch, encoding["attention_mask"], matched_offset)
+        key_masks(batch, encoding["attention_mask"], matched_offset)
         if editor.keep_attention
         else {}
     )
@@ -413,24 +213,4 @@ def _ablate_batch(
             with editor.replaying(ablation.layer, 1 if last else None):
                 logits = loaded.model(**(first_position if last else encoding)).logits
             part.accumulator.update(ablation, true, logits[rows])
-    editor.ablation, editor.keep = BASELINE, None
-    editor.outputs.clear()
-    editor.head_outputs.clear()
-    editor.attention.clear()
-    editor.values.clear()
-
-
-def _key_masks(batch: InputBatch, attention_mask: Tensor, offset: int) -> dict[str, Tensor]:
-    """``keep (batch, key)`` of the two key-masking modes: every key but the tokens covering a
-    defining mutation the input carries, or but as many position-matched tokens."""
-    layout = batch.spike
-    if layout is None:
-        return {}
-    device = attention_mask.device
-    span_lo, span_hi = layout.span_lo.long().to(device), layout.span_hi.long().to(device)
-    starts = torch.tensor([m.start for m in layout.mutations], dtype=torch.long, device=device)
-    ends = torch.tensor([m.end for m in layout.mutations], dtype=torch.long, device=device)
-    masked = mutation_keys(span_lo, span_hi, starts, ends, layout.carries.to(device))
-    placed = (span_lo != NO_POSITION) & attention_mask.bool()
-    matched = matched_keys(masked, placed, offset)
-    return {MASK_MUTATION_KEYS: ~masked, MASK_MATCHED_KEYS: ~matched}
+    editor.clear()

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from bertgeom.capture.hooks import CapturedLayer
-from bertgeom.capture.inputs import InputBatch
+from bertgeom.capture.input_batch import InputBatch
 
 CHUNK_INPUTS = 32
 """The engine joins forward batches smaller than this until a chunk holds this many inputs."""

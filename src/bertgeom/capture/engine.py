@@ -27,7 +27,7 @@ from bertgeom.capture.chunks import (
     join_sequences,
 )
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
-from bertgeom.capture.inputs import InputBatch
+from bertgeom.capture.input_batch import InputBatch
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.capture.measurement import BatchContext, Measurement
 

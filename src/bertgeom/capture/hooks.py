@@ -17,6 +17,10 @@ For every layer l of one batch the hooks collect, without copying:
 When the layer's forward returns, the callback receives a :class:`CapturedLayer` and the hooks
 drop their references, so at most one layer's tensors are held beyond what the model itself keeps
 (``docs/capture.md``).
+
+:class:`LayerHooks` is the registration itself (a hook on one module of every layer, told the
+layer's index, removed together): :class:`LayerCapture` reads through it, and the head ablation
+(``capture.head_editor``) edits through it.
 """
 
 from __future__ import annotations
@@ -69,6 +73,101 @@ def _first_tensor(value: Any) -> Tensor | None:
     return None
 
 
+LAYER = ""
+"""The point of :class:`LayerHooks` that is the layer itself (the others are the adapter's
+module paths below it: ``adapter.self_attention``, ``adapter.output_projection``, ...)."""
+
+OutputHook = Callable[[int, Any], None]
+"""``hook(layer index, output)`` after a module's forward pass."""
+InputHook = Callable[[int, tuple[Any, ...]], tuple[Any, ...] | None]
+"""``hook(layer index, args)`` before a module's forward pass; a tuple it returns replaces
+the positional arguments."""
+CallHook = Callable[[int, tuple[Any, ...], dict[str, Any]], None]
+"""``hook(layer index, args, kwargs)`` before a module's forward pass, reading both."""
+
+
+class LayerHooks:
+    """PyTorch hooks on one module of every layer of ``encoder``, each told its layer index;
+    all removed together (:meth:`remove`, or on leaving the ``with`` block).
+
+    A point is a module path below a layer as the adapter names it (``adapter.value``,
+    ``adapter.output_projection``), or :data:`LAYER` for the layer itself. This is the one place
+    the capture (:class:`LayerCapture`) and the head ablation (``capture.head_editor``) attach
+    to a model.
+    """
+
+    def __init__(self, encoder: nn.Module, adapter: ArchitectureAdapter) -> None:
+        self.layers = encoder_layers(encoder, adapter)
+        self._handles: list[RemovableHandle] = []
+
+    def after(self, point: str, hook: OutputHook) -> None:
+        """``hook(index, output)`` after each layer's ``point`` module has run."""
+        self._handles += [
+            module.register_forward_hook(_output_hook(hook, index))
+            for index, module in self._modules(point)
+        ]
+
+    def before(self, point: str, hook: InputHook) -> None:
+        """``hook(index, args)`` before each layer's ``point`` module runs; what it returns
+        (other than ``None``) is the module's input instead."""
+        self._handles += [
+            module.register_forward_pre_hook(_input_hook(hook, index))
+            for index, module in self._modules(point)
+        ]
+
+    def before_call(self, point: str, hook: CallHook) -> None:
+        """``hook(index, args, kwargs)`` before each layer's ``point`` module runs (for inputs
+        that may come by keyword, such as a layer's ``hidden_states``)."""
+        self._handles += [
+            module.register_forward_pre_hook(_call_hook(hook, index), with_kwargs=True)
+            for index, module in self._modules(point)
+        ]
+
+    def remove(self) -> None:
+        """Remove every hook registered so far."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> LayerHooks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def _modules(self, point: str) -> list[tuple[int, nn.Module]]:
+        """``(index, module)``: the ``point`` module of each layer."""
+        return [
+            (index, layer if point == LAYER else submodule(layer, point))
+            for index, layer in enumerate(self.layers)
+        ]
+
+
+def _output_hook(hook: OutputHook, index: int) -> Callable[[nn.Module, Any, Any], None]:
+    def forward_hook(module: nn.Module, args: Any, output: Any) -> None:
+        hook(index, output)
+
+    return forward_hook
+
+
+def _input_hook(
+    hook: InputHook, index: int
+) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...] | None]:
+    def forward_pre_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        return hook(index, args)
+
+    return forward_pre_hook
+
+
+def _call_hook(
+    hook: CallHook, index: int
+) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], None]:
+    def forward_pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        hook(index, args, kwargs)
+
+    return forward_pre_hook
+
+
 class LayerCapture:
     """Context manager that registers the hooks on every layer of ``encoder`` and calls
     ``callback(captured)`` at the end of each layer's forward pass.
@@ -89,12 +188,19 @@ class LayerCapture:
         self.adapter = adapter
         self.n_heads = n_heads
         self.callback = callback
-        self._handles: list[RemovableHandle] = []
+        self._hooks: LayerHooks | None = None
         self._pending: dict[int, dict[str, Tensor | None]] = {}
 
     def __enter__(self) -> LayerCapture:
-        for index, layer in enumerate(encoder_layers(self.encoder, self.adapter)):
-            self._register(index, layer)
+        adapter = self.adapter
+        hooks = self._hooks = LayerHooks(self.encoder, adapter)
+        hooks.before_call(LAYER, self._on_layer_start)
+        hooks.after(adapter.self_attention, self._on_attention)
+        hooks.before(adapter.output_projection, self._on_projection_input)
+        hooks.after(adapter.multihead_output, self._keep_output("multihead_output"))
+        hooks.after(adapter.query, self._keep_output("queries"))
+        hooks.after(adapter.key, self._keep_output("keys"))
+        hooks.after(LAYER, self._on_layer_end)
         return self
 
     def __exit__(
@@ -103,54 +209,32 @@ class LayerCapture:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        if self._hooks is not None:
+            self._hooks.remove()
+            self._hooks = None
         self._pending.clear()
 
-    def _register(self, index: int, layer: nn.Module) -> None:
-        adapter = self.adapter
+    def _on_layer_start(self, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        self._pending[index] = {"layer_input": _first_tensor(hidden)}
 
-        def on_layer_start(
-            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> None:
-            hidden = args[0] if args else kwargs.get("hidden_states")
-            self._pending[index] = {"layer_input": _first_tensor(hidden)}
+    def _on_attention(self, index: int, output: Any) -> None:
+        probabilities = output[1] if isinstance(output, tuple | list) and len(output) > 1 else None
+        self._pending.setdefault(index, {})["attention"] = probabilities
 
-        def on_attention(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            probabilities = (
-                output[1] if isinstance(output, tuple | list) and len(output) > 1 else None
-            )
-            self._pending.setdefault(index, {})["attention"] = probabilities
+    def _on_projection_input(self, index: int, args: tuple[Any, ...]) -> None:
+        self._pending.setdefault(index, {})["head_outputs"] = _first_tensor(args)
 
-        def on_projection_input(module: nn.Module, args: tuple[Any, ...]) -> None:
-            self._pending.setdefault(index, {})["head_outputs"] = _first_tensor(args)
+    def _keep_output(self, name: str) -> OutputHook:
+        def keep(index: int, output: Any) -> None:
+            self._pending.setdefault(index, {})[name] = _first_tensor(output)
 
-        def on_multihead(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            self._pending.setdefault(index, {})["multihead_output"] = _first_tensor(output)
+        return keep
 
-        def on_query(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            self._pending.setdefault(index, {})["queries"] = _first_tensor(output)
-
-        def on_key(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            self._pending.setdefault(index, {})["keys"] = _first_tensor(output)
-
-        def on_layer_end(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            pieces = self._pending.pop(index, {})
-            pieces["layer_output"] = _first_tensor(output)
-            self._dispatch(index, pieces)
-
-        self._handles += [
-            layer.register_forward_pre_hook(on_layer_start, with_kwargs=True),
-            submodule(layer, adapter.self_attention).register_forward_hook(on_attention),
-            submodule(layer, adapter.output_projection).register_forward_pre_hook(
-                on_projection_input
-            ),
-            submodule(layer, adapter.multihead_output).register_forward_hook(on_multihead),
-            submodule(layer, adapter.query).register_forward_hook(on_query),
-            submodule(layer, adapter.key).register_forward_hook(on_key),
-            layer.register_forward_hook(on_layer_end),
-        ]
+    def _on_layer_end(self, index: int, output: Any) -> None:
+        pieces = self._pending.pop(index, {})
+        pieces["layer_output"] = _first_tensor(output)
+        self._dispatch(index, pieces)
 
     def _dispatch(self, index: int, pieces: dict[str, Tensor | None]) -> None:
         attention = pieces.get("attention")

@@ -22,7 +22,8 @@ import pandas as pd
 from torch import Tensor
 
 from bertgeom.capture.hooks import CapturedLayer
-from bertgeom.capture.inputs import InputBatch
+from bertgeom.capture.input_batch import InputBatch
+from bertgeom.names import Table
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class AccumulatorMeasurement:
     (the other attributes, the parameters, are taken from ``self``). Subclasses write
     ``name``, ``table``, ``parameters`` and ``update``."""
 
-    table: ClassVar[str] = "heads"
+    table: ClassVar[str] = Table.HEADS
     accumulator: Any
 
     def merge(self, other: Self) -> Self:

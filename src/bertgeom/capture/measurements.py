@@ -47,6 +47,7 @@ from bertgeom.measures.gates import (
 )
 from bertgeom.measures.spike_attention import SpikeAttentionAccumulator
 from bertgeom.measures.subspace_data import SubspaceDataAccumulator
+from bertgeom.names import Array, Table
 
 RecordSink = Callable[[pd.DataFrame], None]
 """Receives per-input rows (``inputs.parquet``) as they are made."""
@@ -192,7 +193,7 @@ class ClassMeanMapMeasurement(AccumulatorMeasurement):
         maps = self.accumulator.result_maps()
         keep = max(1, min(self.longest, maps.maps.shape[-1]))
         outputs.add_array(
-            "class_mean_maps",
+            Array.CLASS_MEAN_MAPS,
             np.ascontiguousarray(maps.maps[..., :keep, :keep]),
             ["class", "pair", "query", "key"],
             "class-mean attention maps (NaN where no input reached the position), float16; "
@@ -323,10 +324,10 @@ class SpikeAttentionMeasurement(AccumulatorMeasurement):
 
     def write(self, outputs: MeasurementOutputs) -> None:
         super().write(outputs)
-        outputs.add_table("mutations", self.mutations())
+        outputs.add_table(Table.MUTATIONS, self.mutations())
         classes, profile = self.accumulator.codon_profile()
         outputs.add_array(
-            "spike_attention_profile",
+            Array.SPIKE_ATTENTION_PROFILE,
             profile,
             ["class", "layer", "head", "codon"],
             "mean over the inputs covering each spike codon of the mean attention received "

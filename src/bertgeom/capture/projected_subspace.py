@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bertgeom.measures.bilinear_forms import split_heads
 from bertgeom.measures.cone import cone_stats_from_unit_sum, valid_tokens
 from bertgeom.measures.subspace_data import mean_over_valid
-from bertgeom.measures.subspace_weights import split_heads
 
 F64 = torch.float64
 CONDITION_LIMIT = 1e6

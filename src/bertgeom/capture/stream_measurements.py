@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bertgeom.capture.hooks import CapturedLayer
-from bertgeom.capture.inputs import UNLABELLED
+from bertgeom.capture.input_labels import UNLABELLED
 from bertgeom.capture.measurement import (
     AccumulatorMeasurement,
     BatchContext,
@@ -34,6 +34,7 @@ from bertgeom.measures.distribution import DistributionAccumulator
 from bertgeom.measures.head_distribution import HeadDistributionAccumulator
 from bertgeom.measures.histograms import histogram_frame
 from bertgeom.measures.separability import ClsSeparabilityAccumulator
+from bertgeom.names import Table
 
 PCA_COLUMNS = ["layer", "class", "pc1", "pc2"]
 
@@ -84,8 +85,8 @@ class ConeMeasurement:
         return with_layer_inputs(frame)
 
     def write(self, outputs: MeasurementOutputs) -> None:
-        outputs.add_table("layers", self.result())
-        outputs.add_table("histograms", self.histograms())
+        outputs.add_table(Table.LAYERS, self.result())
+        outputs.add_table(Table.HISTOGRAMS, self.histograms())
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class DistributionMeasurement(AccumulatorMeasurement):
     histograms and the ``outlier_dimensions`` table."""
 
     name = "distribution"
-    table = "layers"
+    table = Table.LAYERS
 
     def __init__(
         self, setup: MeasurementSetup, parameters: DistributionParameters | None = None
@@ -171,8 +172,8 @@ class DistributionMeasurement(AccumulatorMeasurement):
 
     def write(self, outputs: MeasurementOutputs) -> None:
         super().write(outputs)
-        outputs.add_table("histograms", self.histograms())
-        outputs.add_table("outlier_dimensions", self.outlier_dimensions())
+        outputs.add_table(Table.HISTOGRAMS, self.histograms())
+        outputs.add_table(Table.OUTLIER_DIMENSIONS, self.outlier_dimensions())
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ class ClsSeparabilityMeasurement(AccumulatorMeasurement):
     out."""
 
     name = "cls_separability"
-    table = "layers"
+    table = Table.LAYERS
 
     def __init__(
         self, setup: MeasurementSetup, parameters: SeparabilityParameters | None = None
@@ -273,4 +274,4 @@ class ClsSeparabilityMeasurement(AccumulatorMeasurement):
 
     def write(self, outputs: MeasurementOutputs) -> None:
         super().write(outputs)
-        outputs.add_table("pca", self.pca())
+        outputs.add_table(Table.PCA, self.pca())

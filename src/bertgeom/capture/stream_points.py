@@ -17,11 +17,7 @@ import pandas as pd
 from torch import Tensor
 
 from bertgeom.capture.hooks import CapturedLayer
-
-EMBEDDING_LAYER = -1
-"""``layer`` of the embedding output (the input of layer 0) in ``layers.parquet``."""
-
-POINTS = ("layer_input", "multihead_output", "layer_output")
+from bertgeom.names import EMBEDDING_LAYER
 
 
 def stream_points(captured: CapturedLayer) -> Iterator[tuple[int, str, Tensor]]:

@@ -157,7 +157,7 @@ def analyze(
             import torch
 
             from bertgeom.analysis import CONTROL_RANDOM_INIT, AnalysisOptions, InputSpec
-            from bertgeom.capture.ablation import ABLATION_KINDS
+            from bertgeom.capture.ablation_plan import ABLATION_KINDS
 
         given = [(kind, path) for kind, path in (("text", text), ("fasta", fasta), ("data", data))]
         chosen = [(kind, path) for kind, path in given if path is not None]

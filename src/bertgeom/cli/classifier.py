@@ -57,9 +57,10 @@ ModelOption = Annotated[
 
 def predict(
     fasta: Annotated[
-        Path, typer.Option(
+        Path,
+        typer.Option(
             "--fasta", help="Genomes or spikes: FASTA, .fa.gz or .fa.xz; - for standard input."
-        )
+        ),
     ],
     out: Annotated[
         Path,
@@ -360,7 +361,7 @@ def print_metrics(metrics: dict[str, object], out: Path) -> None:
 
 
 def _lineage_table(table: pd.DataFrame) -> Table:
-    from bertgeom.model.lineages import REASONS
+    from bertgeom.model.lineage_tables import REASONS
 
     view = Table(
         title="leave-lineage-out: held-out genomes, as predict calls them (BERT | k-mer LR)"

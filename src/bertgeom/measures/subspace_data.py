@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from bertgeom.measures.bilinear_forms import split_heads
 from bertgeom.measures.cone import (
     ConeBatch,
     GroupedMoments,
@@ -28,7 +29,6 @@ from bertgeom.measures.cone import (
     cone_stats_from_unit_sum,
     valid_tokens,
 )
-from bertgeom.measures.subspace_weights import split_heads
 
 F64 = torch.float64
 

@@ -48,7 +48,8 @@ def leave_lineages_out(
     """Leave-lineage-out (``bertgeom.model.lineages``) written into ``out`` (``lineages.tsv``,
     and ``lineages.json`` with the options, the workers and the seconds); returns the table
     and the seconds."""
-    from bertgeom.model.lineages import leave_lineage_out, write_lineages
+    from bertgeom.model.lineage_tables import write_lineages
+    from bertgeom.model.lineages import leave_lineage_out
 
     started = time.perf_counter()
     table = leave_lineage_out(options, progress=progress, announce=announce, workers=workers)

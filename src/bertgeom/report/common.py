@@ -14,8 +14,6 @@ MAX_CLASS_PANELS = 8
 """Per-class panels drawn at most (the case study has eight classes)."""
 MAX_LAYER_PANELS = 13
 """Per-layer panels drawn at most (the embeddings and 12 layers of BERT-base)."""
-POINTS = ("layer_input", "multihead_output", "layer_output")
-"""The measuring points of DESIGN 3.1, in stream order (a table may hold only some)."""
 
 T = TypeVar("T")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bertgeom.names import STREAM_POINTS
 from bertgeom.report import figures
 from bertgeom.report.build import (
     SECTION_IDS,
@@ -26,7 +27,7 @@ from bertgeom.report.build import (
     subtitle,
     write_page,
 )
-from bertgeom.report.common import POINTS, layer_rows
+from bertgeom.report.common import layer_rows
 from bertgeom.report.content import Block, Columns, Figure, Section
 from bertgeom.report.findings import Summary, load_control, summarize
 from bertgeom.report.findings_blocks import SUMMARY_COLORS
@@ -135,7 +136,8 @@ def shared_figures(
     """One figure of both sides where it means something, before the two columns."""
     colors = dict(zip(labels, SUMMARY_COLORS, strict=False))
     if section_id == "cone":
-        panels = _panels([(point, "cone.normalized_mean", point) for point in POINTS], a, b, labels)
+        cones = [(point, "cone.normalized_mean", point) for point in STREAM_POINTS]
+        panels = _panels(cones, a, b, labels)
         if panels:
             image = figures.lines(panels, CLS_LAYER_AXIS, "I/n", colors)
             caption = (

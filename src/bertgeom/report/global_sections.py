@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bertgeom.names import STREAM_POINTS
 from bertgeom.report import figures
 from bertgeom.report.common import (
     MAX_LAYER_PANELS,
-    POINTS,
     evenly,
     layer_rows,
     metric_tables,
@@ -43,7 +43,7 @@ def _by_point_and_class(
 ) -> list[tuple[str, dict[str, tuple[list[float], list[float]]]]]:
     layers = results.layers
     panels = []
-    for point in POINTS:
+    for point in STREAM_POINTS:
         rows = layer_rows(layers, metric, point)
         if rows.empty:
             continue
@@ -145,7 +145,7 @@ def distribution(results: Results) -> Section:
     panels = []
     for metric in names[:9]:
         rows = layer_rows(layers, metric, label="all")
-        series = {point: _xy(rows[rows["point"] == point]) for point in POINTS}
+        series = {point: _xy(rows[rows["point"] == point]) for point in STREAM_POINTS}
         series = {point: xy for point, xy in series.items() if xy[0]}
         if series:
             panels.append((metric.removeprefix("dist."), series))
@@ -212,7 +212,7 @@ def _histogram_panels(
         rows = rows.groupby(keys, as_index=False).agg(count=("count", "sum"))
     chosen = evenly(sorted(rows["layer"].unique()), MAX_HISTOGRAM_LINES)
     panels = []
-    for point in POINTS:
+    for point in STREAM_POINTS:
         at_point = rows[rows["point"] == point]
         groups = {
             f"layer {layer}": at_point[at_point["layer"] == layer]

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from bertgeom.atomic import atomic_directory
 from bertgeom.errors import InputError
+from bertgeom.names import Table
 
 HEAD_COLUMNS = ["layer", "head", "class", "metric", "value"]
 LAYER_COLUMNS = ["layer", "point", "class", "metric", "value"]
@@ -263,13 +264,13 @@ def load_results(path: Path) -> Results:
     return Results(
         path=path,
         manifest=manifest,
-        heads=pd.read_parquet(path / "heads.parquet"),
-        layers=optional("layers"),
-        predictions=optional("predictions"),
-        pca=optional("pca"),
-        histograms=optional("histograms"),
-        mutations=optional("mutations"),
-        ablation=optional("ablation"),
+        heads=pd.read_parquet(path / f"{Table.HEADS}.parquet"),
+        layers=optional(Table.LAYERS),
+        predictions=optional(Table.PREDICTIONS),
+        pca=optional(Table.PCA),
+        histograms=optional(Table.HISTOGRAMS),
+        mutations=optional(Table.MUTATIONS),
+        ablation=optional(Table.ABLATION),
         array_index=index,
         arrays=arrays,
     )

@@ -1,6 +1,6 @@
 """Scale-out on Dask: ``analyze`` and ``predict`` sharded over the workers of a Dask cluster.
 
-The inputs are cut into contiguous shards of positions (``capture.inputs.InputSource``); each
+The inputs are cut into contiguous shards of positions (``capture.input_source.InputSource``); each
 worker loads the model from its directory and streams its shard through the same engine as a
 single process; the client merges the measurements' states and writes the per-input rows in
 input order. ``docs/dask.md`` says how to run it on a real cluster. Dask is an optional extra

@@ -31,7 +31,8 @@ from bertgeom.analysis import (
     open_source,
 )
 from bertgeom.capture.engine import EngineTimings, run_measurements
-from bertgeom.capture.inputs import InputSource, InputStats
+from bertgeom.capture.input_batch import InputStats
+from bertgeom.capture.input_source import InputSource
 from bertgeom.capture.loading import LoadedModel, load_model
 from bertgeom.capture.measurement import Measurement
 from bertgeom.capture.measurements import GateMeasurement

@@ -13,8 +13,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-from bertgeom.capture.ablation import HeadEditor, ablation_plan, run_ablation
-from bertgeom.capture.inputs import InputBatch
+from bertgeom.capture.ablation import run_ablation
+from bertgeom.capture.ablation_plan import ablation_plan
+from bertgeom.capture.head_editor import HeadEditor
+from bertgeom.capture.input_batch import InputBatch
 from bertgeom.capture.loading import LoadedModel, load_model
 from bertgeom.capture.tests.tiny_models import VOCABULARY, sentences, tokenizer
 from bertgeom.errors import InputError
@@ -126,6 +128,10 @@ def test_masking_the_content_keys_of_the_planted_head_removes_the_class(
     assert (only_special.argmax(1) == 1).all()
     torch.testing.assert_close(block_only_special, only_special)  # head 0 writes nothing
     assert everything.argmax(1).tolist() == [0] * 4 + [1] * 4
+    editor.ablation, editor.keep = Ablation(0, 1, "mask_mutation_keys"), special
+    with torch.inference_mode():  # the editor's hooks went with the block: no edit now
+        after = planted.model(**batch.encoding).logits
+    assert after.argmax(1).tolist() == [0] * 4 + [1] * 4
 
 
 @pytest.fixture(scope="module")

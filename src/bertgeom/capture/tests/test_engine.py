@@ -16,7 +16,7 @@ import torch
 from bertgeom.capture.chunks import join_sequences
 from bertgeom.capture.engine import run_measurements
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
-from bertgeom.capture.inputs import InputBatch, TextSource
+from bertgeom.capture.input_batch import InputBatch
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.capture.measurement import Measurement, MeasurementSetup
 from bertgeom.capture.measurements import (
@@ -34,6 +34,7 @@ from bertgeom.capture.stream_measurements import (
     HeadDistributionMeasurement,
 )
 from bertgeom.capture.tests.tiny_models import ARCHITECTURES, HEADS, LAYERS, POSITIONS, sentences
+from bertgeom.capture.text_source import TextSource
 from bertgeom.measures.subspace_data import subspace_data_measures
 
 CLASSES = ["short", "long"]
@@ -51,7 +52,7 @@ def text(tmp_path: Path) -> Path:
 
 
 def _source(loaded: LoadedModel, text: Path) -> TextSource:
-    from bertgeom.capture.inputs import read_input_labels
+    from bertgeom.capture.input_labels import read_input_labels
 
     return TextSource(loaded, text, labels=read_input_labels(text.parent / "labels.tsv"))
 

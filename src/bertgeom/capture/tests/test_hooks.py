@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional
 
 from bertgeom.capture.adapters import linear, submodule
-from bertgeom.capture.hooks import CapturedLayer, LayerCapture
+from bertgeom.capture.hooks import LAYER, CapturedLayer, LayerCapture, LayerHooks
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.capture.tests.tiny_models import ARCHITECTURES, HEADS, LAYERS, sentences
 
@@ -88,3 +88,36 @@ def test_hooks_are_removed_on_exit(loaded_models: dict[str, LoadedModel]) -> Non
     with torch.inference_mode():
         loaded.model(**_batch(loaded))
     assert seen == []
+
+
+def _hidden(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """A layer's hidden states: its output, or the first element (by transformers version)."""
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+def test_layer_hooks_tell_the_layer_and_replace_inputs_until_removed(
+    loaded_models: dict[str, LoadedModel],
+) -> None:
+    """``before`` may replace a module's input (here W_O's, zeroed in layer 1 only), ``after``
+    sees each layer's output with its index, and nothing stays once the hooks are removed."""
+    loaded = loaded_models["bert"]
+    batch = _batch(loaded)
+    with torch.inference_mode():
+        clean = loaded.model(**batch, output_hidden_states=True).hidden_states
+    seen: dict[int, torch.Tensor] = {}
+
+    def zero_layer_one(index: int, args: tuple) -> tuple | None:
+        return (torch.zeros_like(args[0]), *args[1:]) if index == 1 else None
+
+    with torch.inference_mode(), LayerHooks(loaded.encoder, loaded.adapter) as hooks:
+        hooks.before(loaded.adapter.output_projection, zero_layer_one)
+        hooks.after(LAYER, lambda index, output: seen.setdefault(index, _hidden(output)))
+        loaded.model(**batch)
+    assert sorted(seen) == list(range(LAYERS))
+    torch.testing.assert_close(seen[0], clean[1])  # before the edited layer: unchanged
+    assert not torch.allclose(seen[1], clean[2])
+    seen.clear()
+    with torch.inference_mode():
+        again = loaded.model(**batch, output_hidden_states=True).hidden_states
+    assert seen == {}
+    torch.testing.assert_close(again[-1], clean[-1])

@@ -10,15 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bertgeom.capture.inputs import (
-    UNLABELLED,
-    DatasetSource,
-    FastaSource,
-    TextSource,
-    read_input_labels,
-)
+from bertgeom.capture.input_labels import UNLABELLED, read_input_labels
+from bertgeom.capture.kmer_sources import DatasetSource, FastaSource
 from bertgeom.capture.loading import LoadedModel, load_model
 from bertgeom.capture.tests.tiny_models import POSITIONS, WORDS, save_tiny_classifier
+from bertgeom.capture.text_source import TextSource
 from bertgeom.errors import InputError, ModelError
 from bertgeom.genomics.fasta import write_fasta
 from bertgeom.genomics.kmers import kmers

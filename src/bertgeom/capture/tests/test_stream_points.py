@@ -7,7 +7,8 @@ import pandas as pd
 import torch
 
 from bertgeom.capture.hooks import CapturedLayer
-from bertgeom.capture.stream_points import EMBEDDING_LAYER, stream_points, with_layer_inputs
+from bertgeom.capture.stream_points import stream_points, with_layer_inputs
+from bertgeom.names import EMBEDDING_LAYER
 
 
 def _captured(layer: int) -> CapturedLayer:

@@ -122,7 +122,7 @@ def test_sites_are_read_through_the_alignment() -> None:
 
 @pytest.fixture(scope="module")
 def embedded_placements() -> pd.DataFrame:
-    from bertgeom.model.lineages import embedded_genomes
+    from bertgeom.model.lineage_folds import embedded_genomes
 
     tree = clade_tree()
     rows = []

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bertgeom.measures.base import Accumulator
+from bertgeom.measures.bilinear_forms import bilinear_forms
 from bertgeom.measures.cone import cone_index
 from bertgeom.measures.subspace_data import (
     SubspaceDataAccumulator,
@@ -19,7 +20,6 @@ from bertgeom.measures.subspace_data import (
     subspace_data_measures,
     token_energy_share,
 )
-from bertgeom.measures.subspace_weights import bilinear_forms
 
 D, HEADS = 10, 2
 DK = D // HEADS

@@ -10,8 +10,7 @@ import pytest
 import torch
 from scipy.linalg import subspace_angles
 
-from bertgeom.measures.subspace_weights import (
-    AttentionWeights,
+from bertgeom.measures.bilinear_forms import (
     asymmetry,
     attention_scores,
     bilinear_forms,
@@ -19,13 +18,16 @@ from bertgeom.measures.subspace_weights import (
     effective_rank,
     eigen_signature,
     head_singular_values,
-    orthonormal_basis,
-    principal_angles,
     split_heads,
     split_output_heads,
-    subspace_overlap,
     symmetric_part_eigenvalues,
     symmetry_score,
+)
+from bertgeom.measures.subspace_weights import (
+    AttentionWeights,
+    orthonormal_basis,
+    principal_angles,
+    subspace_overlap,
     weight_subspace_measures,
 )
 

@@ -8,7 +8,7 @@ import pytest
 
 from bertgeom.genomics.clades import clade_tree
 from bertgeom.genomics.mutations import CLASSES
-from bertgeom.model.lineages import (
+from bertgeom.model.lineage_folds import (
     DEFAULT_FOLDS,
     NEVER_TRAINED,
     EmbeddedGenome,
@@ -18,9 +18,9 @@ from bertgeom.model.lineages import (
     expected_call,
     fold_dataset,
     group_members,
-    leave_lineage_out,
-    summarise,
 )
+from bertgeom.model.lineage_tables import summarise
+from bertgeom.model.lineages import leave_lineage_out
 from bertgeom.model.train import TrainingOptions
 
 
