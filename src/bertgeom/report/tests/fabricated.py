@@ -13,7 +13,7 @@ import pandas as pd
 
 from bertgeom.genomics.reference import SPIKE_DOMAIN_SLUGS, SPIKE_DOMAINS
 from bertgeom.measures.gates import DOMINANT_NAMES, GATE_NAMES
-from bertgeom.report.common import POINTS
+from bertgeom.names import STREAM_POINTS as POINTS
 from bertgeom.results.store import HEAD_COLUMNS, LAYER_COLUMNS, ResultsWriter, tidy
 
 CLASSES = ("Alpha", "Delta", "Lambda")
