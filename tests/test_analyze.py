@@ -136,7 +136,7 @@ def test_analyze_global_measures_write_layers(
     # The embedding output is layer -1; each layer's input is the previous layer's output.
     assert {-1, 0, LAYERS - 1} <= set(results.layers["layer"])
     for layer in range(LAYERS):
-        for metric in ("cone.index_mean", "dist.variance", "dist.effective_rank"):
+        for metric in ("cone.index_mean", "dist.variance", "dist.participation_ratio"):
             key = ("all", metric)
             assert layers[(layer, "layer_input", *key)] == layers[(layer - 1, "layer_output", *key)]
     metrics = set(results.layers["metric"])
@@ -150,7 +150,7 @@ def test_analyze_global_measures_write_layers(
     assert {"dist.skewness", "dist.excess_kurtosis", "dist.normaltest_k2"} <= metrics
     head_metrics = set(results.heads["metric"])
     assert {"cone.head_output.index_mean", "cone.attention_rows.index_mean"} <= head_metrics
-    assert {"dist.head_output.effective_rank", "dist.head_output.excess_kurtosis"} <= head_metrics
+    assert {"dist.head_output.participation_ratio", "dist.head_output.excess_kurtosis"} <= head_metrics
     assert results.histograms is not None and results.pca is not None
     assert set(results.histograms["kind"]) == {"values", "cone_normalized"}
     assert set(results.pca["layer"]) == set(range(-1, LAYERS))

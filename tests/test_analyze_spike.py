@@ -13,7 +13,7 @@ from bertgeom.genomics.dataset import save_dataset
 from bertgeom.genomics.fasta import write_fasta
 from bertgeom.genomics.reference import SPIKE_CODONS
 from bertgeom.genomics.synthetic import synthesize_table
-from bertgeom.measures.spike_attention import DOMAINS
+from bertgeom.measures.spike_values import DOMAINS
 from bertgeom.results.store import load_results
 
 

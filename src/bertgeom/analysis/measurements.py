@@ -43,7 +43,7 @@ from bertgeom.names import Table
 
 CLASS_COVARIANCE_BUDGET = 256 * 2**20
 """Bytes allowed for per-class covariance matrices (d^2 float64 per layer, point and class);
-above it only the ``all`` covariance is kept (per-class effective rank NaN)."""
+above it only the ``all`` covariance is kept (per-class participation ratio NaN)."""
 
 
 class RowWriter(Protocol):

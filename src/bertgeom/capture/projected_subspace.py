@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from bertgeom.measures.bilinear_forms import split_heads
-from bertgeom.measures.cone import cone_stats_from_unit_sum, valid_tokens
+from bertgeom.measures.cone_index import cone_stats_from_unit_sum
+from bertgeom.measures.grouping import valid_tokens
 from bertgeom.measures.subspace_data import mean_over_valid
 
 F64 = torch.float64

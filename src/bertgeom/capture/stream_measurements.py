@@ -29,8 +29,12 @@ from bertgeom.capture.measurement import (
     MeasurementSetup,
 )
 from bertgeom.capture.stream_points import stream_points, with_layer_inputs
-from bertgeom.measures.cone import ClassConeAccumulator, ConeAccumulator, HeadConeAccumulator
-from bertgeom.measures.distribution import DistributionAccumulator
+from bertgeom.measures.cone_accumulators import (
+    ClassConeAccumulator,
+    ConeAccumulator,
+    HeadConeAccumulator,
+)
+from bertgeom.measures.distribution_accumulator import DistributionAccumulator
 from bertgeom.measures.head_distribution import HeadDistributionAccumulator
 from bertgeom.measures.histograms import histogram_frame
 from bertgeom.measures.separability import ClsSeparabilityAccumulator

@@ -5,7 +5,7 @@ concatenated. :class:`HeadDistributionAccumulator` streams, per (layer, class), 
 of every coordinate of all heads side by side and one ``dk x dk`` Gram matrix per head (a
 batched product: 1 / heads of the work of the full ``d x d`` Gram), all additive; ``result()``
 gives each head's ``dist.head_output.*`` values, the same statistics as
-``distribution.summary_values`` on that head's coordinates alone.
+``distribution_stats.summary_values`` on that head's coordinates alone.
 """
 
 from __future__ import annotations
@@ -15,30 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor
 
 from bertgeom.measures.base import ALL_CLASSES
-from bertgeom.measures.cone import FloatArray, class_groups, valid_tokens
-from bertgeom.measures.distribution import PowerSums, add_state, merged_states, summary_values
-
-
-def head_gram_matrices(head_tokens: Tensor) -> FloatArray:
-    """``sum_i z_i z_i^T`` per head of ``head_tokens (head, n, dk)``, float64 ``(head, dk, dk)``:
-    a batched product in the input's precision about each head's mean, restored exactly in
-    float64 (the identity of ``distribution.gram_matrix``)."""
-    z = head_tokens.detach()
-    if z.dtype == torch.float64 or z.shape[1] == 0:
-        z = z.to(torch.float64)
-        return (z.transpose(1, 2) @ z).cpu().numpy().copy()
-    centre = z.mean(dim=1, keepdim=True)  # (head, 1, dk)
-    centred = z - centre
-    product = (centred.transpose(1, 2) @ centred).to(torch.float64)
-    m = centre.to(torch.float64)  # (head, 1, dk)
-    total = z.to(torch.float64).sum(dim=1, keepdim=True)
-    cross = m.transpose(1, 2) @ total
-    product += cross + cross.transpose(1, 2) - z.shape[1] * (m.transpose(1, 2) @ m)
-    return product.cpu().numpy().copy()
+from bertgeom.measures.distribution_accumulator import add_state, merged_states
+from bertgeom.measures.distribution_stats import summary_values
+from bertgeom.measures.grouping import FloatArray, class_groups, valid_tokens
+from bertgeom.measures.power_sums import PowerSums, power_sum_table, power_sums_of_table
+from bertgeom.measures.token_statistics import head_gram_matrices, select_tokens
 
 
 @dataclass
@@ -48,13 +32,11 @@ class _HeadState:
     grams: FloatArray  # (head, dk, dk)
 
     def copy(self) -> _HeadState:
-        sums = PowerSums(*(np.array(v) for v in vars(self.sums).values()))
-        return _HeadState(self.tokens, sums, self.grams.copy())
+        return _HeadState(self.tokens, self.sums.copy(), self.grams.copy())
 
     def add_(self, other: _HeadState) -> None:
         self.tokens += other.tokens
-        for name, value in vars(other.sums).items():
-            getattr(self.sums, name).__iadd__(value)
+        self.sums.add_(other.sums)
         self.grams += other.grams
 
 
@@ -64,8 +46,8 @@ class HeadDistributionAccumulator:
     ``update(layer, head_outputs (batch, head, seq, dk), attention_mask, labels)`` uses the
     valid tokens; classes ``"all"`` and, with ``per_class``, each label. ``result()`` columns
     ``layer, head, class, metric, value`` with metrics ``dist.head_output.<name>`` for the names
-    of ``distribution.summary_values`` (moments pooled over the head's tokens and coordinates,
-    normality test, effective rank of its ``dk x dk`` covariance, outlier coordinates).
+    of ``distribution_stats.summary_values`` (moments pooled over the head's tokens and coordinates,
+    normality test, participation ratio of its ``dk x dk`` covariance, outlier coordinates).
     """
 
     def __init__(
@@ -89,16 +71,18 @@ class HeadDistributionAccumulator:
         """Add one layer's ``head_outputs (batch, head, seq, dk)``."""
         batch, heads, seq, dk = head_outputs.shape
         valid = valid_tokens(attention_mask, batch, seq, self.include_padding)
-        by_token = head_outputs.transpose(1, 2)  # (batch, seq, head, dk)
+        by_token = head_outputs.transpose(1, 2)  # (batch, seq, head, dk): the hooks' layout
         groups = list(class_groups(labels if self.per_class else None, batch))
         for label, idx in groups[1:] if len(groups) > 1 else groups:
-            rows = torch.as_tensor(idx, dtype=torch.long, device=head_outputs.device)
-            tokens = by_token[valid] if len(idx) == batch else by_token[rows][valid[rows]]
-            state = _HeadState(
-                float(tokens.shape[0]),
-                PowerSums.of(tokens.reshape(tokens.shape[0], heads * dk)),
-                head_gram_matrices(tokens.transpose(0, 1)),
-            )
+            tokens = select_tokens(by_token, valid, idx).reshape(-1, heads * dk)
+            n = tokens.shape[0]
+            table = power_sum_table(tokens)
+            totals = table[0].view(heads, dk)
+            centres = (totals / n).to(tokens.dtype) if n and tokens.is_floating_point() else None
+            per_head = tokens.view(n, heads, dk).transpose(0, 1)  # (head, n, dk), strided
+            grams = head_gram_matrices(per_head, totals, centres)
+            sums = power_sums_of_table(table, n)
+            state = _HeadState(float(n), sums, grams)
             for key_label in dict.fromkeys((label, ALL_CLASSES)):  # in order, not by hash
                 add_state(self.states_, (layer, key_label), state)
 
@@ -117,7 +101,7 @@ class HeadDistributionAccumulator:
             heads, dk, _ = state.grams.shape
             for head in range(heads):
                 part = slice(head * dk, (head + 1) * dk)
-                sums = PowerSums(*(np.asarray(v)[part] for v in vars(state.sums).values()))
+                sums = state.sums.part(part)
                 values = summary_values(state.tokens, sums, state.grams[head], self.outlier_factor)
                 rows.extend(
                     (layer, head, label, f"dist.head_output.{name}", value)

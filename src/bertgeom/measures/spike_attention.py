@@ -1,17 +1,15 @@
 """Which spike positions, domains and mutations each head attends to (DESIGN 3.5; formulas in
-``docs/spike.md``).
+``docs/spike.md``): the mergeable accumulator and its tables.
 
-The attention token ``j`` receives from a head is the column sum over the valid queries,
-``r_j = sum_i A[i, j]`` (1 under uniform attention, whatever the length). Tokens are placed on
-the spike by a :class:`~bertgeom.genomics.token_map.SpikeLayout`. Pure functions give per-input
-values; :class:`SpikeAttentionAccumulator` sums them per (layer, class), so it merges exactly.
+:class:`SpikeAttentionAccumulator` sums the per-input values of ``spike_values`` (the token to
+codon, domain and mutation mapping and the attention tokens receive) per (layer, class), so it
+merges exactly.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -20,188 +18,15 @@ import torch
 from torch import Tensor
 
 from bertgeom.genomics.mutations import Mutation
-from bertgeom.genomics.reference import (
-    SPIKE_CODONS,
-    SPIKE_DOMAIN_SLUGS,
-    SPIKE_DOMAINS,
-    SPIKE_START,
-)
-from bertgeom.genomics.token_map import NO_POSITION, SpikeLayout
+from bertgeom.genomics.reference import SPIKE_CODONS
+from bertgeom.genomics.token_map import SpikeLayout
 from bertgeom.measures.base import ALL_CLASSES
-from bertgeom.measures.cone import class_groups, valid_tokens
-
-FloatArray = npt.NDArray[np.float64]
-
-OTHER_DOMAIN = "other"
-"""Tokens centred on no domain (the linkers 306-318 and 834-911, the stop codon)."""
-DOMAINS: tuple[str, ...] = (
-    *(SPIKE_DOMAIN_SLUGS[name] for name, _, _ in SPIKE_DOMAINS),
-    OTHER_DOMAIN,
+from bertgeom.measures.grouping import FloatArray, class_groups, membership
+from bertgeom.measures.spike_values import (
+    DOMAINS,
+    SpikeAttentionBatch,
+    spike_attention_values,
 )
-"""Domain slugs in metric order, ``other`` last."""
-
-
-def _codon_domains() -> Tensor:
-    """Domain index of codons 0..SPIKE_CODONS + 1 (index 0 and the stop codon: ``other``)."""
-    table = torch.full((SPIKE_CODONS + 2,), len(DOMAINS) - 1, dtype=torch.long)
-    for index, (_, first, last) in enumerate(SPIKE_DOMAINS):
-        table[first : last + 1] = index
-    return table
-
-
-_CODON_DOMAINS = _codon_domains()
-
-
-def received_attention(attention: Tensor, valid: Tensor) -> Tensor:
-    """``r (batch, head, key)``: the attention each key receives from the valid queries,
-    ``r_j = sum_{i valid} A[i, j]``; ``valid (batch, seq)`` bool."""
-    # A batched row-vector product: einsum lowers this to a far slower contraction on CPU.
-    weights = valid.to(torch.float32)[:, None, None, :]
-    return torch.matmul(weights, attention.float()).squeeze(2).double()
-
-
-def codons(span_lo: Tensor, span_hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(first, last, centre)`` codons (1-based, int64) of each token span, from reference
-    nucleotide positions: ``codon(p) = (p - 21563) // 3 + 1``, centre ``codon((lo + hi) // 2)``."""
-    lo, hi = span_lo.long(), span_hi.long()
-    first = torch.div(lo - SPIKE_START, 3, rounding_mode="floor") + 1
-    last = torch.div(hi - SPIKE_START, 3, rounding_mode="floor") + 1
-    centre = torch.div((lo + hi) // 2 - SPIKE_START, 3, rounding_mode="floor") + 1
-    return first, last, centre
-
-
-@dataclass(frozen=True)
-class SpikeAttentionBatch:
-    """Per-input values of one layer (float64).
-
-    ``special_share (batch, head)``: share of the received attention on ``[CLS]`` + ``[SEP]``;
-    ``domain_share (batch, head, domain)``: share of the attention received by placed tokens
-    that falls on tokens centred in each domain; ``domain_tokens (batch, domain)``: share of the
-    placed tokens centred there; ``placed (batch,)``: number of placed tokens;
-    ``mutation_mean (batch, head, mutation)``: mean r of the tokens at each mutation,
-    ``mutation_tokens (batch, mutation)`` their count; ``codon_mean (batch, head, codon)``,
-    ``codon_tokens (batch, codon)``: the same for the tokens covering each codon 1..1273;
-    ``change_sum (batch, head, codon)``, ``change_count (batch, codon)``: the summed r and the
-    number of the tokens that differ from the reference away from every listed mutation,
-    by centre codon; ``plain_sum``, ``plain_count``: the same for the unchanged tokens.
-    """
-
-    special_share: Tensor
-    domain_share: Tensor
-    domain_tokens: Tensor
-    placed: Tensor
-    mutation_mean: Tensor
-    mutation_tokens: Tensor
-    codon_mean: Tensor
-    codon_tokens: Tensor
-    change_sum: Tensor
-    change_count: Tensor
-    plain_sum: Tensor
-    plain_count: Tensor
-
-
-def spike_attention_values(
-    attention: Tensor,
-    attention_mask: Tensor | None,
-    span_lo: Tensor,
-    span_hi: Tensor,
-    mutations: Sequence[Mutation],
-    include_padding: bool = False,
-    changed: Tensor | None = None,
-) -> SpikeAttentionBatch:
-    """The per-input values of ``attention (batch, head, query, key)`` for tokens placed by
-    ``span_lo``, ``span_hi (batch, seq)``; ``[CLS]`` is position 0 and ``[SEP]`` the last real
-    position (right padding)."""
-    batch, _, seq, _ = attention.shape
-    device = attention.device
-    valid = valid_tokens(attention_mask, batch, seq, include_padding)
-    r = received_attention(attention, valid)
-    span_lo, span_hi = span_lo.to(device), span_hi.to(device)
-    placed = (span_lo != NO_POSITION) & valid
-
-    lengths = (
-        attention_mask.long().sum(dim=1)
-        if attention_mask is not None
-        else torch.full((batch,), seq, device=device)
-    )
-    special = torch.zeros(batch, seq, dtype=torch.bool, device=device)
-    special[:, 0] = True
-    special[torch.arange(batch, device=device), (lengths - 1).clamp_min(0)] = True
-    valid_r = r * valid[:, None, :]
-    special_share = (valid_r * special[:, None, :]).sum(-1) / valid_r.sum(-1)
-
-    first, last, centre = codons(span_lo, span_hi)
-    domain = _CODON_DOMAINS.to(device)[centre.clamp(0, SPIKE_CODONS + 1)]
-    one_hot = torch.nn.functional.one_hot(domain, len(DOMAINS)).double() * placed[..., None]
-    domain_r = torch.einsum("bhs,bsd->bhd", r, one_hot)
-    n_placed = one_hot.sum(dim=(1, 2))
-    domain_share = domain_r / domain_r.sum(-1, keepdim=True)
-    domain_tokens = one_hot.sum(1) / n_placed[:, None]
-
-    starts = torch.tensor([m.start for m in mutations], dtype=torch.long, device=device)
-    ends = torch.tensor([m.end for m in mutations], dtype=torch.long, device=device)
-    at = (
-        (span_lo[:, None, :] <= ends[None, :, None])
-        & (span_hi[:, None, :] >= starts[None, :, None])
-        & placed[:, None, :]
-    ).double()
-    mutation_tokens = at.sum(-1)
-    mutation_mean = torch.einsum("bhs,bms->bhm", r, at) / mutation_tokens[:, None, :]
-
-    codon_tokens, codon_sum = _codon_sums(r, first, last, placed)
-    codon_mean = codon_sum / codon_tokens[:, None, :]
-    differs = changed.to(device) if changed is not None else torch.zeros_like(placed)
-    away = placed & (at.amax(dim=1) == 0) if len(mutations) else placed
-    change_count, change_sum = _centre_sums(r, centre, away & differs)
-    plain_count, plain_sum = _centre_sums(r, centre, placed & ~differs)
-    return SpikeAttentionBatch(
-        special_share,
-        domain_share,
-        domain_tokens,
-        n_placed,
-        mutation_mean,
-        mutation_tokens,
-        codon_mean,
-        codon_tokens,
-        change_sum,
-        change_count,
-        plain_sum,
-        plain_count,
-    )
-
-
-def _centre_sums(r: Tensor, centre: Tensor, chosen: Tensor) -> tuple[Tensor, Tensor]:
-    """Per centre codon 1..1273, the number of ``chosen (batch, seq)`` tokens ``(batch, codon)``
-    and the sum of their r ``(batch, head, codon)``."""
-    batch, heads, _ = r.shape
-    chosen = chosen & (centre >= 1) & (centre <= SPIKE_CODONS)
-    index = (centre.clamp(1, SPIKE_CODONS) - 1).long()
-    weight = chosen.double()
-    counts = torch.zeros(batch, SPIKE_CODONS, dtype=torch.float64, device=r.device)
-    counts.scatter_add_(1, index, weight)
-    sums = torch.zeros(batch, heads, SPIKE_CODONS, dtype=torch.float64, device=r.device)
-    sums.scatter_add_(2, index[:, None, :].expand_as(r), r * weight[:, None, :])
-    return counts, sums
-
-
-def _codon_sums(r: Tensor, first: Tensor, last: Tensor, placed: Tensor) -> tuple[Tensor, Tensor]:
-    """Per codon 1..1273: the number of placed tokens covering it ``(batch, codon)`` and the sum
-    of their r ``(batch, head, codon)``, as differences at each token's first and one past its
-    last codon, summed cumulatively (no ``(token, codon)`` matrix)."""
-    batch, heads, _ = r.shape
-    inside = placed & (first <= SPIKE_CODONS) & (last >= 1)
-    first = first.clamp(1, SPIKE_CODONS + 1)
-    after = last.clamp(0, SPIKE_CODONS) + 1
-    weight = inside.double()
-    counts = torch.zeros(batch, SPIKE_CODONS + 2, dtype=torch.float64, device=r.device)
-    counts.scatter_add_(1, first, weight).scatter_add_(1, after, -weight)
-    sums = torch.zeros(batch, heads, SPIKE_CODONS + 2, dtype=torch.float64, device=r.device)
-    weighted = r * weight[:, None, :]
-    sums.scatter_add_(2, first[:, None, :].expand_as(r), weighted)
-    sums.scatter_add_(2, after[:, None, :].expand_as(r), -weighted)
-    counts = counts.cumsum(-1)[:, 1 : SPIKE_CODONS + 1].round()
-    sums = sums.cumsum(-1)[..., 1 : SPIKE_CODONS + 1]
-    return counts, sums
 
 
 def _sums_shapes(n_layers: int, n_heads: int, n_mutations: int) -> dict[str, tuple[int, ...]]:
@@ -487,10 +312,7 @@ def _membership(
 ) -> tuple[list[str], Tensor]:
     """Groups ``all`` and each class present, and a ``(group, batch)`` float64 0/1 matrix."""
     groups = list(class_groups(labels, batch))
-    membership = torch.zeros(len(groups), batch, dtype=torch.float64)
-    for row, (_, indices) in enumerate(groups):
-        membership[row, torch.from_numpy(indices)] = 1.0
-    return [label for label, _ in groups], membership.to(device)
+    return [label for label, _ in groups], membership(groups, batch, device)
 
 
 def _grid(values: pd.Series, shape: tuple[int, int], fill: float) -> FloatArray:

@@ -22,13 +22,9 @@ import torch
 from torch import Tensor
 
 from bertgeom.measures.bilinear_forms import split_heads
-from bertgeom.measures.cone import (
-    ConeBatch,
-    GroupedMoments,
-    class_groups,
-    cone_stats_from_unit_sum,
-    valid_tokens,
-)
+from bertgeom.measures.cone_index import ConeBatch, cone_stats_from_unit_sum
+from bertgeom.measures.grouping import class_groups, valid_tokens
+from bertgeom.measures.moments import GroupedMoments
 
 F64 = torch.float64
 

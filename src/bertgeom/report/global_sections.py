@@ -25,7 +25,7 @@ DISTRIBUTION_METRICS = (
     "dist.variance",
     "dist.skewness",
     "dist.excess_kurtosis",
-    "dist.effective_rank",
+    "dist.participation_ratio",
     "dist.outlier_count",
 )
 SEPARABILITY_METRICS = {
@@ -156,14 +156,14 @@ def distribution(results: Results) -> Section:
                 figures.lines(panels, _layer_axis(layers[layers["metric"].isin(names)]), "value"),
                 "Statistics of the hidden coordinates over all inputs, one panel per statistic, "
                 "one line per measuring point: variance, skewness and excess kurtosis (0 for a "
-                "Gaussian), effective rank of the covariance and outlier dimensions.",
+                "Gaussian), participation ratio of the covariance and outlier dimensions.",
                 "distribution statistics",
             )
         )
     else:
         section.blocks.append(Missing(f"No dist.* metrics in layers.parquet: {GLOBAL_HINT}."))
     head_captions = {
-        "dist.head_output.effective_rank": "Per head (layer x head), the effective rank of the "
+        "dist.head_output.participation_ratio": "Per head (layer x head), the participation ratio of the "
         "covariance of its output vectors Z_h over all inputs, out of the head size: low, the "
         "head writes into few directions.",
         "dist.head_output.excess_kurtosis": "Per head (layer x head), the excess kurtosis of "

@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from bertgeom.measures.base import Accumulator
-from bertgeom.measures.cone import (
+from bertgeom.measures.cone_accumulators import (
     ClassConeAccumulator,
     ConeAccumulator,
     HeadConeAccumulator,
+)
+from bertgeom.measures.cone_index import (
     attention_rows_cone_index,
     cone_index,
     cone_index_batch,

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bertgeom.measures.distribution import DistributionAccumulator
-from bertgeom.measures.head_distribution import HeadDistributionAccumulator, head_gram_matrices
+from bertgeom.measures.distribution_accumulator import DistributionAccumulator
+from bertgeom.measures.head_distribution import HeadDistributionAccumulator
+from bertgeom.measures.token_statistics import head_gram_matrices
 
 HEADS, DK = 3, 4
 

@@ -27,7 +27,8 @@ from bertgeom.genomics.token_map import (
     layout_mutations,
     spike_layout,
 )
-from bertgeom.measures.spike_attention import DOMAINS, SpikeAttentionAccumulator
+from bertgeom.measures.spike_attention import SpikeAttentionAccumulator
+from bertgeom.measures.spike_values import DOMAINS
 
 K, STRIDE, HEADS = 12, 9, 2
 FULL = len(token_starts(3822, K, STRIDE)) + 2

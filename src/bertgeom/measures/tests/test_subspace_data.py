@@ -11,7 +11,7 @@ import torch
 
 from bertgeom.measures.base import Accumulator
 from bertgeom.measures.bilinear_forms import bilinear_forms
-from bertgeom.measures.cone import cone_index
+from bertgeom.measures.cone_index import cone_index
 from bertgeom.measures.subspace_data import (
     SubspaceDataAccumulator,
     energy_share,

@@ -149,7 +149,7 @@ def _heads(
                     records.append(_row(layer, head, label, metric, rng.gamma(4.0, 0.25)))
                 metric = "spike.mutations.enrichment"
                 records.append(_row(layer, head, label, metric, rng.gamma(4.0, 0.25)))
-                for name, value in (("effective_rank", 8.0), ("excess_kurtosis", 1.0)):
+                for name, value in (("participation_ratio", 8.0), ("excess_kurtosis", 1.0)):
                     metric = f"dist.head_output.{name}"
                     records.append(_row(layer, head, label, metric, value * rng.uniform(0.5, 1)))
             for name, value in (
@@ -157,7 +157,7 @@ def _heads(
                 ("directionality_score", rng.uniform(-1, 0.3)),
                 ("asymmetry", rng.uniform(0, 1.2)),
                 ("query_key_overlap", rng.uniform(0, 1)),
-                ("effective_rank", rng.uniform(1, 8)),
+                ("participation_ratio", rng.uniform(1, 8)),
             ):
                 records.append(_row(layer, head, "all", f"subspace.{name}", value))
     return _rows(records)
@@ -192,7 +192,7 @@ def _layers(
                 ("dist.variance", rng.uniform(0.5, 2)),
                 ("dist.skewness", rng.normal(0, 0.3)),
                 ("dist.excess_kurtosis", rng.uniform(0, 8)),
-                ("dist.effective_rank", rng.uniform(5, 30)),
+                ("dist.participation_ratio", rng.uniform(5, 30)),
                 ("dist.outlier_count", float(rng.integers(0, 4))),
             ):
                 records.append(_layer_row(layer, point, "all", metric, value))
