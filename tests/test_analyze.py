@@ -150,7 +150,8 @@ def test_analyze_global_measures_write_layers(
     assert {"dist.skewness", "dist.excess_kurtosis", "dist.normaltest_k2"} <= metrics
     head_metrics = set(results.heads["metric"])
     assert {"cone.head_output.index_mean", "cone.attention_rows.index_mean"} <= head_metrics
-    assert {"dist.head_output.participation_ratio", "dist.head_output.excess_kurtosis"} <= head_metrics
+    head_distribution = {"dist.head_output.participation_ratio", "dist.head_output.excess_kurtosis"}
+    assert head_distribution <= head_metrics
     assert results.histograms is not None and results.pca is not None
     assert set(results.histograms["kind"]) == {"values", "cone_normalized"}
     assert set(results.pca["layer"]) == set(range(-1, LAYERS))

@@ -14,7 +14,8 @@ from bertgeom.capture.kmer_sources import DatasetSource, FastaSource
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.capture.text_source import TextSource
 from bertgeom.errors import InputError
-from bertgeom.measures.gates import DEFAULT_CLUSTER_ROWS, DEFAULT_WINDOW
+from bertgeom.measures.cluster import DEFAULT_CLUSTER_ROWS
+from bertgeom.measures.gates import DEFAULT_WINDOW
 
 CONTROL_RANDOM_INIT = "random-init"
 CONTROL_DIRECTORY = "control"

@@ -32,13 +32,10 @@ from bertgeom.capture.measurement import (
 )
 from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures
 from bertgeom.genomics.token_map import defining_mutations, layout_mutations, mutation_effects
-from bertgeom.measures.gate_accumulators import (
-    ClassMeanAttentionAccumulator,
-    GateAccumulator,
-    gate_records,
-)
+from bertgeom.measures.class_mean_maps import ClassMeanAttentionAccumulator
+from bertgeom.measures.cluster import DEFAULT_CLUSTER_ROWS
+from bertgeom.measures.gate_accumulators import GateAccumulator, gate_records
 from bertgeom.measures.gates import (
-    DEFAULT_CLUSTER_ROWS,
     DEFAULT_THRESHOLDS,
     DEFAULT_WINDOW,
     GATE_NAMES,

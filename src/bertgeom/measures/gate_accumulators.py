@@ -9,7 +9,7 @@ are integers, so merging parts equals one pass up to float64 rounding of the sum
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,12 +18,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bertgeom.measures.base import ALL_CLASSES
+from bertgeom.measures.class_mean_maps import (
+    class_groups,
+    ordered_classes,
+)
 from bertgeom.measures.gates import (
     DEFAULT_THRESHOLDS,
     DOMINANT_NAMES,
     GATE_NAMES,
-    HIGH_ATTENTION_THRESHOLD,
     UNDEFINED,
     dominant_gate,
     dominant_name,
@@ -41,25 +43,6 @@ GATE_METRICS: tuple[str, ...] = (
 )
 """Metrics of ``GateAccumulator.result``: the mean of each score, the share of inputs whose
 dominant gate is each gate or mixed, and the number of inputs scored."""
-
-
-def _class_groups(labels: Sequence[str] | None, batch: int) -> Iterator[tuple[str, IntArray]]:
-    """``(class, item indices)`` for ``"all"`` and for each class in ``labels``."""
-    yield ALL_CLASSES, np.arange(batch, dtype=np.int64)
-    if labels is None:
-        return
-    if len(labels) != batch:
-        raise ValueError(f"got {len(labels)} labels for a batch of {batch} inputs")
-    names = np.asarray(labels, dtype=object)
-    for name in dict.fromkeys(labels):
-        if name == ALL_CLASSES:
-            raise ValueError(f"{ALL_CLASSES!r} is reserved for the aggregate over all inputs")
-        yield str(name), np.flatnonzero(names == name).astype(np.int64)
-
-
-def _ordered_classes(declared: Sequence[str], seen: Iterator[str]) -> list[str]:
-    """``"all"``, then the declared classes, then any other class in the order first seen."""
-    return list(dict.fromkeys([ALL_CLASSES, *declared, *seen]))
 
 
 @dataclass
@@ -111,7 +94,7 @@ class GateAccumulator:
         self.thresholds = threshold_vector(thresholds)
         self._totals: dict[str, _GateTotals] = {
             name: _GateTotals.zeros(n_layers, n_heads)
-            for name in _ordered_classes(self.classes, iter(()))
+            for name in ordered_classes(self.classes, iter(()))
         }
 
     def update(self, layer: int, scores: Tensor, labels: Sequence[str] | None = None) -> None:
@@ -130,7 +113,7 @@ class GateAccumulator:
         one_hot = np.zeros((*dominant.shape, len(DOMINANT_NAMES)), dtype=np.int64)
         np.put_along_axis(one_hot, np.where(defined, dominant, 0)[..., None], 1, axis=-1)
         one_hot *= defined[..., None]
-        for name, items in _class_groups(labels, scores.shape[0]):
+        for name, items in class_groups(labels, scores.shape[0]):
             totals = self._totals.setdefault(name, _GateTotals.zeros(self.n_layers, self.n_heads))
             totals.score_sum[layer] += score_values[items].sum(axis=0)
             totals.inputs[layer] += defined[items].sum(axis=0)
@@ -148,7 +131,7 @@ class GateAccumulator:
             list(dict.fromkeys([*self.classes, *other.classes])),
             self.thresholds,
         )
-        for name in _ordered_classes(merged.classes, iter([*self._totals, *other._totals])):
+        for name in ordered_classes(merged.classes, iter([*self._totals, *other._totals])):
             zero = _GateTotals.zeros(self.n_layers, self.n_heads)
             mine, theirs = self._totals.get(name, zero), other._totals.get(name, zero)
             merged._totals[name] = mine.plus(theirs)
@@ -158,7 +141,7 @@ class GateAccumulator:
         """The long table: one row per (layer, head, class, metric)."""
         frames = []
         layer, head = np.meshgrid(np.arange(self.n_layers), np.arange(self.n_heads), indexing="ij")
-        for name in _ordered_classes(self.classes, iter(self._totals)):
+        for name in ordered_classes(self.classes, iter(self._totals)):
             totals = self._totals[name]
             inputs = totals.inputs[..., None].astype(np.float64)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -177,178 +160,6 @@ class GateAccumulator:
                 )
             )
         return pd.concat(frames, ignore_index=True)
-
-
-@dataclass(frozen=True)
-class ClassMeanMaps:
-    """Class-mean attention maps: ``maps (class, pair, query, key)`` float16, NaN where no input
-    reached the position; ``inputs (class, pair)`` inputs averaged; ``classes`` and
-    ``layers_heads`` name the first two axes."""
-
-    classes: tuple[str, ...]
-    layers_heads: tuple[tuple[int, int], ...]
-    maps: npt.NDArray[np.float16]
-    inputs: IntArray
-
-    def get(self, name: str, layer: int, head: int) -> npt.NDArray[np.float16]:
-        """The ``(query, key)`` mean map of one class and head."""
-        return self.maps[self.classes.index(name), self.layers_heads.index((layer, head))]
-
-
-class ClassMeanAttentionAccumulator:
-    """Streams the mean attention map of each class for chosen (layer, head) pairs.
-
-    For each class and pair it keeps the float64 sum of the maps over each input's valid region
-    ``[0:n, 0:n]`` (n real tokens; the padded length when ``include_padding``) and a histogram of
-    n, from which the number of inputs that reached each position follows: count(q, k) = number
-    of inputs with n > max(q, k). So inputs of any length up to ``max_len`` mix, and the mean at
-    (q, k) is over the inputs long enough to have it. Memory: 8 * pairs * max_len^2 bytes per
-    class (about 300 MB per class for all 144 heads at 512 tokens: choose heads on large models).
-    """
-
-    def __init__(
-        self,
-        max_len: int,
-        n_layers: int,
-        n_heads: int,
-        classes: Sequence[str] = (),
-        layers_heads: Sequence[tuple[int, int]] | None = None,
-        include_padding: bool = False,
-    ) -> None:
-        pairs = (
-            [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-            if layers_heads is None
-            else sorted(dict.fromkeys((int(layer), int(head)) for layer, head in layers_heads))
-        )
-        if not pairs or any(not (0 <= lay < n_layers and 0 <= h < n_heads) for lay, h in pairs):
-            raise ValueError(
-                f"layers_heads must be (layer, head) pairs of a {n_layers} x "
-                f"{n_heads} model, got {layers_heads}"
-            )
-        self.max_len = max_len
-        self.n_layers = n_layers
-        self.n_heads = n_heads
-        self.classes = list(classes)
-        self.layers_heads = pairs
-        self.include_padding = include_padding
-        self._sums: dict[str, FloatArray] = {}
-        self._lengths: dict[str, IntArray] = {}
-        for name in _ordered_classes(self.classes, iter(())):
-            self._add_class(name)
-
-    def _add_class(self, name: str) -> None:
-        if name not in self._sums:
-            self._sums[name] = np.zeros((len(self.layers_heads), self.max_len, self.max_len))
-            self._lengths[name] = np.zeros(
-                (len(self.layers_heads), self.max_len + 1), dtype=np.int64
-            )
-
-    def update(
-        self,
-        layer: int,
-        attn: Tensor,
-        attention_mask: Tensor,
-        labels: Sequence[str] | None = None,
-    ) -> None:
-        """Add one layer's ``attn (batch, head, query, key)`` of right-padded inputs
-        (``attention_mask (batch, seq)``); layers without chosen heads are ignored."""
-        chosen = [(index, h) for index, (lay, h) in enumerate(self.layers_heads) if lay == layer]
-        if not chosen:
-            return
-        batch, heads, seq, _ = attn.shape
-        if heads != self.n_heads or seq > self.max_len or attention_mask.shape != (batch, seq):
-            raise ValueError(
-                f"attn {tuple(attn.shape)} and attention_mask {tuple(attention_mask.shape)} must "
-                f"be (batch, {self.n_heads}, seq, seq) and (batch, seq) with seq <= {self.max_len}"
-            )
-        lengths = attention_mask.detach().to("cpu").ne(0).sum(dim=1)
-        if self.include_padding:
-            lengths = torch.full_like(lengths, seq)
-        inside = torch.arange(seq)[None, :] < lengths[:, None]
-        pair_index = [index for index, _ in chosen]
-        # Contiguous pairs (the usual case) update a view, not a fancy-indexed copy.
-        pairs: slice | list[int] = pair_index
-        if pair_index == list(range(pair_index[0], pair_index[-1] + 1)):
-            pairs = slice(pair_index[0], pair_index[-1] + 1)
-        selected = attn.detach()[:, [h for _, h in chosen]].to("cpu", torch.float32)
-        selected = selected * inside[:, None, :, None] * inside[:, None, None, :]
-        groups = list(_class_groups(labels, batch))
-        # All class sums of the batch in one product: (group, batch) indicator @ the maps.
-        # A batch's float32 sum is exact to ~1e-7 relative (the maps are stored as float16);
-        # the running sums are float64.
-        indicator = torch.zeros(len(groups), batch)
-        for row, (_, items) in enumerate(groups):
-            indicator[row, torch.from_numpy(items)] = 1.0
-        sums = (indicator @ selected.reshape(batch, -1)).reshape(len(groups), -1, seq, seq)
-        for row, (name, items) in enumerate(groups):
-            self._add_class(name)
-            self._sums[name][pairs, :seq, :seq] += sums[row].numpy()
-            counts = np.bincount(lengths.numpy()[items], minlength=self.max_len + 1)
-            self._lengths[name][pairs] += counts
-
-    def merge(self, other: ClassMeanAttentionAccumulator) -> ClassMeanAttentionAccumulator:
-        """A new accumulator holding this one's inputs and ``other``'s."""
-        same = (self.max_len, self.n_layers, self.n_heads, self.layers_heads, self.include_padding)
-        if same != (
-            other.max_len,
-            other.n_layers,
-            other.n_heads,
-            other.layers_heads,
-            other.include_padding,
-        ):
-            raise ValueError("can only merge ClassMeanAttentionAccumulators with the same setup")
-        merged = ClassMeanAttentionAccumulator(
-            self.max_len,
-            self.n_layers,
-            self.n_heads,
-            list(dict.fromkeys([*self.classes, *other.classes])),
-            self.layers_heads,
-            self.include_padding,
-        )
-        for source in (self, other):
-            for name in source._sums:
-                merged._add_class(name)
-                merged._sums[name] += source._sums[name]
-                merged._lengths[name] += source._lengths[name]
-        return merged
-
-    def position_counts(self, name: str) -> IntArray:
-        """Inputs that reached each position, ``(pair, query, key)``: count(q, k) = number of
-        inputs with n > max(q, k)."""
-        # reached[p, L] = inputs with n > L
-        reached = np.cumsum(self._lengths[name][:, ::-1], axis=1)[:, ::-1][:, 1:]
-        index = np.maximum.outer(np.arange(self.max_len), np.arange(self.max_len))
-        return reached[:, index]
-
-    def result_maps(self) -> ClassMeanMaps:
-        """The class-mean maps, float16, NaN where no input reached a position."""
-        names = _ordered_classes(self.classes, iter(self._sums))
-        maps = np.empty(
-            (len(names), len(self.layers_heads), self.max_len, self.max_len), np.float16
-        )
-        inputs = np.zeros((len(names), len(self.layers_heads)), dtype=np.int64)
-        for c, name in enumerate(names):
-            counts = self.position_counts(name)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                maps[c] = np.where(counts > 0, self._sums[name] / counts, np.nan)
-            inputs[c] = self._lengths[name].sum(axis=1)
-        return ClassMeanMaps(tuple(names), tuple(self.layers_heads), maps, inputs)
-
-    def result(self) -> pd.DataFrame:
-        """Long table per (layer, head, class): ``attention_map.inputs`` and
-        ``attention_map.high_attention_positions`` (positions of the mean map above 0.3)."""
-        maps = self.result_maps()
-        rows = []
-        for c, name in enumerate(maps.classes):
-            for p, (layer, head) in enumerate(maps.layers_heads):
-                high = int(
-                    np.sum(np.nan_to_num(maps.maps[c, p], nan=0.0) > HIGH_ATTENTION_THRESHOLD)
-                )
-                rows.append((layer, head, name, "attention_map.inputs", float(maps.inputs[c, p])))
-                rows.append(
-                    (layer, head, name, "attention_map.high_attention_positions", float(high))
-                )
-        return pd.DataFrame(rows, columns=["layer", "head", "class", "metric", "value"])
 
 
 def gate_records(

@@ -12,13 +12,25 @@ and the calibration of ``DEFAULT_THRESHOLDS`` are in ``docs/gates.md``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch import Tensor
+
+from bertgeom.measures.cluster import (
+    DEFAULT_CLUSTER_ROWS,
+)
+from bertgeom.measures.gate_kernel import fused_gate_scores
+from bertgeom.measures.gate_layout import (
+    TokenLayout,
+    content_mean,
+    content_weights,
+    log_valid,
+    token_layout,
+    top_columns,
+)
 
 GATE_NAMES: tuple[str, ...] = (
     "closed",
@@ -40,27 +52,11 @@ UNDEFINED = -1
 DOMINANT_NAMES: tuple[str, ...] = (*GATE_NAMES, "mixed")
 """Names of the dominant-gate indices 0..7 (``UNDEFINED`` is named ``"undefined"``)."""
 
-MIN_TOKENS = 4
-"""Fewest real tokens ([CLS], two content tokens, [SEP]) for which the scores are defined."""
-
 HIGH_ATTENTION_THRESHOLD = 0.3
 """The paper's threshold for "high attention" in an attention map."""
 
 DEFAULT_WINDOW = 2
 """Neighbours read by the backward and forward contextual gates (w in DESIGN 3.2)."""
-
-DEFAULT_CLUSTER_ROWS = 64
-"""At most this many content queries (evenly spaced) enter the cluster score's similarity
-products; all of them when the input has no more content tokens than this."""
-
-CLUSTER_SIMILARITY_POWER = 4
-"""In the cluster score the cosine of two attention rows is raised to this power, so that
-identical rows (cosine 1) count fully and partly overlapping rows count little (the rows of
-neighbours in a band of two equal weights: cosine 1/2, counting 1/16)."""
-
-CLUSTER_SELF_TOLERANCE = 1e-4
-"""In the cluster score, a row whose squared norm without its self-attention is below this share
-of its squared norm (a row almost all on itself) has similarity 0 to every other row."""
 
 
 DEFAULT_THRESHOLDS: Mapping[str, float] = MappingProxyType(
@@ -79,59 +75,6 @@ the 99th percentile of the score on matrices planted with the other gates and it
 on noisy matrices planted with the gate (``benchmarks/calibrate_gates.py``, ``docs/gates.md``)."""
 
 
-@dataclass(frozen=True)
-class TokenLayout:
-    """Which positions of a right-padded batch each statistic uses.
-
-    ``valid (batch, seq)`` bool: keys (and queries) that count; ``content (batch, seq)`` bool:
-    content tokens; ``sep (batch,)``: index of [SEP] (n - 1 for n real tokens); ``n_valid
-    (batch,)`` and ``n_content (batch,)``: their counts; ``defined (batch,)`` bool: at least
-    ``MIN_TOKENS`` real tokens.
-    """
-
-    valid: Tensor
-    content: Tensor
-    sep: Tensor
-    n_valid: Tensor
-    n_content: Tensor
-    defined: Tensor
-
-
-def token_layout(attention_mask: Tensor, include_padding: bool = False) -> TokenLayout:
-    """The token layout of a right-padded ``attention_mask (batch, seq)`` (1 = real token).
-
-    Without ``include_padding`` the valid positions are the real ones and the content is
-    ``1..n-2``; with it every position is valid and the content is every position but 0 and n-1.
-    """
-    if attention_mask.ndim != 2:
-        raise ValueError(f"attention_mask must be (batch, seq), got {tuple(attention_mask.shape)}")
-    real = attention_mask != 0
-    n_real = real.sum(dim=1)
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    if not bool(torch.equal(real, positions[None, :] < n_real[:, None])):
-        raise ValueError(
-            "attention_mask must be right-padded (1 for the real tokens, then 0 for padding); "
-            "pad on the right or pass the mask the tokenizer produced"
-        )
-    sep = (n_real - 1).clamp_min(0)
-    valid = torch.ones_like(real) if include_padding else real
-    content = valid & (positions[None, :] != 0) & (positions[None, :] != sep[:, None])
-    return TokenLayout(
-        valid=valid,
-        content=content,
-        sep=sep,
-        n_valid=valid.sum(dim=1),
-        n_content=content.sum(dim=1),
-        defined=n_real >= MIN_TOKENS,
-    )
-
-
-def _content_mean(values: Tensor, layout: TokenLayout) -> Tensor:
-    """Mean of ``values (batch, head, query)`` over the content queries -> ``(batch, head)``."""
-    weights = layout.content.to(values.dtype) / layout.n_content.clamp_min(1)[:, None]
-    return (values * weights[:, None, :]).sum(dim=-1)
-
-
 def closed_score(attn: Tensor, layout: TokenLayout) -> Tensor:
     """Closed gate: mean over content rows i of ``A[i, 0] + A[i, n-1]`` (mass on [CLS] and [SEP]).
 
@@ -140,7 +83,7 @@ def closed_score(attn: Tensor, layout: TokenLayout) -> Tensor:
     batch, heads, seq, _ = attn.shape
     sep_index = layout.sep.view(batch, 1, 1, 1).expand(batch, heads, seq, 1)
     mass = attn[..., 0] + attn.gather(-1, sep_index).squeeze(-1)
-    return _content_mean(mass, layout)
+    return content_mean(mass, layout)
 
 
 def directional_score(attn: Tensor, layout: TokenLayout, top_k: int = 1) -> Tensor:
@@ -153,11 +96,9 @@ def directional_score(attn: Tensor, layout: TokenLayout, top_k: int = 1) -> Tens
     """
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    weights = layout.content.to(attn.dtype) / layout.n_content.clamp_min(1)[:, None]
+    weights = content_weights(layout, attn.dtype)
     column_means = (weights[:, None, None, :] @ attn).squeeze(-2)
-    column_means = column_means * layout.content[:, None, :].to(attn.dtype)
-    k = min(top_k, attn.shape[-1])
-    return column_means.topk(k, dim=-1).values.sum(dim=-1)
+    return top_columns(column_means, layout, top_k)
 
 
 def open_score(attn: Tensor, layout: TokenLayout) -> Tensor:
@@ -166,11 +107,11 @@ def open_score(attn: Tensor, layout: TokenLayout) -> Tensor:
     ``H(A_i) = -sum_j A[i, j] log A[i, j]`` over the n valid keys (0 log 0 = 0).
     ``attn (batch, head, query, key)`` -> ``(batch, head)``.
     """
-    # -a log a, with 0 log 0 = 0 (log of the clamped 0 is finite): faster than special.entr.
+    # -a log a, with 0 log 0 = 0 (log of the clamped 0 is finite): faster than special.entr,
+    # and log(0) is many times slower than log of the smallest normal float.
     plogp = attn * attn.clamp_min(torch.finfo(attn.dtype).tiny).log()
     entropy = -(plogp @ layout.valid.to(attn.dtype)[:, None, :, None]).squeeze(-1)
-    log_n = torch.log(layout.n_valid.clamp_min(2).to(attn.dtype))
-    return _content_mean(entropy / log_n[:, None, None], layout)
+    return content_mean(entropy / log_valid(layout, attn.dtype)[:, None, None], layout)
 
 
 def _diagonal_sum(attn: Tensor, layout: TokenLayout, offsets: Sequence[int]) -> Tensor:
@@ -195,7 +136,7 @@ def backward_score(attn: Tensor, layout: TokenLayout, window: int = DEFAULT_WIND
     Neighbours are any valid position, so [CLS] is the preceding neighbour of the first content
     token. ``attn (batch, head, query, key)`` -> ``(batch, head)``.
     """
-    return _content_mean(_diagonal_sum(attn, layout, range(-1, -window - 1, -1)), layout)
+    return content_mean(_diagonal_sum(attn, layout, range(-1, -window - 1, -1)), layout)
 
 
 def forward_score(attn: Tensor, layout: TokenLayout, window: int = DEFAULT_WINDOW) -> Tensor:
@@ -204,7 +145,7 @@ def forward_score(attn: Tensor, layout: TokenLayout, window: int = DEFAULT_WINDO
 
     ``attn (batch, head, query, key)`` -> ``(batch, head)``.
     """
-    return _content_mean(_diagonal_sum(attn, layout, range(1, window + 1)), layout)
+    return content_mean(_diagonal_sum(attn, layout, range(1, window + 1)), layout)
 
 
 def instance_score(attn: Tensor, layout: TokenLayout) -> Tensor:
@@ -212,126 +153,7 @@ def instance_score(attn: Tensor, layout: TokenLayout) -> Tensor:
 
     ``attn (batch, head, query, key)`` -> ``(batch, head)``.
     """
-    return _content_mean(torch.diagonal(attn, dim1=-2, dim2=-1), layout)
-
-
-def _cluster_rows(layout: TokenLayout, max_rows: int | None) -> tuple[Tensor, Tensor]:
-    """Evenly spaced content queries used by the cluster score.
-
-    For an input with m content tokens and ``r = min(max_rows, m)``, the queries of content rank
-    ``floor(k m / r)``, k = 0..r-1. Returns positions ``(batch, rows)`` and their validity.
-    """
-    seq = layout.content.shape[1]
-    rows = seq if max_rows is None else max(1, min(max_rows, seq))
-    # Stable sort puts the content positions first, in order.
-    by_rank = torch.argsort((~layout.content).to(torch.int8), dim=1, stable=True)
-    used = layout.n_content.clamp_max(rows)
-    k = torch.arange(rows, device=layout.content.device)
-    rank = (k[None, :] * layout.n_content[:, None]) // used.clamp_min(1)[:, None]
-    row_valid = k[None, :] < used[:, None]
-    positions = by_rank.gather(1, rank.clamp_max(seq - 1))
-    return positions, row_valid
-
-
-def _pair_similarity(block: Tensor, positions: Tensor | None, power: int) -> Tensor:
-    """``s_ij = cos(r_i, r_j) ** power``: do the queries i and j attend alike?
-
-    ``r_i`` is the content row of i without its self-attention ``B_ii``, ``r_j`` that of j
-    without ``B_jj``, their entries aligned on the same keys except that i's attention to j is
-    aligned with j's attention to i (each one's attention to the other member of the pair):
-
-        r_i . r_j = sum_{k in C, k != i, j} B_ik B_jk + B_ij B_ji
-                  = B_i . B_j - B_ii B_ji - B_ij B_jj + B_ij B_ji,   ||r_i||^2 = ||B_i||^2 - B_ii^2
-
-    The cosine is clipped to [0, 1], and is 0 for a row with less than ``CLUSTER_SELF_TOLERANCE``
-    of its squared norm outside its diagonal. ``block (batch, head, seq, seq)`` has the
-    non-content columns zeroed; ``positions (batch, rows)`` are the queries i (None: every
-    position, read without gathering). Returns ``(batch, head, rows, seq)``.
-    """
-    batch, heads, seq, _ = block.shape
-    # With C = B without its diagonal, r_i . r_j = C_i . C_j + C_ij C_ji (i != j) and
-    # ||r_i||^2 = ||C_i||^2 = C_i . C_i + C_ii C_ii: one product and one correction.
-    off = block.clone()
-    off.diagonal(0, -2, -1).zero_()
-    rest = torch.linalg.vector_norm(off, dim=-1).square()
-    squared = rest + torch.diagonal(block, 0, -2, -1).square()
-    norm = torch.where(rest > CLUSTER_SELF_TOLERANCE * squared, rest.sqrt(), 0.0)
-    if positions is None:
-        query_rows, key_to_query, query_norm = off, off.transpose(-1, -2), norm[..., None]
-    else:
-        rows = positions.shape[1]
-        row_index = positions.view(batch, 1, rows).expand(batch, heads, rows)
-        query_rows = off.gather(2, row_index[..., None].expand(batch, heads, rows, seq))  # C_ij
-        key_to_query = off.gather(3, row_index[:, :, None, :].expand(batch, heads, seq, rows))
-        key_to_query = key_to_query.transpose(-1, -2)  # C_ji
-        query_norm = norm.gather(2, row_index)[..., None]
-    dot = (query_rows @ off.transpose(-1, -2)).addcmul_(query_rows, key_to_query)
-    # Divide by both norms through their inverses (0 for a zero norm: cosine 0), in place.
-    inverse = torch.where(norm > 0, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), 0.0)
-    query_inverse = torch.where(
-        query_norm > 0, 1.0 / query_norm.clamp_min(torch.finfo(norm.dtype).tiny), 0.0
-    )
-    cosine = dot.mul_(query_inverse).mul_(inverse[:, :, None, :]).clamp_(0.0, 1.0)
-    if power == 4:  # the default: two squarings are several times faster than pow
-        return cosine.square_().square_()
-    return cosine.pow_(power)
-
-
-def cluster_score(
-    attn: Tensor,
-    layout: TokenLayout,
-    max_rows: int | None = DEFAULT_CLUSTER_ROWS,
-    power: int = CLUSTER_SIMILARITY_POWER,
-) -> Tensor:
-    """Cluster head: block structure of the content block ``B = A[C, C]``.
-
-    With ``s_ij`` the similarity of the attention rows of i and j (``_pair_similarity``: cosine
-    without self-attention, to the power ``power``) and, for i != j,
-    ``d_ij = B_ij - mean_{l in C, l != i} B_il`` (attention above the row's mean):
-
-        ratio   = sum_{i in R} sum_{j != i} d_ij s_ij / sum_{i in R} sum_{j != i} max(d_ij, 0)
-        cluster = clip(ratio, 0, 1) * mean_{i in C} sum_{j in C, j != i} B_ij
-
-    ``ratio`` is the share of the above-average attention that goes to tokens attending where
-    the query attends (1 for blocks, whatever their diagonal; ~0 for a stripe or uniform rows,
-    where every row looks alike, for a diagonal, and for bands); the factor is the off-diagonal
-    content mass. R = all content queries, or ``max_rows`` evenly spaced ones (cost ``batch *
-    head * |R| * seq^2``). The ratio is 0 when the denominator is below ``|R| sqrt(eps)`` (no
-    attention above the row means: uniform rows). ``attn (batch, head, query, key)`` ->
-    ``(batch, head)``.
-    """
-    batch, heads, seq, _ = attn.shape
-    content = layout.content.to(attn.dtype)
-    # Content columns only; non-content rows are never queries and are masked out as keys.
-    block = attn * content[:, None, None, :]
-    off_mass = block.sum(dim=-1) - torch.diagonal(block, 0, -2, -1)
-    mean_off = off_mass / (layout.n_content - 1).clamp_min(1)[:, None, None]
-
-    keys = torch.arange(seq, device=attn.device)
-    if max_rows is None or max_rows >= int(layout.n_content.max()):
-        # Every content query is used: take all rows as they lie (no gathers), and let
-        # row_valid drop the non-content ones. Same sums as the gathered form.
-        row_valid = layout.content
-        similarity = _pair_similarity(block, None, power)
-        deviation = block - mean_off[..., None]
-        pairs = layout.content[:, None, :] & (keys[None, None, :] != keys[None, :, None])
-    else:
-        positions, row_valid = _cluster_rows(layout, max_rows)
-        rows = positions.shape[1]
-        similarity = _pair_similarity(block, positions, power)
-        row_index = positions.view(batch, 1, rows).expand(batch, heads, rows)
-        deviation = block.gather(2, row_index[..., None].expand(batch, heads, rows, seq))
-        deviation -= mean_off.gather(2, row_index)[..., None]
-        pairs = layout.content[:, None, :] & (keys[None, None, :] != positions[:, :, None])
-    pairs = pairs & row_valid[:, :, None]
-    deviation = deviation.mul_(pairs[:, None].to(attn.dtype))
-    denominator = deviation.clamp_min(0.0).sum(dim=(-1, -2))
-    numerator = deviation.mul_(similarity).sum(dim=(-1, -2))
-    # Rows with no attention above their mean (uniform rows) leave only rounding error here.
-    tolerance = row_valid.sum(dim=1)[:, None] * torch.finfo(attn.dtype).eps ** 0.5
-    flat = denominator <= tolerance
-    ratio = torch.where(flat, 0.0, numerator / torch.where(flat, 1.0, denominator))
-    return ratio.clamp(0.0, 1.0) * _content_mean(off_mass, layout)
+    return content_mean(torch.diagonal(attn, dim1=-2, dim2=-1), layout)
 
 
 def gate_scores(
@@ -347,7 +169,9 @@ def gate_scores(
 
     ``attn (batch, head, query, key)``, ``attention_mask (batch, seq)`` right-padded ->
     ``(batch, head, 7)``, computed in float64 for float64 input and in float32 otherwise.
-    Inputs with fewer than ``MIN_TOKENS`` real tokens get NaN.
+    Inputs with fewer than ``MIN_TOKENS`` real tokens get NaN. The scores are those of the
+    functions above on the batch cut to its longest input (tested, bit for bit but the open
+    score's last bit), computed chunk by chunk by ``gate_kernel.fused_gate_scores``.
     """
     if attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
         raise ValueError(f"attn must be (batch, head, query, key), got {tuple(attn.shape)}")
@@ -358,28 +182,12 @@ def gate_scores(
         )
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
-    attn = attn.detach().to(torch.promote_types(attn.dtype, torch.float32))
-    attention_mask = attention_mask.to(attn.device)
-    if attn.shape[0] == 0:
-        return attn.new_zeros(0, attn.shape[1], len(GATE_NAMES))
-    if not include_padding:
-        # Padding shared by every input of the batch takes no part: drop it.
-        longest = max(int((attention_mask != 0).sum(dim=1).max()), 1)
-        attn, attention_mask = attn[..., :longest, :longest], attention_mask[:, :longest]
-    layout = token_layout(attention_mask, include_padding)
-    scores = torch.stack(
-        [
-            closed_score(attn, layout),
-            directional_score(attn, layout, top_k),
-            open_score(attn, layout),
-            backward_score(attn, layout, window),
-            forward_score(attn, layout, window),
-            instance_score(attn, layout),
-            cluster_score(attn, layout, cluster_rows),
-        ],
-        dim=-1,
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    layout = token_layout(attention_mask.to(attn.device), include_padding)
+    return fused_gate_scores(
+        attn.detach(), layout, window=window, top_k=top_k, cluster_rows=cluster_rows
     )
-    return scores.masked_fill(~layout.defined[:, None, None], float("nan"))
 
 
 def threshold_vector(

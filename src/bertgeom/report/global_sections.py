@@ -163,9 +163,9 @@ def distribution(results: Results) -> Section:
     else:
         section.blocks.append(Missing(f"No dist.* metrics in layers.parquet: {GLOBAL_HINT}."))
     head_captions = {
-        "dist.head_output.participation_ratio": "Per head (layer x head), the participation ratio of the "
-        "covariance of its output vectors Z_h over all inputs, out of the head size: low, the "
-        "head writes into few directions.",
+        "dist.head_output.participation_ratio": "Per head (layer x head), the participation "
+        "ratio of the covariance of its output vectors Z_h over all inputs, out of the head "
+        "size: low, the head writes into few directions.",
         "dist.head_output.excess_kurtosis": "Per head (layer x head), the excess kurtosis of "
         "the values of its output Z_h over all inputs: 0 for a Gaussian, large for heavy tails.",
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,13 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bertgeom.measures import class_mean_maps
 from bertgeom.measures.base import ALL_CLASSES, Accumulator
-from bertgeom.measures.gate_accumulators import (
-    GATE_METRICS,
-    ClassMeanAttentionAccumulator,
-    GateAccumulator,
-    gate_records,
-)
+from bertgeom.measures.class_mean_maps import ClassMeanAttentionAccumulator
+from bertgeom.measures.gate_accumulators import GATE_METRICS, GateAccumulator, gate_records
 from bertgeom.measures.gates import (
     DEFAULT_THRESHOLDS,
     DOMINANT_NAMES,
@@ -229,3 +228,110 @@ def test_gate_records() -> None:
     assert gate_records(scores, 0)["input_index"].tolist()[-1] == 3
     with pytest.raises(ValueError, match="input indices"):
         gate_records(scores, 0, [1, 2])
+
+
+def mean_maps_reference(
+    updates: list[tuple[int, torch.Tensor, torch.Tensor, list[str] | None]],
+    pairs: list[tuple[int, int]],
+    max_len: int,
+    name: str,
+) -> tuple[np.ndarray, list[int]]:
+    """Per pair, the mean over the inputs of class ``name`` ("all": every input) of their valid
+    blocks, in float64 by loops, and the inputs counted per pair."""
+    total = np.zeros((len(pairs), max_len, max_len))
+    count = np.zeros((len(pairs), max_len, max_len))
+    inputs = [0] * len(pairs)
+    for layer, attn, mask, labels in updates:
+        for p, (pair_layer, head) in enumerate(pairs):
+            if pair_layer != layer:
+                continue
+            for b in range(attn.shape[0]):
+                if name != ALL_CLASSES and (labels is None or labels[b] != name):
+                    continue
+                n = int(mask[b].sum())
+                total[p, :n, :n] += attn[b, head, :n, :n].double().numpy()
+                count[p, :n, :n] += 1
+                inputs[p] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan), inputs
+
+
+@pytest.mark.parametrize(("threads", "small"), [(1, 0), (2, 0), (2, 1 << 20)])
+def test_class_mean_maps_equal_the_masked_sums(
+    monkeypatch: pytest.MonkeyPatch, threads: int, small: int
+) -> None:
+    """Several classes, lengths from 0 to the longest, unlabelled updates among labelled ones,
+    chosen heads with gaps, float16 and float32 attention, and folds of the float32 running
+    sums every 5 inputs, added slice by slice in the calling thread or on two workers, or by
+    masked products: the maps are the float64 means of the valid blocks."""
+    monkeypatch.setattr(class_mean_maps, "FOLD_INPUTS", 5)
+    monkeypatch.setattr(class_mean_maps, "SMALL_UPDATE", small)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    rng = np.random.default_rng(17)
+    max_len, pairs = 14, [(0, 0), (0, 2), (0, 3), (1, 1)]
+    accumulator = ClassMeanAttentionAccumulator(max_len, 2, 4, ["a"], pairs)
+    updates: list[tuple[int, torch.Tensor, torch.Tensor, list[str] | None]] = []
+    for step in range(12):
+        batch, seq = int(rng.integers(1, 7)), int(rng.integers(1, max_len + 1))
+        attn, mask = random_batch(step, batch, 4, seq, leak=bool(step % 2))
+        attn = attn.half() if step % 3 == 0 else attn.float()
+        labels = None if step % 4 == 1 else [str(rng.choice(["a", "b", "c"])) for _ in range(batch)]
+        if labels is not None and step % 4 == 2:  # runs of one class and one length
+            labels, mask[:] = ["b"] * batch, mask[0]
+        for layer in range(2):
+            updates.append((layer, attn, mask, labels))
+            accumulator.update(layer, attn, mask, labels)
+    maps = accumulator.result_maps()
+    assert maps.classes[:2] == (ALL_CLASSES, "a") and set(maps.classes) == {
+        ALL_CLASSES,
+        "a",
+        "b",
+        "c",
+    }
+    for name in maps.classes:
+        expected, inputs = mean_maps_reference(updates, pairs, max_len, name)
+        c = maps.classes.index(name)
+        np.testing.assert_allclose(maps.maps[c], expected, rtol=1e-3, atol=1e-4)
+        assert maps.inputs[c].tolist() == inputs
+
+
+@pytest.mark.parametrize("small", [0, 1 << 20])
+def test_class_mean_merge_and_pickle_of_running_sums(
+    monkeypatch: pytest.MonkeyPatch, small: int
+) -> None:
+    """Merging parts whose running sums were folded at other points, and pickling a part
+    midway, give the one-pass maps (to float16 rounding) and the same counts."""
+    monkeypatch.setattr(class_mean_maps, "SMALL_UPDATE", small)
+    max_len = 20
+    batches = [random_batch(seed, 5, 3, 20 - seed) for seed in range(6)]
+    labels = [["x", "y", "x", "x", "y"]] * 6
+    one_pass = ClassMeanAttentionAccumulator(max_len, 1, 3, ["x", "y"])
+    first = ClassMeanAttentionAccumulator(max_len, 1, 3, ["x", "y"])
+    second = ClassMeanAttentionAccumulator(max_len, 1, 3, ["x", "y"])
+    for k, ((attn, mask), names) in enumerate(zip(batches, labels, strict=True)):
+        one_pass.update(0, attn.float(), mask, names)
+        (first if k < 2 else second).update(0, attn.float(), mask, names)
+        if k == 3:
+            second = pickle.loads(pickle.dumps(second))
+    merged = first.merge(second).result_maps()
+    maps = one_pass.result_maps()
+    np.testing.assert_allclose(
+        merged.maps.astype(np.float64), maps.maps.astype(np.float64), rtol=1e-3, equal_nan=True
+    )
+    np.testing.assert_array_equal(merged.inputs, maps.inputs)
+    assert maps.inputs.tolist() == [[30] * 3, [18] * 3, [12] * 3]
+    # A result does not end the stream: later updates add to it.
+    one_pass.update(0, batches[0][0].float(), batches[0][1], labels[0])
+    assert one_pass.result_maps().inputs[0].tolist() == [35] * 3
+
+
+def test_class_mean_updates_in_inference_mode_and_out() -> None:
+    attn, mask = random_batch(4, 4, 2, 10)
+    accumulator = ClassMeanAttentionAccumulator(10, 1, 2)
+    with torch.inference_mode():
+        accumulator.update(0, attn.float(), mask)
+    accumulator.update(0, attn.float(), mask)
+    expected = class_mean_reference([attn, attn], [mask, mask], 10, head=1)
+    np.testing.assert_allclose(
+        accumulator.result_maps().get(ALL_CLASSES, 0, 1), expected, atol=1e-3
+    )

@@ -12,9 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bertgeom.measures.cluster import CLUSTER_SELF_TOLERANCE, CLUSTER_SIMILARITY_POWER
 from bertgeom.measures.gates import (
-    CLUSTER_SELF_TOLERANCE,
-    CLUSTER_SIMILARITY_POWER,
     DEFAULT_THRESHOLDS,
     GATE_NAMES,
     MIXED,
