@@ -105,7 +105,7 @@ def fused_gate_scores(
     it are never valid) and goes through in chunks of about ``budget`` entries (default
     ``CHUNK_ELEMENTS`` on the CPU and at most a share of the batch per worker (``MIN_SHARE``),
     ``CHUNK_ELEMENTS_ACCELERATOR`` elsewhere). On the CPU several chunks run on ``workers``
-    single-threaded workers (``cpu_workers``; default ``torch.get_num_threads()``); one chunk,
+    single-threaded workers (``cpu_workers``; default one, the calling thread); one chunk,
     or the chunks on another device, run one after the other in the calling thread.
     """
     dtype = torch.promote_types(attn.dtype, torch.float32)
@@ -115,7 +115,10 @@ def fused_gate_scores(
         return scores
     on_cpu = attn.device.type == "cpu"
     if workers is None:
-        workers = torch.get_num_threads() if on_cpu else 1
+        # One: inside analyze the forward pass's OpenMP threads keep spinning for a while after
+        # each region and take the cores that worker threads would need (gates 2.4 s with one
+        # worker against 3.9 s with two, MiniLM, 500 texts, batch 8, BENCHMARKS.md).
+        workers = 1
     seq = max(int(layout.n_valid.max()), 1)
     if budget is None:
         budget = CHUNK_ELEMENTS if on_cpu else CHUNK_ELEMENTS_ACCELERATOR
