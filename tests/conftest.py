@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import analysis_reference
 import pandas as pd
 import pytest
 
@@ -26,3 +28,11 @@ def tiny_model(
     directory = tmp_path_factory.mktemp("model") / "tiny"
     train_classifier(tiny_dataset[0], directory, TrainingOptions(preset="tiny", epochs=2))
     return directory
+
+
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """One intra-op torch thread for the test: small batches run faster and steadier on a
+    shared machine (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    with analysis_reference.one_thread():
+        yield

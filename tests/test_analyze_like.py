@@ -5,13 +5,11 @@ the plan."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from analysis_reference import assert_same_table
 from typer.testing import CliRunner
 
@@ -24,12 +22,7 @@ from bertgeom.cli.main import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ previous or the next token; the gates must find at least one such head in layers
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -22,13 +21,7 @@ from bertgeom.results.store import load_results
 SENTENCES = Path(__file__).parent / "data" / "english_sentences.txt"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small batches: one intra-op thread is faster (and steady on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def minilm_directory() -> Path | None:
