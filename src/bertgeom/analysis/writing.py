@@ -73,8 +73,9 @@ def manifest(
         },
         "input": {
             "kind": spec.kind,
-            "path": str(spec.path),
-            "labels": str(spec.labels) if spec.labels else None,
+            # Absolute, so that --like finds the inputs from any working directory.
+            "path": str(spec.path.resolve()),
+            "labels": str(spec.labels.resolve()) if spec.labels else None,
             "split": spec.split,
         },
         "classes": ["all", *sorted(source.stats.classes)],
