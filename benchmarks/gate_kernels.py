@@ -15,7 +15,8 @@ workers, so compare ``--threads 1`` too.
     .venv/bin/python benchmarks/gate_kernels.py --before /tmp/gates-before/src/bertgeom/measures
     .venv/bin/python benchmarks/gate_kernels.py --before DIR --threads 1 --shape 32,4,512
 
-``--before DIR``: the folder holding the earlier ``gates.py`` and ``gate_accumulators.py``
+``--before DIR``: the folder holding the earlier ``gates.py`` and ``class_mean_maps.py`` (or
+``gate_accumulators.py``)
 (loaded as modules of their own; whatever they import from ``bertgeom`` comes from this
 checkout).
 """
@@ -36,7 +37,8 @@ import numpy as np
 import torch
 from classifier import machine  # benchmarks/ is on sys.path as a script
 
-from bertgeom.measures import gate_accumulators, gates
+from bertgeom.measures import class_mean_maps, gates
+from bertgeom.measures.tokens import token_mask
 
 SHAPES = ((32, 4, 512), (8, 12, 60), (32, 12, 120), (8, 12, 512))
 
@@ -96,19 +98,19 @@ def compare(
     attn, mask = synthetic(batch, heads, seq, mixed)
     labels = ["a" if k % 3 else "b" for k in range(batch)]
 
-    def accumulator(module: ModuleType) -> gate_accumulators.ClassMeanAttentionAccumulator:
-        built: gate_accumulators.ClassMeanAttentionAccumulator
+    def accumulator(module: ModuleType) -> class_mean_maps.ClassMeanAttentionAccumulator:
+        built: class_mean_maps.ClassMeanAttentionAccumulator
         built = module.ClassMeanAttentionAccumulator(seq, 1, heads, ["a", "b"])
         return built
 
-    old_map, new_map = accumulator(before_accumulators), accumulator(gate_accumulators)
+    old_map, new_map = accumulator(before_accumulators), accumulator(class_mean_maps)
     times: dict[str, list[float]] = {key: [] for key in ("gb", "ga", "mb", "ma")}
     for _ in range(repeats):
         times["gb"].append(milliseconds(lambda: before_gates.gate_scores(attn, mask)))
-        times["ga"].append(milliseconds(lambda: gates.gate_scores(attn, mask)))
+        times["ga"].append(milliseconds(lambda: gates.gate_scores(attn, token_mask(mask))))
         times["mb"].append(milliseconds(lambda: old_map.update(0, attn, mask, labels)))
         times["ma"].append(milliseconds(lambda: new_map.update(0, attn, mask, labels)))
-    old, new = before_gates.gate_scores(attn, mask), gates.gate_scores(attn, mask)
+    old, new = before_gates.gate_scores(attn, mask), gates.gate_scores(attn, token_mask(mask))
     score_error = float((old - new).abs().nan_to_num(0.0).max())
     same_nan = bool(torch.equal(old.isnan(), new.isnan()))
     old_maps, new_maps = old_map.result_maps().maps, new_map.result_maps().maps
@@ -135,7 +137,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     before_gates = load(args.before, "gates")
-    before_accumulators = load(args.before, "gate_accumulators")
+    # The maps' accumulator lived in gate_accumulators.py before the module split.
+    maps = (
+        "class_mean_maps" if (args.before / "class_mean_maps.py").exists() else "gate_accumulators"
+    )
+    before_accumulators = load(args.before, maps)
     shapes: list[tuple[int, int, int]] = list(SHAPES)
     if args.shape:
         shapes = [parse_shape(text) for text in args.shape]

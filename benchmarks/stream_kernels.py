@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import math
 import statistics
 import sys
@@ -36,12 +37,12 @@ import torch
 from bertgeom.genomics.reference import SPIKE_START
 from bertgeom.genomics.token_map import SpikeLayout, defining_mutations, layout_mutations
 from bertgeom.measures import (
-    cone,
     cone_accumulators,
     distribution_accumulator,
     head_distribution,
     spike_attention,
 )
+from bertgeom.measures.tokens import token_mask
 
 MODULES = ("cone", "distribution", "head_distribution", "spike_attention")
 """The earlier version's modules, in import order (each imports the ones before it)."""
@@ -86,11 +87,11 @@ def load_before(directory: Path) -> dict[str, ModuleType]:
             spec.loader.exec_module(module)
             loaded[short] = module
     finally:
-        for name, module in saved.items():
-            if module is None:
+        for name, previous in saved.items():
+            if previous is None:
                 sys.modules.pop(name, None)
             else:
-                sys.modules[name] = module
+                sys.modules[name] = previous
     return loaded
 
 
@@ -178,7 +179,10 @@ def _head_distribution(
 
 def _spike(modules: dict[str, ModuleType]) -> tuple[Any, Callable[[Any, Batch], None]]:
     def update(acc: Any, batch: Batch) -> None:
-        acc.update(0, batch.attention, batch.mask, batch.layout, batch.labels)
+        # The current accumulator takes the batch's token mask, an earlier one the raw mask.
+        takes_tokens = "tokens" in inspect.signature(acc.update).parameters
+        mask = token_mask(batch.mask) if takes_tokens else batch.mask
+        acc.update(0, batch.attention, mask, batch.layout, batch.labels)
 
     accumulator = modules["spike_attention"].SpikeAttentionAccumulator(
         1, 4, layout_mutations(), defining_mutations(), sorted(defining_mutations())[:5]
@@ -279,7 +283,6 @@ def main() -> None:
         "head_distribution": head_distribution,
         "spike_attention": spike_attention,
     }
-    assert cone.ConeAccumulator is cone_accumulators.ConeAccumulator
     versions = {"before": load_before(args.before), "after": current}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock")
     header = ("shape", "measure", "before ms", "after ms", "ratio", "max rel")

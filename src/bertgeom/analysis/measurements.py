@@ -168,7 +168,6 @@ def build_measurements(
         loaded.n_layers,
         loaded.n_heads,
         tuple(source.declared_classes),
-        options.include_padding,
     )
     built: dict[str, Measurement] = {}
     for name, values in parameters.items():

@@ -30,6 +30,7 @@ from bertgeom.capture.hooks import CapturedLayer, LayerCapture
 from bertgeom.capture.input_batch import InputBatch
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.capture.measurement import BatchContext, Measurement
+from bertgeom.measures.tokens import token_mask
 
 BatchCallback = Callable[[InputBatch, Tensor | None], None]
 """Called after each batch with the batch and the model's logits ``(batch, class)`` (or None)."""
@@ -226,8 +227,10 @@ class _Chunker:
         self.contexts, self.layers, self.ends, self.bytes = [], [], [], 0
         joining = time.perf_counter()
         batch = join_batches([context.batch for context in contexts])
-        masks = [context.attention_mask for context in contexts]
-        context = BatchContext(batch, join_sequences(masks, (1,)), contexts[0].include_padding)
+        # Chunks are formed only when padding does not count, so the valid tokens are the real
+        # ones and the joined mask is that of the joined (right-padded) batch.
+        valid = join_sequences([context.tokens.valid for context in contexts], (1,))
+        context = BatchContext(batch, token_mask(valid))
         previous: tuple[list[CapturedLayer], CapturedLayer] | None = None
         for captures in layers:
             joined = join_layers(captures, previous)
@@ -290,7 +293,9 @@ def run_measurements(
                 if batch is None:
                     break
                 encoding = {name: tensor.to(device) for name, tensor in batch.encoding.items()}
-                chunker.begin(BatchContext(batch, encoding["attention_mask"], include_padding))
+                # The one place the padding switch becomes the batch's token mask.
+                tokens = token_mask(encoding["attention_mask"], include_padding)
+                chunker.begin(BatchContext(batch, tokens))
                 output = loaded.model(**encoding)
                 chunker.end(batch, getattr(output, "logits", None))
                 timings.batches += 1

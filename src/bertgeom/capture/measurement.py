@@ -19,21 +19,20 @@ from typing import Any, ClassVar, Protocol, Self
 
 import numpy.typing as npt
 import pandas as pd
-from torch import Tensor
 
 from bertgeom.capture.hooks import CapturedLayer
 from bertgeom.capture.input_batch import InputBatch
+from bertgeom.measures.tokens import TokenMask
 from bertgeom.names import Table
 
 
 @dataclass(frozen=True)
 class BatchContext:
-    """What a measurement needs besides the layer's tensors: the batch, its right-padded
-    ``attention_mask (batch, seq)`` on the model's device, and the padding switch."""
+    """What a measurement needs besides the layer's tensors: the batch and its token mask
+    (which positions count, on the model's device), built once per batch by the engine."""
 
     batch: InputBatch
-    attention_mask: Tensor
-    include_padding: bool = False
+    tokens: TokenMask
 
     @property
     def labels(self) -> list[str] | None:
@@ -127,12 +126,11 @@ class AccumulatorMeasurement:
 @dataclass(frozen=True)
 class MeasurementSetup:
     """The facts of a run every measurement is built from (not parameters: they follow from the
-    model and the inputs): the model's shape, the declared classes and the padding switch."""
+    model and the inputs): the model's shape and the declared classes."""
 
     n_layers: int
     n_heads: int
     classes: tuple[str, ...] = ()
-    include_padding: bool = False
 
 
 def parameters_from_json(kind: type[Any], values: dict[str, Any]) -> Any:

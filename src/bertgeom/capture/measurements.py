@@ -89,9 +89,8 @@ class GateMeasurement(AccumulatorMeasurement):
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
         scores = gate_scores(
             captured.attention,
-            context.attention_mask,
+            context.tokens,
             window=self.parameters.window,
-            include_padding=context.include_padding,
             cluster_rows=self.parameters.cluster_rows,
         )
         self.accumulator.update(captured.layer, scores, context.labels)
@@ -162,23 +161,22 @@ class ClassMeanMapMeasurement(AccumulatorMeasurement):
             setup.n_heads,
             setup.classes,
             parameters.heads,
-            setup.include_padding,
         )
         self._layers = {layer for layer, _ in self.accumulator.layers_heads}
         self.longest = 0
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
         if captured.layer == 0:  # the longest input seen: the maps are cut to it
-            longest = int(context.attention_mask.ne(0).sum(dim=1).max())
+            longest = int(context.tokens.n_real.max())
             self.longest = max(self.longest, longest)
         if captured.layer not in self._layers:
             return
-        attention, mask = captured.attention, context.attention_mask
+        attention, valid = captured.attention, context.tokens.valid
         length = self.parameters.length
         if attention.shape[-1] > length:
             attention = attention[..., :length, :length]
-            mask = mask[:, :length]
-        self.accumulator.update(captured.layer, attention, mask, context.labels)
+            valid = valid[:, :length]
+        self.accumulator.update(captured.layer, attention, valid, context.labels)
 
     def merge(self, other: ClassMeanMapMeasurement) -> ClassMeanMapMeasurement:
         merged = super().merge(other)
@@ -240,9 +238,7 @@ class SubspaceDataMeasurement(AccumulatorMeasurement):
             else None
             for wq, bq, wk, bk in self.weights
         ]
-        self.accumulator = SubspaceDataAccumulator(
-            setup.include_padding, parameters.include_query_bias
-        )
+        self.accumulator = SubspaceDataAccumulator(parameters.include_query_bias)
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
         layer = captured.layer
@@ -252,7 +248,7 @@ class SubspaceDataMeasurement(AccumulatorMeasurement):
             self.accumulator.update(
                 layer,
                 captured.layer_input,
-                context.attention_mask,
+                context.tokens.valid,
                 weight_q,
                 weight_k,
                 self.n_heads,
@@ -266,8 +262,7 @@ class SubspaceDataMeasurement(AccumulatorMeasurement):
             captured.keys,
             bases,
             self.n_heads,
-            context.attention_mask,
-            context.include_padding,
+            context.tokens.valid,
             self.parameters.include_query_bias,
         )
         self.accumulator.update_values(layer, values, context.labels)
@@ -297,7 +292,6 @@ class SpikeAttentionMeasurement(AccumulatorMeasurement):
             layout_mutations(),
             defining_mutations(),
             setup.classes,
-            setup.include_padding,
         )
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
@@ -308,7 +302,7 @@ class SpikeAttentionMeasurement(AccumulatorMeasurement):
                 "source with spike_layouts=True"
             )
         self.accumulator.update(
-            captured.layer, captured.attention, context.attention_mask, layout, context.labels
+            captured.layer, captured.attention, context.tokens, layout, context.labels
         )
 
     def mutations(self) -> pd.DataFrame:

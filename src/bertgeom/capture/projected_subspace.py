@@ -23,8 +23,8 @@ from torch import Tensor
 
 from bertgeom.measures.bilinear_forms import split_heads
 from bertgeom.measures.cone_index import cone_stats_from_unit_sum
-from bertgeom.measures.grouping import valid_tokens
 from bertgeom.measures.subspace_data import mean_over_valid
+from bertgeom.measures.tokens import valid_or_all
 
 F64 = torch.float64
 CONDITION_LIMIT = 1e6
@@ -103,15 +103,14 @@ def projected_subspace_measures(
     keys: Tensor,
     bases: ProjectionBases,
     n_heads: int,
-    attention_mask: Tensor | None = None,
-    include_padding: bool = False,
+    valid: Tensor | None = None,
     include_query_bias: bool = False,
 ) -> dict[str, Tensor]:
     """``subspace_data_measures`` from ``hidden (batch, seq, d)`` (the layer input) and the
     layer's projections ``queries``/``keys (batch, seq, H dk)`` (biases included): the same
     five ``(batch, head)`` tensors, float64."""
     batch, seq, _ = hidden.shape
-    valid = valid_tokens(attention_mask, batch, seq, include_padding)[:, None, :]
+    valid = valid_or_all(valid, batch, seq, hidden.device)[:, None, :]
     # Squares in the stream's precision, summed in float64 (no float64 copy of the stream).
     total = hidden.square().sum(-1, dtype=F64)[:, None, :]
     linear_q = _per_head(queries, bases.bias_q, n_heads)

@@ -61,13 +61,13 @@ class ConeMeasurement:
 
     def __init__(self, setup: MeasurementSetup, parameters: ConeParameters | None = None) -> None:
         self.parameters = parameters or ConeParameters()
-        self.tokens = ConeAccumulator(self.parameters.histogram_bins, setup.include_padding)
+        self.tokens = ConeAccumulator(self.parameters.histogram_bins)
         self.cls = ClassConeAccumulator()
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
         labels = context.labels
         for layer, point, hidden in stream_points(captured):
-            self.tokens.update(layer, point, hidden, context.attention_mask, labels)
+            self.tokens.update(layer, point, hidden, context.tokens.valid, labels)
             if point == "layer_output":
                 self.cls.update(layer, hidden[:, 0], labels)
 
@@ -107,12 +107,12 @@ class HeadConeMeasurement(AccumulatorMeasurement):
         self, setup: MeasurementSetup, parameters: HeadConeParameters | None = None
     ) -> None:
         self.parameters = parameters or HeadConeParameters()
-        self.accumulator = HeadConeAccumulator(setup.include_padding)
+        self.accumulator = HeadConeAccumulator()
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
-        mask, labels = context.attention_mask, context.labels
-        self.accumulator.update_head_outputs(captured.layer, captured.head_outputs, mask, labels)
-        self.accumulator.update_attention_rows(captured.layer, captured.attention, mask, labels)
+        valid, labels = context.tokens.valid, context.labels
+        self.accumulator.update_head_outputs(captured.layer, captured.head_outputs, valid, labels)
+        self.accumulator.update_attention_rows(captured.layer, captured.attention, valid, labels)
 
 
 @dataclass(frozen=True)
@@ -148,14 +148,13 @@ class DistributionMeasurement(AccumulatorMeasurement):
             n_bins=parameters.histogram_bins,
             outlier_factor=parameters.outlier_factor,
             per_class=parameters.per_class,
-            include_padding=setup.include_padding,
             class_covariance=parameters.class_covariance,
         )
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
-        mask, labels = context.attention_mask, context.labels
+        valid, labels = context.tokens.valid, context.labels
         for layer, point, hidden in stream_points(captured):
-            self.accumulator.update(layer, point, hidden, mask, labels)
+            self.accumulator.update(layer, point, hidden, valid, labels)
 
     def result(self) -> pd.DataFrame:
         return with_layer_inputs(self.accumulator.result())
@@ -199,12 +198,12 @@ class HeadDistributionMeasurement(AccumulatorMeasurement):
     ) -> None:
         self.parameters = parameters = parameters or HeadDistributionParameters()
         self.accumulator = HeadDistributionAccumulator(
-            parameters.per_class, setup.include_padding, parameters.outlier_factor
+            parameters.per_class, parameters.outlier_factor
         )
 
     def update(self, captured: CapturedLayer, context: BatchContext) -> None:
         self.accumulator.update(
-            captured.layer, captured.head_outputs, context.attention_mask, context.labels
+            captured.layer, captured.head_outputs, context.tokens.valid, context.labels
         )
 
 

@@ -84,6 +84,8 @@ SchedulerOption = Annotated[
         "(docs/dask.md; needs pip install 'bertgeom\\[dask]').",
     ),
 ]
+
+
 def dask_workers(value: int | None) -> int | None:
     """``--dask-workers``: a local cluster of at most one worker process per core."""
     if value is None or value < 1:

@@ -91,9 +91,7 @@ def synthesize(
         Path, typer.Option("--out", help="Dataset directory (synthetic.parquet is written).")
     ],
     train: Annotated[int, typer.Option(min=0, help="Spikes per class for training.")] = 250,
-    validation: Annotated[
-        int, typer.Option(min=0, help="Spikes per class for validation.")
-    ] = 40,
+    validation: Annotated[int, typer.Option(min=0, help="Spikes per class for validation.")] = 40,
     test: Annotated[int, typer.Option(min=0, help="Spikes per class for testing.")] = 60,
     seed: SeedOption = 42,
     fasta: Annotated[

@@ -106,11 +106,11 @@ class ClassMeanAttentionAccumulator:
     """Streams the mean attention map of each class for chosen (layer, head) pairs.
 
     For each class and pair it keeps the float64 sum of the maps over each input's valid region
-    ``[0:n, 0:n]`` (n real tokens; the padded length when ``include_padding``) and a histogram of
-    n, from which the number of inputs that reached each position follows: count(q, k) = number
-    of inputs with n > max(q, k). So inputs of any length up to ``max_len`` mix, and the mean at
-    (q, k) is over the inputs long enough to have it. Memory: 12 * pairs * max_len^2 bytes per
-    class (the float64 totals and the float32 running sums; about 450 MB per class for all 144
+    ``[0:n, 0:n]`` (n valid tokens: the real ones, or the padded length when padding counts) and a
+    histogram of n, from which the number of inputs that reached each position follows: count(q, k)
+    = number of inputs with n > max(q, k). So inputs of any length up to ``max_len`` mix, and the
+    mean at (q, k) is over the inputs long enough to have it. Memory: 12 * pairs * max_len^2 bytes
+    per class (the float64 totals and the float32 running sums; about 450 MB per class for all 144
     heads at 512 tokens: choose heads on large models).
     """
 
@@ -121,7 +121,6 @@ class ClassMeanAttentionAccumulator:
         n_heads: int,
         classes: Sequence[str] = (),
         layers_heads: Sequence[tuple[int, int]] | None = None,
-        include_padding: bool = False,
     ) -> None:
         pairs = (
             [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
@@ -138,7 +137,6 @@ class ClassMeanAttentionAccumulator:
         self.n_heads = n_heads
         self.classes = list(classes)
         self.layers_heads = pairs
-        self.include_padding = include_padding
         self._sums: dict[str, FloatArray] = {}
         self._lengths: dict[str, IntArray] = {}
         # Float32 running sums not yet in _sums: per class (a labelled input's class, or "all"
@@ -187,23 +185,22 @@ class ClassMeanAttentionAccumulator:
         self,
         layer: int,
         attn: Tensor,
-        attention_mask: Tensor,
+        valid: Tensor,
         labels: Sequence[str] | None = None,
     ) -> None:
-        """Add one layer's ``attn (batch, head, query, key)`` of right-padded inputs
-        (``attention_mask (batch, seq)``); layers without chosen heads are ignored."""
+        """Add one layer's ``attn (batch, head, query, key)`` of right-padded inputs whose
+        ``valid (batch, seq)`` tokens are the first n of each; layers without chosen heads are
+        ignored."""
         chosen = [(index, h) for index, (lay, h) in enumerate(self.layers_heads) if lay == layer]
         if not chosen:
             return
         batch, heads, seq, _ = attn.shape
-        if heads != self.n_heads or seq > self.max_len or attention_mask.shape != (batch, seq):
+        if heads != self.n_heads or seq > self.max_len or valid.shape != (batch, seq):
             raise ValueError(
-                f"attn {tuple(attn.shape)} and attention_mask {tuple(attention_mask.shape)} must "
-                f"be (batch, {self.n_heads}, seq, seq) and (batch, seq) with seq <= {self.max_len}"
+                f"attn {tuple(attn.shape)} and valid {tuple(valid.shape)} must be "
+                f"(batch, {self.n_heads}, seq, seq) and (batch, seq) with seq <= {self.max_len}"
             )
-        lengths = attention_mask.detach().to("cpu").ne(0).sum(dim=1)
-        if self.include_padding:
-            lengths = torch.full_like(lengths, seq)
+        lengths = valid.detach().to("cpu").ne(0).sum(dim=1)
         counts = lengths.numpy()
         pair_slice = slice(chosen[0][0], chosen[-1][0] + 1)
         for name, items in class_groups(labels, batch):
@@ -291,14 +288,8 @@ class ClassMeanAttentionAccumulator:
 
     def merge(self, other: ClassMeanAttentionAccumulator) -> ClassMeanAttentionAccumulator:
         """A new accumulator holding this one's inputs and ``other``'s."""
-        same = (self.max_len, self.n_layers, self.n_heads, self.layers_heads, self.include_padding)
-        if same != (
-            other.max_len,
-            other.n_layers,
-            other.n_heads,
-            other.layers_heads,
-            other.include_padding,
-        ):
+        same = (self.max_len, self.n_layers, self.n_heads, self.layers_heads)
+        if same != (other.max_len, other.n_layers, other.n_heads, other.layers_heads):
             raise ValueError("can only merge ClassMeanAttentionAccumulators with the same setup")
         merged = ClassMeanAttentionAccumulator(
             self.max_len,
@@ -306,7 +297,6 @@ class ClassMeanAttentionAccumulator:
             self.n_heads,
             list(dict.fromkeys([*self.classes, *other.classes])),
             self.layers_heads,
-            self.include_padding,
         )
         for source in (self, other):
             source._fold()

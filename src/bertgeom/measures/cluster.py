@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bertgeom.measures.gate_layout import TokenLayout, content_mean
+from bertgeom.measures.gate_layout import TokenMask, content_mean
 
 DEFAULT_CLUSTER_ROWS = 64
 """At most this many content queries (evenly spaced) enter the cluster score's similarity
@@ -23,20 +23,20 @@ CLUSTER_SELF_TOLERANCE = 1e-4
 of its squared norm (a row almost all on itself) has similarity 0 to every other row."""
 
 
-def cluster_rows(layout: TokenLayout, max_rows: int | None) -> tuple[Tensor, Tensor]:
+def cluster_rows(tokens: TokenMask, max_rows: int | None) -> tuple[Tensor, Tensor]:
     """Evenly spaced content queries used by the cluster score.
 
     For an input with m content tokens and ``r = min(max_rows, m)``, the queries of content rank
     ``floor(k m / r)``, k = 0..r-1. Returns positions ``(batch, rows)`` (0 for the rows past r)
     and their validity.
     """
-    seq = layout.content.shape[1]
+    seq = tokens.content.shape[1]
     rows = seq if max_rows is None else max(1, min(max_rows, seq))
     # Stable sort puts the content positions first, in order.
-    by_rank = torch.argsort((~layout.content).to(torch.int8), dim=1, stable=True)
-    used = layout.n_content.clamp_max(rows)
-    k = torch.arange(rows, device=layout.content.device)
-    rank = (k[None, :] * layout.n_content[:, None]) // used.clamp_min(1)[:, None]
+    by_rank = torch.argsort((~tokens.content).to(torch.int8), dim=1, stable=True)
+    used = tokens.n_content.clamp_max(rows)
+    k = torch.arange(rows, device=tokens.content.device)
+    rank = (k[None, :] * tokens.n_content[:, None]) // used.clamp_min(1)[:, None]
     row_valid = k[None, :] < used[:, None]
     positions = by_rank.gather(1, rank.clamp_max(seq - 1)).masked_fill_(~row_valid, 0)
     return positions, row_valid
@@ -106,7 +106,7 @@ def cluster_ratio(
     off: Tensor,
     self_attention: Tensor,
     off_mass: Tensor,
-    layout: TokenLayout,
+    tokens: TokenMask,
     positions: Tensor | None,
     row_valid: Tensor,
     power: int = CLUSTER_SIMILARITY_POWER,
@@ -114,23 +114,23 @@ def cluster_ratio(
     """The ``ratio`` of ``cluster_score`` ``(batch, head)``, not clipped, from ``off``: ``C``
     (contiguous), ``self_attention``: ``B_ii (batch, head, seq)`` and ``off_mass (batch, head,
     seq)``: ``sum_{j in C, j != i} B_ij``. ``positions (batch, rows)`` are the queries R,
-    ``row_valid (batch, rows)`` those used (``cluster_rows``); or None and ``layout.content``:
+    ``row_valid (batch, rows)`` those used (``cluster_rows``); or None and ``tokens.content``:
     every content query, all rows taken as they lie (no gathers). ``d_ij`` for j != i only needs
     ``C`` (j = i is masked)."""
     batch, heads, seq, _ = off.shape
-    mean_off = off_mass / (layout.n_content - 1).clamp_min(1)[:, None, None]
+    mean_off = off_mass / (tokens.n_content - 1).clamp_min(1)[:, None, None]
     keys = torch.arange(seq, device=off.device)
     if positions is None:
         similarity = pair_similarity(off, self_attention, off, None, power)
         deviation = off - mean_off[..., None]
-        pairs = layout.content[:, None, :] & (keys[None, None, :] != keys[None, :, None])
+        pairs = tokens.content[:, None, :] & (keys[None, None, :] != keys[None, :, None])
     else:
         rows = positions.shape[1]
         query_rows = _gather_rows(off, positions)  # C_ij
         similarity = pair_similarity(off, self_attention, query_rows, positions, power)
         row_index = positions.view(batch, 1, rows).expand(batch, heads, rows)
         deviation = query_rows - mean_off.gather(2, row_index)[..., None]
-        pairs = layout.content[:, None, :] & (keys[None, None, :] != positions[:, :, None])
+        pairs = tokens.content[:, None, :] & (keys[None, None, :] != positions[:, :, None])
     pairs = pairs & row_valid[:, :, None]
     deviation = deviation.mul_(pairs[:, None].to(off.dtype))
     denominator = deviation.clamp_min(0.0).sum(dim=(-1, -2))
@@ -143,7 +143,7 @@ def cluster_ratio(
 
 def cluster_score(
     attn: Tensor,
-    layout: TokenLayout,
+    tokens: TokenMask,
     max_rows: int | None = DEFAULT_CLUSTER_ROWS,
     power: int = CLUSTER_SIMILARITY_POWER,
 ) -> Tensor:
@@ -165,13 +165,13 @@ def cluster_score(
     ``(batch, head)``.
     """
     # Content columns only; non-content rows are never queries and are masked out as keys.
-    block = attn * layout.content.to(attn.dtype)[:, None, None, :]
+    block = attn * tokens.content.to(attn.dtype)[:, None, None, :]
     diagonal = block.diagonal(0, -2, -1)
     self_attention = diagonal.clone()
     off_mass = block.sum(dim=-1) - self_attention
     diagonal.zero_()  # block is C now
-    positions, row_valid = None, layout.content
-    if max_rows is not None and max_rows < int(layout.n_content.max()):
-        positions, row_valid = cluster_rows(layout, max_rows)
-    ratio = cluster_ratio(block, self_attention, off_mass, layout, positions, row_valid, power)
-    return ratio.clamp(0.0, 1.0) * content_mean(off_mass, layout)
+    positions, row_valid = None, tokens.content
+    if max_rows is not None and max_rows < int(tokens.n_content.max()):
+        positions, row_valid = cluster_rows(tokens, max_rows)
+    ratio = cluster_ratio(block, self_attention, off_mass, tokens, positions, row_valid, power)
+    return ratio.clamp(0.0, 1.0) * content_mean(off_mass, tokens)

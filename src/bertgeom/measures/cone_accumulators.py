@@ -63,9 +63,8 @@ class ConeAccumulator:
     ``bin_edges``).
     """
 
-    def __init__(self, n_bins: int = 50, include_padding: bool = False) -> None:
+    def __init__(self, n_bins: int = 50) -> None:
         self.n_bins = n_bins
-        self.include_padding = include_padding
         self.bin_edges: FloatArray = np.linspace(0.0, 1.0, n_bins + 1)
         self.moments_ = GroupedMoments()  # (layer, point, class) -> moments of _CONE_METRICS
         self.histograms_: dict[tuple[int, str, str], npt.NDArray[np.int64]] = {}
@@ -75,11 +74,12 @@ class ConeAccumulator:
         layer: int,
         point: str,
         hidden: Tensor,
-        attention_mask: Tensor | None,
+        valid: Tensor | None,
         labels: Sequence[str] | None = None,
     ) -> None:
-        """Add the inputs of ``hidden (batch, seq, d)`` measured at (``layer``, ``point``)."""
-        cone = cone_index_batch(hidden, attention_mask, self.include_padding)
+        """Add the inputs of ``hidden (batch, seq, d)`` measured at (``layer``, ``point``), over
+        their ``valid (batch, seq)`` tokens."""
+        cone = cone_index_batch(hidden, valid)
         self.update_values(layer, point, cone, labels)
 
     def update_values(
@@ -97,9 +97,9 @@ class ConeAccumulator:
 
     def merge(self, other: ConeAccumulator) -> ConeAccumulator:
         """A new accumulator with both inputs."""
-        if (self.n_bins, self.include_padding) != (other.n_bins, other.include_padding):
+        if self.n_bins != other.n_bins:
             raise ValueError("cannot merge ConeAccumulators built with different parameters")
-        out = ConeAccumulator(self.n_bins, self.include_padding)
+        out = ConeAccumulator(self.n_bins)
         out.moments_ = self.moments_.merged(other.moments_)
         out.histograms_ = {key: value.copy() for key, value in self.histograms_.items()}
         for key, value in other.histograms_.items():
@@ -151,30 +151,29 @@ class HeadConeAccumulator:
 
     KINDS = ("head_output", "attention_rows")
 
-    def __init__(self, include_padding: bool = False) -> None:
-        self.include_padding = include_padding
+    def __init__(self) -> None:
         self.moments_ = GroupedMoments()  # (layer, class, kind) -> moments (metric, head)
 
     def update_head_outputs(
         self,
         layer: int,
         head_outputs: Tensor,
-        attention_mask: Tensor | None,
+        valid: Tensor | None,
         labels: Sequence[str] | None = None,
     ) -> None:
         """Add ``head_outputs (batch, head, seq, dk)``."""
-        cone = head_output_cone_index(head_outputs, attention_mask, self.include_padding)
+        cone = head_output_cone_index(head_outputs, valid)
         self.update_values(layer, "head_output", cone, labels)
 
     def update_attention_rows(
         self,
         layer: int,
         attentions: Tensor,
-        attention_mask: Tensor | None,
+        valid: Tensor | None,
         labels: Sequence[str] | None = None,
     ) -> None:
         """Add ``attentions (batch, head, query, key)``."""
-        cone = attention_rows_cone_index(attentions, attention_mask, self.include_padding)
+        cone = attention_rows_cone_index(attentions, valid)
         self.update_values(layer, "attention_rows", cone, labels)
 
     def update_values(
@@ -189,9 +188,7 @@ class HeadConeAccumulator:
 
     def merge(self, other: HeadConeAccumulator) -> HeadConeAccumulator:
         """A new accumulator with both inputs."""
-        if self.include_padding != other.include_padding:
-            raise ValueError("cannot merge HeadConeAccumulators built with different parameters")
-        out = HeadConeAccumulator(self.include_padding)
+        out = HeadConeAccumulator()
         out.moments_ = self.moments_.merged(other.moments_)
         return out
 

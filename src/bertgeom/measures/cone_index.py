@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from bertgeom.measures.attention_blocks import attention_row_unit_sums
-from bertgeom.measures.grouping import valid_tokens
+from bertgeom.measures.tokens import valid_or_all
 
 
 @dataclass(frozen=True)
@@ -78,31 +78,25 @@ def cone_index(vectors: Tensor) -> float:
     return float(torch.linalg.vector_norm(unit_sum))
 
 
-def cone_index_batch(
-    hidden: Tensor, attention_mask: Tensor | None = None, include_padding: bool = False
-) -> ConeBatch:
+def cone_index_batch(hidden: Tensor, valid: Tensor | None = None) -> ConeBatch:
     """Cone index of the token vectors of each input: ``hidden (batch, seq, d)`` -> ``(batch,)``.
 
-    Padding (``attention_mask`` 0) is skipped unless ``include_padding``.
+    Only the ``valid (batch, seq)`` tokens count (every one when ``None``).
     """
     batch, seq, _ = hidden.shape
-    valid = valid_tokens(attention_mask, batch, seq, include_padding)
+    valid = valid_or_all(valid, batch, seq, hidden.device)
     return cone_stats_from_unit_sum(*unit_vector_sum(hidden, valid))
 
 
-def head_output_cone_index(
-    head_outputs: Tensor, attention_mask: Tensor | None = None, include_padding: bool = False
-) -> ConeBatch:
+def head_output_cone_index(head_outputs: Tensor, valid: Tensor | None = None) -> ConeBatch:
     """Cone index of each head's output rows ``Z_h = A V_h``: ``head_outputs (batch, head, seq,
     dk)`` -> ``(batch, head)``, over the valid tokens."""
     batch, _, seq, _ = head_outputs.shape
-    valid = valid_tokens(attention_mask, batch, seq, include_padding)
+    valid = valid_or_all(valid, batch, seq, head_outputs.device)
     return cone_stats_from_unit_sum(*unit_vector_sum(head_outputs, valid[:, None, :]))
 
 
-def attention_rows_cone_index(
-    attentions: Tensor, attention_mask: Tensor | None = None, include_padding: bool = False
-) -> ConeBatch:
+def attention_rows_cone_index(attentions: Tensor, valid: Tensor | None = None) -> ConeBatch:
     """Cone index of the rows of each attention matrix: ``attentions (batch, head, query, key)``
     -> ``(batch, head)``.
 
@@ -121,5 +115,5 @@ def attention_rows_cone_index(
     batch, _, seq, seq_k = attentions.shape
     if seq != seq_k:
         raise ValueError(f"attention matrices must be square, got {tuple(attentions.shape)}")
-    valid = valid_tokens(attention_mask, batch, seq, include_padding)
+    valid = valid_or_all(valid, batch, seq, attentions.device)
     return cone_stats_from_unit_sum(*attention_row_unit_sums(attentions.detach(), valid))

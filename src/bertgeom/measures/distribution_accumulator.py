@@ -27,9 +27,10 @@ from bertgeom.measures.distribution_stats import (
     outlier_dimensions,
     summary_values,
 )
-from bertgeom.measures.grouping import FloatArray, class_groups, valid_tokens
+from bertgeom.measures.grouping import FloatArray, class_groups
 from bertgeom.measures.power_sums import PowerSums, power_sums_and_counts
 from bertgeom.measures.token_statistics import Binning, add_gram, gram_matrix, select_tokens
+from bertgeom.measures.tokens import valid_or_all
 
 
 @dataclass
@@ -124,7 +125,6 @@ class DistributionAccumulator:
         outlier_factor: float = 6.0,
         per_class: bool = False,
         covariance: bool = True,
-        include_padding: bool = False,
         class_covariance: bool = True,
     ) -> None:
         self.histogram_range = histogram_range
@@ -133,7 +133,6 @@ class DistributionAccumulator:
         self.outlier_factor = outlier_factor
         self.per_class = per_class
         self.covariance = covariance
-        self.include_padding = include_padding
         self.bin_edges: FloatArray = np.linspace(histogram_range[0], histogram_range[1], n_bins + 1)
         self.states_: dict[tuple[int, str, str], _StreamState] = {}
         self._binning = Binning(self.bin_edges)
@@ -145,7 +144,6 @@ class DistributionAccumulator:
             self.outlier_factor,
             self.per_class,
             self.covariance,
-            self.include_padding,
             self.class_covariance,
         )
 
@@ -154,12 +152,13 @@ class DistributionAccumulator:
         layer: int,
         point: str,
         hidden: Tensor,
-        attention_mask: Tensor | None,
+        valid: Tensor | None,
         labels: Sequence[str] | None = None,
     ) -> None:
-        """Add the valid token vectors of ``hidden (batch, seq, d)`` at (``layer``, ``point``)."""
+        """Add the ``valid (batch, seq)`` token vectors of ``hidden (batch, seq, d)`` at
+        (``layer``, ``point``)."""
         batch, seq, _ = hidden.shape
-        valid = valid_tokens(attention_mask, batch, seq, self.include_padding)
+        valid = valid_or_all(valid, batch, seq, hidden.device)
         groups = list(class_groups(labels if self.per_class else None, batch))
         for label, idx in groups[1:] if len(groups) > 1 else groups:
             self._add_tokens(layer, point, label, select_tokens(hidden, valid, idx))
@@ -207,7 +206,6 @@ class DistributionAccumulator:
             self.outlier_factor,
             self.per_class,
             self.covariance,
-            self.include_padding,
             self.class_covariance,
         )
         out.states_ = merged_states(self.states_, other.states_)

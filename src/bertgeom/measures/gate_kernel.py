@@ -37,7 +37,7 @@ from torch import Tensor
 
 from bertgeom.measures import cluster
 from bertgeom.measures.cpu_workers import ThreadBuffers, run_tasks
-from bertgeom.measures.gate_layout import TokenLayout, content_weights, log_valid, top_columns
+from bertgeom.measures.gate_layout import TokenMask, content_weights, log_valid, top_columns
 
 CHUNK_ELEMENTS = 1 << 22
 """On the CPU, the batch goes through in chunks of about this many attention entries (16 MB of
@@ -89,7 +89,7 @@ def chunk_plan(batch: int, heads: int, per_head: int, budget: int) -> list[Chunk
 
 def fused_gate_scores(
     attn: Tensor,
-    layout: TokenLayout,
+    tokens: TokenMask,
     *,
     window: int,
     top_k: int,
@@ -98,8 +98,8 @@ def fused_gate_scores(
     workers: int | None = None,
 ) -> Tensor:
     """The scores ``(batch, head, 7)`` of ``attn (batch, head, seq, seq)`` on a checked
-    ``layout`` (``gate_layout.token_layout``), in float64 for float64 input and in float32
-    otherwise; NaN for inputs that are not ``layout.defined``.
+    ``tokens`` (``tokens.token_mask``), in float64 for float64 input and in float32
+    otherwise; NaN for inputs that are not ``tokens.defined``.
 
     The batch is cut to its longest valid length (without ``include_padding``: positions past
     it are never valid) and goes through in chunks of about ``budget`` entries (default
@@ -119,22 +119,22 @@ def fused_gate_scores(
         # each region and take the cores that worker threads would need (gates 2.4 s with one
         # worker against 3.9 s with two, MiniLM, 500 texts, batch 8, BENCHMARKS.md).
         workers = 1
-    seq = max(int(layout.n_valid.max()), 1)
+    seq = max(int(tokens.n_valid.max()), 1)
     if budget is None:
         budget = CHUNK_ELEMENTS if on_cpu else CHUNK_ELEMENTS_ACCELERATOR
         total = batch * heads * seq * seq
         shares = max(1, min(workers, total // MIN_SHARE))
         budget = min(budget, -(-total // shares))
-    lengths, defined = layout.n_valid.tolist(), layout.defined.tolist()
+    lengths, defined = tokens.n_valid.tolist(), tokens.defined.tolist()
     plan = [c for c in chunk_plan(batch, heads, seq * seq, budget) if any(defined[c[0] : c[1]])]
     if not plan:
         return scores
-    layout = layout.part(0, batch, seq)
+    tokens = tokens.part(0, batch, seq)
     # Batch-wide as in cluster_score: all content rows or the sampled ones, for every chunk.
     positions: Tensor | None = None
-    row_valid = layout.content
-    if cluster_rows is not None and cluster_rows < int(layout.n_content.max()):
-        positions, row_valid = cluster.cluster_rows(layout, cluster_rows)
+    row_valid = tokens.content
+    if cluster_rows is not None and cluster_rows < int(tokens.n_content.max()):
+        positions, row_valid = cluster.cluster_rows(tokens, cluster_rows)
     area = seq * seq
     work_size = max((c.stop - c.start) * (c.last - c.first) * area for c in plan)
     shapes = {(c.stop - c.start, c.last - c.first) for c in plan}
@@ -146,7 +146,7 @@ def fused_gate_scores(
         source = attn[start:stop, first:last, :seq, :seq]
         work_buffer, spare = buffers.get()
         work = work_buffer[: source.numel()].view(source.shape)
-        part = layout.part(start, stop, seq)
+        part = tokens.part(start, stop, seq)
         queries = (None if positions is None else positions[start:stop], row_valid[start:stop])
         uniform = all(length == seq for length in lengths[start:stop])
         return _chunk_scores(source, work, spare, part, uniform, queries, window, top_k)
@@ -155,7 +155,7 @@ def fused_gate_scores(
     # One chunk runs in the calling thread, as the per-gate functions would (no hand-over).
     for chunk, result in zip(plan, run_tasks(tasks, workers if len(tasks) > 1 else 1), strict=True):
         scores[chunk.start : chunk.stop, chunk.first : chunk.last] = result
-    return scores.masked_fill_(~layout.defined[:, None, None], torch.nan)
+    return scores.masked_fill_(~tokens.defined[:, None, None], torch.nan)
 
 
 def _streams(batch: int, heads: int, area: int, on_cpu: bool) -> list[Chunk]:
@@ -191,7 +191,7 @@ def _chunk_scores(
     source: Tensor,
     work: Tensor,
     spare: Tensor,
-    layout: TokenLayout,
+    tokens: TokenMask,
     uniform: bool,
     queries: tuple[Tensor | None, Tensor],
     window: int,
@@ -202,8 +202,8 @@ def _chunk_scores(
     and ``spare`` (flat, the largest of its ``_streams``) its ``A log A``; ``queries``: the cluster
     score's ``positions`` and ``row_valid`` (``cluster.cluster_ratio``)."""
     batch, heads, seq, _ = source.shape
-    weights = content_weights(layout, work.dtype)
-    valid_keys = layout.valid.to(work.dtype)
+    weights = content_weights(tokens, work.dtype)
+    valid_keys = tokens.valid.to(work.dtype)
     tiny = torch.finfo(work.dtype).tiny
     entropy, column_means = work.new_empty(2, batch, heads, seq).unbind(0)
     for start, stop, first, last in _streams(batch, heads, seq * seq, work.device.type == "cpu"):
@@ -220,23 +220,23 @@ def _chunk_scores(
         entropy[start:stop, first:last] = (plogp @ keys[:, None, :, None]).squeeze(-1)
         means = weights[start:stop, None, None, :] @ block
         column_means[start:stop, first:last] = means.squeeze(-2)
-    entropy_rows = -entropy / log_valid(layout, work.dtype)[:, None, None]
-    directional = top_columns(column_means, layout, top_k)
+    entropy_rows = -entropy / log_valid(tokens, work.dtype)[:, None, None]
+    directional = top_columns(column_means, tokens, top_k)
 
     items = torch.arange(batch, device=work.device)
-    closed = work[..., 0] + work[items, :, :, layout.sep]  # (batch, head, query)
+    closed = work[..., 0] + work[items, :, :, tokens.sep]  # (batch, head, query)
     backward = _band(work, range(-1, -window - 1, -1))
     forward = _band(work, range(1, window + 1))
     diagonal = work.diagonal(0, -2, -1)
     instance = diagonal.clone()
     # The cluster score's block B = A on the content keys, in place, then C (no diagonal).
     work[..., 0] = 0.0
-    work[items, :, :, layout.sep] = 0.0
+    work[items, :, :, tokens.sep] = 0.0
     self_attention = diagonal.clone()  # B_ii (0 off the content)
     off_mass = work.sum(dim=-1) - self_attention  # sum_{j in C, j != i} B_ij
     diagonal.zero_()
     positions, row_valid = queries
-    ratio = cluster.cluster_ratio(work, self_attention, off_mass, layout, positions, row_valid)
+    ratio = cluster.cluster_ratio(work, self_attention, off_mass, tokens, positions, row_valid)
     # The content means of six statistics at once (as content_mean, row by row).
     rows = torch.stack([closed, entropy_rows, backward, forward, instance, off_mass], dim=2)
     closed, opened, backward, forward, instance, mass = (

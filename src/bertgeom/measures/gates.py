@@ -3,8 +3,9 @@
 A gate is a state of one head on one input. Each score is computed from the attention matrix
 ``A`` of the head (rows = queries, row-stochastic over the valid keys) and averaged over the
 content queries ``C = 1..n-2`` of an input with ``n`` real tokens ([CLS] = 0, [SEP] = n-1).
-Padding is excluded unless ``include_padding`` (the authors' code: every position of the padded
-sequence is a token, the padding counts as content, [SEP] stays at n-1). Inputs with fewer than
+Padding is excluded unless the run counts it (``include_padding``, the authors' code: every
+position of the padded sequence is a token, the padding counts as content, [SEP] stays at n-1;
+``tokens.TokenMask``). Inputs with fewer than
 ``MIN_TOKENS`` real tokens have no scores (NaN). The definitions, the choices DESIGN leaves open
 and the calibration of ``DEFAULT_THRESHOLDS`` are in ``docs/gates.md``.
 """
@@ -24,13 +25,12 @@ from bertgeom.measures.cluster import (
 )
 from bertgeom.measures.gate_kernel import fused_gate_scores
 from bertgeom.measures.gate_layout import (
-    TokenLayout,
     content_mean,
     content_weights,
     log_valid,
-    token_layout,
     top_columns,
 )
+from bertgeom.measures.tokens import TokenMask
 
 GATE_NAMES: tuple[str, ...] = (
     "closed",
@@ -75,18 +75,18 @@ the 99th percentile of the score on matrices planted with the other gates and it
 on noisy matrices planted with the gate (``benchmarks/calibrate_gates.py``, ``docs/gates.md``)."""
 
 
-def closed_score(attn: Tensor, layout: TokenLayout) -> Tensor:
+def closed_score(attn: Tensor, tokens: TokenMask) -> Tensor:
     """Closed gate: mean over content rows i of ``A[i, 0] + A[i, n-1]`` (mass on [CLS] and [SEP]).
 
     ``attn (batch, head, query, key)`` -> ``(batch, head)``.
     """
     batch, heads, seq, _ = attn.shape
-    sep_index = layout.sep.view(batch, 1, 1, 1).expand(batch, heads, seq, 1)
+    sep_index = tokens.sep.view(batch, 1, 1, 1).expand(batch, heads, seq, 1)
     mass = attn[..., 0] + attn.gather(-1, sep_index).squeeze(-1)
-    return content_mean(mass, layout)
+    return content_mean(mass, tokens)
 
 
-def directional_score(attn: Tensor, layout: TokenLayout, top_k: int = 1) -> Tensor:
+def directional_score(attn: Tensor, tokens: TokenMask, top_k: int = 1) -> Tensor:
     """Directional gate: mean over content rows of the mass on the top-k content columns, the
     columns ranked by their mean attention over content rows.
 
@@ -96,12 +96,12 @@ def directional_score(attn: Tensor, layout: TokenLayout, top_k: int = 1) -> Tens
     """
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    weights = content_weights(layout, attn.dtype)
+    weights = content_weights(tokens, attn.dtype)
     column_means = (weights[:, None, None, :] @ attn).squeeze(-2)
-    return top_columns(column_means, layout, top_k)
+    return top_columns(column_means, tokens, top_k)
 
 
-def open_score(attn: Tensor, layout: TokenLayout) -> Tensor:
+def open_score(attn: Tensor, tokens: TokenMask) -> Tensor:
     """Open gate: mean over content rows of the normalised entropy ``H(A_i) / log n``.
 
     ``H(A_i) = -sum_j A[i, j] log A[i, j]`` over the n valid keys (0 log 0 = 0).
@@ -110,15 +110,15 @@ def open_score(attn: Tensor, layout: TokenLayout) -> Tensor:
     # -a log a, with 0 log 0 = 0 (log of the clamped 0 is finite): faster than special.entr,
     # and log(0) is many times slower than log of the smallest normal float.
     plogp = attn * attn.clamp_min(torch.finfo(attn.dtype).tiny).log()
-    entropy = -(plogp @ layout.valid.to(attn.dtype)[:, None, :, None]).squeeze(-1)
-    return content_mean(entropy / log_valid(layout, attn.dtype)[:, None, None], layout)
+    entropy = -(plogp @ tokens.valid.to(attn.dtype)[:, None, :, None]).squeeze(-1)
+    return content_mean(entropy / log_valid(tokens, attn.dtype)[:, None, None], tokens)
 
 
-def _diagonal_sum(attn: Tensor, layout: TokenLayout, offsets: Sequence[int]) -> Tensor:
+def _diagonal_sum(attn: Tensor, tokens: TokenMask, offsets: Sequence[int]) -> Tensor:
     """``sum_{d in offsets} A[i, i + d]`` over valid keys, per query: ``(batch, head, query)``."""
     batch, heads, seq, _ = attn.shape
     total = attn.new_zeros(batch, heads, seq)
-    valid_keys = layout.valid.to(attn.dtype)
+    valid_keys = tokens.valid.to(attn.dtype)
     for offset in offsets:
         if abs(offset) >= seq:
             continue
@@ -130,44 +130,43 @@ def _diagonal_sum(attn: Tensor, layout: TokenLayout, offsets: Sequence[int]) -> 
     return total
 
 
-def backward_score(attn: Tensor, layout: TokenLayout, window: int = DEFAULT_WINDOW) -> Tensor:
+def backward_score(attn: Tensor, tokens: TokenMask, window: int = DEFAULT_WINDOW) -> Tensor:
     """Backward contextual gate: mean over content rows of ``sum_{d=1..w} A[i, i-d]``.
 
     Neighbours are any valid position, so [CLS] is the preceding neighbour of the first content
     token. ``attn (batch, head, query, key)`` -> ``(batch, head)``.
     """
-    return content_mean(_diagonal_sum(attn, layout, range(-1, -window - 1, -1)), layout)
+    return content_mean(_diagonal_sum(attn, tokens, range(-1, -window - 1, -1)), tokens)
 
 
-def forward_score(attn: Tensor, layout: TokenLayout, window: int = DEFAULT_WINDOW) -> Tensor:
+def forward_score(attn: Tensor, tokens: TokenMask, window: int = DEFAULT_WINDOW) -> Tensor:
     """Forward contextual gate: mean over content rows of ``sum_{d=1..w} A[i, i+d]`` over valid
     keys ([SEP] is the following neighbour of the last content token).
 
     ``attn (batch, head, query, key)`` -> ``(batch, head)``.
     """
-    return content_mean(_diagonal_sum(attn, layout, range(1, window + 1)), layout)
+    return content_mean(_diagonal_sum(attn, tokens, range(1, window + 1)), tokens)
 
 
-def instance_score(attn: Tensor, layout: TokenLayout) -> Tensor:
+def instance_score(attn: Tensor, tokens: TokenMask) -> Tensor:
     """Instance gate: mean over content rows of ``A[i, i]``.
 
     ``attn (batch, head, query, key)`` -> ``(batch, head)``.
     """
-    return content_mean(torch.diagonal(attn, dim1=-2, dim2=-1), layout)
+    return content_mean(torch.diagonal(attn, dim1=-2, dim2=-1), tokens)
 
 
 def gate_scores(
     attn: Tensor,
-    attention_mask: Tensor,
+    tokens: TokenMask,
     *,
     window: int = DEFAULT_WINDOW,
     top_k: int = 1,
-    include_padding: bool = False,
     cluster_rows: int | None = DEFAULT_CLUSTER_ROWS,
 ) -> Tensor:
     """The seven gate scores of every head on every input, in the order of ``GATE_NAMES``.
 
-    ``attn (batch, head, query, key)``, ``attention_mask (batch, seq)`` right-padded ->
+    ``attn (batch, head, query, key)``, ``tokens`` its :class:`TokenMask` ->
     ``(batch, head, 7)``, computed in float64 for float64 input and in float32 otherwise.
     Inputs with fewer than ``MIN_TOKENS`` real tokens get NaN. The scores are those of the
     functions above on the batch cut to its longest input (tested, bit for bit but the open
@@ -175,18 +174,13 @@ def gate_scores(
     """
     if attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
         raise ValueError(f"attn must be (batch, head, query, key), got {tuple(attn.shape)}")
-    if tuple(attention_mask.shape) != (attn.shape[0], attn.shape[-1]):
-        raise ValueError(
-            f"attention_mask shape {tuple(attention_mask.shape)} does not match (batch, seq) = "
-            f"{(attn.shape[0], attn.shape[-1])}"
-        )
+    tokens.check(attn.shape[0], attn.shape[-1])
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    layout = token_layout(attention_mask.to(attn.device), include_padding)
     return fused_gate_scores(
-        attn.detach(), layout, window=window, top_k=top_k, cluster_rows=cluster_rows
+        attn.detach(), tokens, window=window, top_k=top_k, cluster_rows=cluster_rows
     )
 
 

@@ -1,5 +1,5 @@
-"""Which tokens and inputs a statistic uses: the valid tokens of a batch, how far into each input
-they reach, and the class groups of its inputs.
+"""Which tokens and inputs a statistic uses: how far into each input the valid tokens (a
+``tokens.TokenMask``) reach, and the class groups of its inputs.
 
 The streamed kernels work on blocks of whole inputs cut to their valid extent
 (``valid_extents``), so that the padding beyond it is never read.
@@ -23,22 +23,6 @@ Key = tuple[object, ...]
 BLOCK_BYTES = 2 << 20
 """The most bytes a streamed kernel copies at once (a masked block of attention matrices): about
 the L2 cache of a core, so that the passes after the copy read cache, not memory."""
-
-
-def valid_tokens(
-    attention_mask: Tensor | None, batch: int, seq: int, include_padding: bool = False
-) -> Tensor:
-    """Boolean ``(batch, seq)`` mask of the tokens a statistic uses: real tokens (mask 1), or all
-    positions when ``include_padding`` (the authors' code) or no mask is given."""
-    if attention_mask is None or include_padding:
-        device = attention_mask.device if attention_mask is not None else None
-        return torch.ones(batch, seq, dtype=torch.bool, device=device)
-    if tuple(attention_mask.shape) != (batch, seq):
-        raise ValueError(
-            f"attention_mask shape {tuple(attention_mask.shape)} does not match (batch, seq) "
-            f"= {(batch, seq)}"
-        )
-    return attention_mask.to(torch.bool)
 
 
 def class_groups(labels: Sequence[str] | None, batch: int) -> Iterator[tuple[str, IndexArray]]:

@@ -20,9 +20,10 @@ from torch import Tensor
 from bertgeom.measures.base import ALL_CLASSES
 from bertgeom.measures.distribution_accumulator import add_state, merged_states
 from bertgeom.measures.distribution_stats import summary_values
-from bertgeom.measures.grouping import FloatArray, class_groups, valid_tokens
+from bertgeom.measures.grouping import FloatArray, class_groups
 from bertgeom.measures.power_sums import PowerSums, power_sum_table, power_sums_of_table
 from bertgeom.measures.token_statistics import head_gram_matrices, select_tokens
+from bertgeom.measures.tokens import valid_or_all
 
 
 @dataclass
@@ -43,34 +44,31 @@ class _HeadState:
 class HeadDistributionAccumulator:
     """Streams the distribution of each head's output per (layer, head, class).
 
-    ``update(layer, head_outputs (batch, head, seq, dk), attention_mask, labels)`` uses the
-    valid tokens; classes ``"all"`` and, with ``per_class``, each label. ``result()`` columns
-    ``layer, head, class, metric, value`` with metrics ``dist.head_output.<name>`` for the names
-    of ``distribution_stats.summary_values`` (moments pooled over the head's tokens and coordinates,
+    ``update(layer, head_outputs (batch, head, seq, dk), valid, labels)`` uses the ``valid (batch,
+    seq)`` tokens; classes ``"all"`` and, with ``per_class``, each label. ``result()`` columns
+    ``layer, head, class, metric, value`` with metrics ``dist.head_output.<name>`` for the names of
+    ``distribution_stats.summary_values`` (moments pooled over the head's tokens and coordinates,
     normality test, participation ratio of its ``dk x dk`` covariance, outlier coordinates).
     """
 
-    def __init__(
-        self, per_class: bool = True, include_padding: bool = False, outlier_factor: float = 6.0
-    ) -> None:
+    def __init__(self, per_class: bool = True, outlier_factor: float = 6.0) -> None:
         self.per_class = per_class
-        self.include_padding = include_padding
         self.outlier_factor = outlier_factor
         self.states_: dict[tuple[int, str], _HeadState] = {}
 
     def _params(self) -> tuple[object, ...]:
-        return (self.per_class, self.include_padding, self.outlier_factor)
+        return (self.per_class, self.outlier_factor)
 
     def update(
         self,
         layer: int,
         head_outputs: Tensor,
-        attention_mask: Tensor | None,
+        valid: Tensor | None,
         labels: Sequence[str] | None = None,
     ) -> None:
         """Add one layer's ``head_outputs (batch, head, seq, dk)``."""
         batch, heads, seq, dk = head_outputs.shape
-        valid = valid_tokens(attention_mask, batch, seq, self.include_padding)
+        valid = valid_or_all(valid, batch, seq, head_outputs.device)
         by_token = head_outputs.transpose(1, 2)  # (batch, seq, head, dk): the hooks' layout
         groups = list(class_groups(labels if self.per_class else None, batch))
         for label, idx in groups[1:] if len(groups) > 1 else groups:

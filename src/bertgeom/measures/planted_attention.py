@@ -25,6 +25,7 @@ from bertgeom.measures.gates import (
     dominant_gate,
     gate_scores,
 )
+from bertgeom.measures.tokens import token_mask
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -276,7 +277,7 @@ def score_planted(
     for start in range(0, len(order), chunk):
         index = order[start : start + chunk]
         attn, mask = stack_planted([planted[i] for i in index])
-        batch_scores = gate_scores(attn, mask, window=window, include_padding=include_padding)
+        batch_scores = gate_scores(attn, token_mask(mask, include_padding), window=window)
         scores[torch.as_tensor(index)] = batch_scores[:, 0]
     return scores
 

@@ -27,6 +27,7 @@ from bertgeom.measures.spike_values import (
     SpikeAttentionBatch,
     spike_attention_values,
 )
+from bertgeom.measures.tokens import TokenMask
 
 
 def _sums_shapes(n_layers: int, n_heads: int, n_mutations: int) -> dict[str, tuple[int, ...]]:
@@ -71,7 +72,6 @@ class SpikeAttentionAccumulator:
         mutations: Sequence[Mutation],
         defining: Mapping[str, Sequence[Mutation]],
         classes: Sequence[str] = (),
-        include_padding: bool = False,
     ) -> None:
         self.n_layers = n_layers
         self.n_heads = n_heads
@@ -82,7 +82,6 @@ class SpikeAttentionAccumulator:
             raise ValueError(f"defining mutations {sorted(missing)} are not in the mutation list")
         self.defining = {c: tuple(index[m.name] for m in group) for c, group in defining.items()}
         self.classes = list(classes)
-        self.include_padding = include_padding
         self.sums_: dict[str, dict[str, FloatArray]] = {}
 
     def _class_sums(self, label: str) -> dict[str, FloatArray]:
@@ -95,7 +94,7 @@ class SpikeAttentionAccumulator:
         self,
         layer: int,
         attention: Tensor,
-        attention_mask: Tensor | None,
+        tokens: TokenMask | None,
         layout: SpikeLayout,
         labels: Sequence[str] | None = None,
     ) -> None:
@@ -105,11 +104,10 @@ class SpikeAttentionAccumulator:
             raise ValueError("the layout's mutations differ from the accumulator's")
         values = spike_attention_values(
             attention,
-            attention_mask,
+            tokens,
             layout.span_lo,
             layout.span_hi,
             self.mutations,
-            self.include_padding,
             layout.changed,
         )
         device = attention.device
@@ -157,12 +155,11 @@ class SpikeAttentionAccumulator:
 
     def merge(self, other: SpikeAttentionAccumulator) -> SpikeAttentionAccumulator:
         """A new accumulator with both inputs."""
-        if (self.n_layers, self.n_heads, self.mutations, self.defining, self.include_padding) != (
+        if (self.n_layers, self.n_heads, self.mutations, self.defining) != (
             other.n_layers,
             other.n_heads,
             other.mutations,
             other.defining,
-            other.include_padding,
         ):
             raise ValueError("cannot merge SpikeAttentionAccumulators with different parameters")
         merged = SpikeAttentionAccumulator.__new__(SpikeAttentionAccumulator)

@@ -25,7 +25,7 @@ from bertgeom.genomics.reference import (
     SPIKE_START,
 )
 from bertgeom.genomics.token_map import NO_POSITION
-from bertgeom.measures.grouping import valid_tokens
+from bertgeom.measures.tokens import TokenMask, every_token
 
 OTHER_DOMAIN = "other"
 """Tokens centred on no domain (the linkers 306-318 and 834-911, the stop codon)."""
@@ -97,31 +97,28 @@ class SpikeAttentionBatch:
 
 def spike_attention_values(
     attention: Tensor,
-    attention_mask: Tensor | None,
+    tokens: TokenMask | None,
     span_lo: Tensor,
     span_hi: Tensor,
     mutations: Sequence[Mutation],
-    include_padding: bool = False,
     changed: Tensor | None = None,
 ) -> SpikeAttentionBatch:
     """The per-input values of ``attention (batch, head, query, key)`` for tokens placed by
     ``span_lo``, ``span_hi (batch, seq)``; ``[CLS]`` is position 0 and ``[SEP]`` the last real
-    position (right padding)."""
+    position (right padding); ``tokens``: the batch's token mask (``None``: no padding)."""
     batch, heads, seq, _ = attention.shape
     device = attention.device
-    valid = valid_tokens(attention_mask, batch, seq, include_padding)
+    if tokens is None:
+        tokens = every_token(batch, seq, device)
+    tokens.check(batch, seq)
+    valid = tokens.valid.to(device)
     r = received_attention(attention.detach(), valid)
     span_lo, span_hi = span_lo.to(device), span_hi.to(device)
     placed = (span_lo != NO_POSITION) & valid
 
-    lengths = (
-        attention_mask.long().sum(dim=1)
-        if attention_mask is not None
-        else torch.full((batch,), seq, device=device)
-    )
     special = torch.zeros(batch, seq, dtype=torch.bool, device=device)
     special[:, 0] = True
-    special[torch.arange(batch, device=device), (lengths - 1).clamp_min(0)] = True
+    special[torch.arange(batch, device=device), tokens.sep.to(device)] = True
     valid_r = r * valid[:, None, :]
     special_share = (valid_r * special[:, None, :]).sum(-1) / valid_r.sum(-1)
 

@@ -23,8 +23,9 @@ from torch import Tensor
 
 from bertgeom.measures.bilinear_forms import split_heads
 from bertgeom.measures.cone_index import ConeBatch, cone_stats_from_unit_sum
-from bertgeom.measures.grouping import class_groups, valid_tokens
+from bertgeom.measures.grouping import class_groups
 from bertgeom.measures.moments import GroupedMoments
+from bertgeom.measures.tokens import valid_or_all
 
 F64 = torch.float64
 
@@ -47,12 +48,12 @@ def token_energy_share(hidden: Tensor, bases: Tensor) -> Tensor:
 def energy_share(
     hidden: Tensor,
     bases: Tensor,
-    attention_mask: Tensor | None = None,
-    include_padding: bool = False,
+    valid: Tensor | None = None,
 ) -> Tensor:
-    """Mean over the valid non-zero tokens of ``token_energy_share``: ``(batch, head)``."""
+    """Mean over the ``valid (batch, seq)`` non-zero tokens of ``token_energy_share``:
+    ``(batch, head)``."""
     batch, seq, _ = hidden.shape
-    valid = valid_tokens(attention_mask, batch, seq, include_padding)[:, None, :]
+    valid = valid_or_all(valid, batch, seq, hidden.device)[:, None, :]
     shares = token_energy_share(hidden, bases)
     return mean_over_valid(shares, valid)
 
@@ -71,8 +72,7 @@ def selection_cone_index(
     weight_q: Tensor,
     weight_k: Tensor,
     n_heads: int,
-    attention_mask: Tensor | None = None,
-    include_padding: bool = False,
+    valid: Tensor | None = None,
     bias_q: Tensor | None = None,
 ) -> ConeBatch:
     """Cone index of the selection directions ``u_i = W_k^h^T q_i`` over the valid queries,
@@ -90,7 +90,7 @@ def selection_cone_index(
         queries = queries + bias_q.to(F64).reshape(n_heads, -1)[None, :, None, :]
     gram = k_heads @ k_heads.transpose(1, 2)
     norms = torch.einsum("bhsk,hkl,bhsl->bhs", queries, gram, queries).clamp_min(0).sqrt()
-    valid = valid_tokens(attention_mask, batch, seq, include_padding)[:, None, :]
+    valid = valid_or_all(valid, batch, seq, hidden.device)[:, None, :]
     keep = valid & (norms > 0)
     weights = torch.where(keep, 1.0 / norms.clamp_min(torch.finfo(F64).tiny), 0.0)
     summed = torch.einsum("bhsk,bhs->bhk", queries, weights)
@@ -101,26 +101,19 @@ def selection_cone_index(
 
 def subspace_data_measures(
     hidden: Tensor,
-    attention_mask: Tensor | None,
+    valid: Tensor | None,
     weight_q: Tensor,
     weight_k: Tensor,
     n_heads: int,
     bias_q: Tensor | None = None,
-    include_padding: bool = False,
 ) -> dict[str, Tensor]:
     """All per-input data measures of one layer, each ``(batch, head)``:
     ``query_energy_share``, ``key_energy_share``, ``selection_cone_index`` (I),
     ``selection_cone_normalized`` (I / n), ``selection_mean_cosine``."""
-    cone = selection_cone_index(
-        hidden, weight_q, weight_k, n_heads, attention_mask, include_padding, bias_q
-    )
+    cone = selection_cone_index(hidden, weight_q, weight_k, n_heads, valid, bias_q)
     return {
-        "query_energy_share": energy_share(
-            hidden, row_space_bases(weight_q, n_heads), attention_mask, include_padding
-        ),
-        "key_energy_share": energy_share(
-            hidden, row_space_bases(weight_k, n_heads), attention_mask, include_padding
-        ),
+        "query_energy_share": energy_share(hidden, row_space_bases(weight_q, n_heads), valid),
+        "key_energy_share": energy_share(hidden, row_space_bases(weight_k, n_heads), valid),
         "selection_cone_index": cone.index,
         "selection_cone_normalized": cone.normalized,
         "selection_mean_cosine": cone.mean_cosine,
@@ -135,8 +128,7 @@ class SubspaceDataAccumulator:
     ``subspace.<name>_std`` (sample std), and ``subspace.n_inputs``.
     """
 
-    def __init__(self, include_padding: bool = False, include_query_bias: bool = False) -> None:
-        self.include_padding = include_padding
+    def __init__(self, include_query_bias: bool = False) -> None:
         self.include_query_bias = include_query_bias
         self.moments_ = GroupedMoments()
 
@@ -144,7 +136,7 @@ class SubspaceDataAccumulator:
         self,
         layer: int,
         hidden: Tensor,
-        attention_mask: Tensor | None,
+        valid: Tensor | None,
         weight_q: Tensor,
         weight_k: Tensor,
         n_heads: int,
@@ -154,12 +146,11 @@ class SubspaceDataAccumulator:
         """Add ``hidden (batch, seq, d)``, the stream entering ``layer``, read by its heads."""
         values = subspace_data_measures(
             hidden,
-            attention_mask,
+            valid,
             weight_q,
             weight_k,
             n_heads,
             bias_q if self.include_query_bias else None,
-            self.include_padding,
         )
         self.update_values(layer, values, labels)
 
@@ -175,12 +166,11 @@ class SubspaceDataAccumulator:
 
     def merge(self, other: SubspaceDataAccumulator) -> SubspaceDataAccumulator:
         """A new accumulator with both inputs."""
-        params = (self.include_padding, self.include_query_bias)
-        if params != (other.include_padding, other.include_query_bias):
+        if self.include_query_bias != other.include_query_bias:
             raise ValueError(
                 "cannot merge SubspaceDataAccumulators built with different parameters"
             )
-        out = SubspaceDataAccumulator(*params)
+        out = SubspaceDataAccumulator(self.include_query_bias)
         out.moments_ = self.moments_.merged(other.moments_)
         return out
 

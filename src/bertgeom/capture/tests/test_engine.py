@@ -36,6 +36,7 @@ from bertgeom.capture.stream_measurements import (
 from bertgeom.capture.tests.tiny_models import ARCHITECTURES, HEADS, LAYERS, POSITIONS, sentences
 from bertgeom.capture.text_source import TextSource
 from bertgeom.measures.subspace_data import subspace_data_measures
+from bertgeom.measures.tokens import token_mask
 
 CLASSES = ["short", "long"]
 
@@ -57,8 +58,8 @@ def _source(loaded: LoadedModel, text: Path) -> TextSource:
     return TextSource(loaded, text, labels=read_input_labels(text.parent / "labels.tsv"))
 
 
-def _measurements(loaded: LoadedModel, padding: bool = False) -> list[Measurement]:
-    setup = MeasurementSetup(LAYERS, HEADS, tuple(CLASSES), padding)
+def _measurements(loaded: LoadedModel) -> list[Measurement]:
+    setup = MeasurementSetup(LAYERS, HEADS, tuple(CLASSES))
     return [
         GateMeasurement(setup),
         ClassMeanMapMeasurement(setup, MapParameters(POSITIONS)),
@@ -198,9 +199,10 @@ def test_projected_subspace_measures_equal_the_reference(
         bases = ProjectionBases.of(wq, bq, wk, bk, HEADS)
         assert bases is not None
         for padding in (False, True):
+            valid = token_mask(mask, include_padding=padding).valid
             for query_bias in (False, True):
                 expected = subspace_data_measures(
-                    layer.layer_input, mask, wq, wk, HEADS, bq if query_bias else None, padding
+                    layer.layer_input, valid, wq, wk, HEADS, bq if query_bias else None
                 )
                 got = projected_subspace_measures(
                     layer.layer_input,
@@ -208,8 +210,7 @@ def test_projected_subspace_measures_equal_the_reference(
                     layer.keys,
                     bases,
                     HEADS,
-                    mask,
-                    padding,
+                    valid,
                     query_bias,
                 )
                 for name, value in expected.items():
@@ -272,7 +273,7 @@ def test_no_chunks_with_padding_or_over_the_byte_budget(
     padded = run_measurements(
         loaded,
         _source(loaded, text).batches(3),
-        _measurements(loaded, padding=True),
+        _measurements(loaded),
         include_padding=True,
     )
     over = run_measurements(

@@ -25,6 +25,7 @@ from bertgeom.measures.cone_index import (
     cone_index_batch,
     head_output_cone_index,
 )
+from bertgeom.measures.tokens import token_mask
 
 
 def slow_pairwise(vectors: np.ndarray) -> tuple[int, float]:
@@ -72,7 +73,7 @@ def test_padding_is_ignored_and_can_be_included() -> None:
     garbage = hidden.clone()
     garbage[1, 3:] = 1e3
     assert torch.allclose(cone_index_batch(garbage, mask).index, cone.index)
-    with_padding = cone_index_batch(hidden, mask, include_padding=True)
+    with_padding = cone_index_batch(hidden, token_mask(mask, include_padding=True).valid)
     assert float(with_padding.index[1]) == pytest.approx(cone_index(hidden[1]), abs=1e-12)
 
 

@@ -21,6 +21,7 @@ from bertgeom.measures.distribution_stats import (
 )
 from bertgeom.measures.power_sums import PowerSums
 from bertgeom.measures.token_statistics import gram_matrix, histogram_counts
+from bertgeom.measures.tokens import token_mask
 
 
 def test_moments_match_scipy_pooled_and_per_coordinate() -> None:
@@ -175,8 +176,8 @@ def test_values_match_scipy_on_concatenated_valid_tokens() -> None:
 def test_include_padding_uses_every_position() -> None:
     hidden = torch.randn(2, 4, 3)
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
-    acc = DistributionAccumulator(include_padding=True)
-    acc.update(0, "layer_input", hidden, mask)
+    acc = DistributionAccumulator()
+    acc.update(0, "layer_input", hidden, token_mask(mask, include_padding=True).valid)
     table = acc.result().set_index("metric")["value"]
     assert table["dist.n_tokens"] == 8
     assert table["dist.mean"] == pytest.approx(float(hidden.double().mean()), rel=1e-12)

@@ -23,6 +23,7 @@ from bertgeom.measures.gates import (
     gate_scores,
 )
 from bertgeom.measures.tests.test_gates import random_batch
+from bertgeom.measures.tokens import token_mask
 
 CLASSES = ("alpha", "delta", "omicron")
 
@@ -124,7 +125,7 @@ def test_gate_accumulator_errors() -> None:
 def test_gate_accumulator_without_labels_has_only_all() -> None:
     accumulator = GateAccumulator(1, 2)
     attn, mask = random_batch(0, 4, 2, 9)
-    accumulator.update(0, gate_scores(attn, mask))
+    accumulator.update(0, gate_scores(attn, token_mask(mask)))
     assert set(accumulator.result()["class"]) == {ALL_CLASSES}
 
 
@@ -192,8 +193,8 @@ def test_class_mean_counts_follow_lengths() -> None:
     accumulator.update(0, attn, mask, None)
     counts = accumulator.position_counts(ALL_CLASSES)[0]
     assert counts[0, 0] == 2 and counts[3, 3] == 2 and counts[4, 0] == 1 and counts[0, 5] == 1
-    padded = ClassMeanAttentionAccumulator(6, 1, 1, include_padding=True)
-    padded.update(0, attn, mask, None)
+    padded = ClassMeanAttentionAccumulator(6, 1, 1)
+    padded.update(0, attn, token_mask(mask, include_padding=True).valid, None)
     assert bool((padded.position_counts(ALL_CLASSES) == 2).all())
     accumulator.update(5, attn, mask, None)  # a layer with no chosen head is ignored
     with pytest.raises(ValueError, match="seq <= 6"):
@@ -201,13 +202,13 @@ def test_class_mean_counts_follow_lengths() -> None:
     with pytest.raises(ValueError, match="layers_heads"):
         ClassMeanAttentionAccumulator(6, 1, 1, layers_heads=[(1, 0)])
     with pytest.raises(ValueError, match="same setup"):
-        accumulator.merge(padded)
+        accumulator.merge(ClassMeanAttentionAccumulator(7, 1, 1))
 
 
 def test_gate_records() -> None:
     attn, mask = random_batch(5, 4, 3, 8)
     mask[1, 2:] = 0
-    scores = gate_scores(attn, mask)
+    scores = gate_scores(attn, token_mask(mask))
     frame = gate_records(scores, layer=3, input_indices=[10, 11, 12, 13])
     assert list(frame.columns) == [
         "input_index",

@@ -15,7 +15,6 @@ from bertgeom.measures import gate_kernel
 from bertgeom.measures.cluster import cluster_score
 from bertgeom.measures.cpu_workers import run_tasks
 from bertgeom.measures.gate_kernel import chunk_plan, fused_gate_scores
-from bertgeom.measures.gate_layout import token_layout
 from bertgeom.measures.gates import (
     GATE_NAMES,
     backward_score,
@@ -27,6 +26,7 @@ from bertgeom.measures.gates import (
     open_score,
 )
 from bertgeom.measures.tests.test_gates import random_batch
+from bertgeom.measures.tokens import token_mask
 
 
 def per_gate(
@@ -42,20 +42,20 @@ def per_gate(
     if not include_padding:
         longest = max(int(mask.sum(dim=1).max()), 1)
         attn, mask = attn[..., :longest, :longest], mask[:, :longest]
-    layout = token_layout(mask, include_padding)
+    tokens = token_mask(mask, include_padding)
     scores = torch.stack(
         [
-            closed_score(attn, layout),
-            directional_score(attn, layout, top_k),
-            open_score(attn, layout),
-            backward_score(attn, layout, window),
-            forward_score(attn, layout, window),
-            instance_score(attn, layout),
-            cluster_score(attn, layout, cluster_rows),
+            closed_score(attn, tokens),
+            directional_score(attn, tokens, top_k),
+            open_score(attn, tokens),
+            backward_score(attn, tokens, window),
+            forward_score(attn, tokens, window),
+            instance_score(attn, tokens),
+            cluster_score(attn, tokens, cluster_rows),
         ],
         dim=-1,
     )
-    return scores.masked_fill(~layout.defined[:, None, None], float("nan"))
+    return scores.masked_fill(~tokens.defined[:, None, None], float("nan"))
 
 
 @settings(max_examples=40, deadline=None)
@@ -88,10 +88,10 @@ def test_chunks_equal_the_per_gate_functions(
     """Whatever the chunks (one input and head each with budget 1, one chunk with 10**6) and
     workers, the scores are those of the per-gate functions on the whole batch."""
     attn, mask = random_batch(seed, batch, heads, seq, leak)
-    layout = token_layout(mask, include_padding)
+    tokens = token_mask(mask, include_padding)
     scores = fused_gate_scores(
         attn,
-        layout,
+        tokens,
         window=window,
         top_k=top_k,
         cluster_rows=cluster_rows,
@@ -115,11 +115,11 @@ def test_float32_scores_are_those_of_the_per_gate_functions() -> None:
     attn = torch.where(padding, torch.from_numpy(rng.uniform(size=attn.shape)), attn).float()
     flat = (torch.randn(attn.shape) * 0.05).masked_fill(~mask.bool()[:, None, None, :], -torch.inf)
     for scores in (attn, flat.softmax(dim=-1)):
-        layout = token_layout(mask)
+        tokens = token_mask(mask)
         expected = per_gate(scores, mask, False, cluster_rows=16)
         for budget, workers in ((1, 2), (3 * 70 * 70, 1), (3 * 70 * 70, 2), (10**6, 1)):
             got = fused_gate_scores(
-                scores, layout, window=2, top_k=1, cluster_rows=16, budget=budget, workers=workers
+                scores, tokens, window=2, top_k=1, cluster_rows=16, budget=budget, workers=workers
             )
             # The entropy's row sums are products with a vector of ones, whose last bit can
             # change with the number of matrices in the product; nothing else's does.
@@ -159,7 +159,7 @@ def test_buffers_are_reused_and_float16_is_promoted(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(gate_kernel, "STREAM_ELEMENTS", 100)
     attn, mask = random_batch(3, 5, 4, 30)
     half = attn.half()
-    scores = gate_scores(half, mask)
+    scores = gate_scores(half, token_mask(mask))
     assert scores.dtype == torch.float32
     torch.testing.assert_close(scores, per_gate(half.float(), mask, False), equal_nan=True)
 
@@ -168,17 +168,17 @@ def test_inference_mode_and_workers() -> None:
     """Inference tensors in and out of inference mode, on the worker threads or not."""
     attn, mask = random_batch(8, 6, 2, 24)
     expected = per_gate(attn, mask, False)
-    layout = token_layout(mask)
+    tokens = token_mask(mask)
     for workers in (1, 2):
         with torch.inference_mode():
             inside = fused_gate_scores(
-                attn.clone(), layout, window=2, top_k=1, cluster_rows=64, budget=1, workers=workers
+                attn.clone(), tokens, window=2, top_k=1, cluster_rows=64, budget=1, workers=workers
             )
         torch.testing.assert_close(inside, expected, equal_nan=True)
         with torch.inference_mode():
             inference_attn = attn.clone()
         outside = fused_gate_scores(
-            inference_attn, layout, window=2, top_k=1, cluster_rows=64, budget=1, workers=workers
+            inference_attn, tokens, window=2, top_k=1, cluster_rows=64, budget=1, workers=workers
         )
         torch.testing.assert_close(outside, expected, equal_nan=True)
 
@@ -186,8 +186,8 @@ def test_inference_mode_and_workers() -> None:
 def test_float32_scores_match_float64() -> None:
     """The kernel in float32 stays within 1e-5 of the float64 scores (the issue's tolerance)."""
     attn, mask = random_batch(21, 6, 3, 90)
-    exact = gate_scores(attn, mask)
-    single = gate_scores(attn.float(), mask)
+    exact = gate_scores(attn, token_mask(mask))
+    single = gate_scores(attn.float(), token_mask(mask))
     torch.testing.assert_close(single.double(), exact, atol=1e-5, rtol=0, equal_nan=True)
 
 

@@ -19,6 +19,7 @@ from bertgeom.measures.planted_attention import (
     planted_suite,
     stack_planted,
 )
+from bertgeom.measures.tokens import token_mask
 
 
 @settings(max_examples=40, deadline=None)
@@ -141,6 +142,9 @@ def test_suite_and_stack() -> None:
     torch.testing.assert_close(attn.sum(dim=-1)[:, 0], torch.ones(len(planted), seq).double())
     assert bool((attn[~valid[:, None, None, :].expand_as(attn)] == 0).all())
     alone = torch.cat(
-        [gate_scores(item.attn[None, None], item.attention_mask[None]) for item in planted]
+        [
+            gate_scores(item.attn[None, None], token_mask(item.attention_mask[None]))
+            for item in planted
+        ]
     )
-    torch.testing.assert_close(gate_scores(attn, mask), alone)
+    torch.testing.assert_close(gate_scores(attn, token_mask(mask)), alone)

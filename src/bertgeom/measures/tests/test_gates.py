@@ -33,6 +33,7 @@ from bertgeom.measures.planted_attention import (
     score_planted,
     stack_planted,
 )
+from bertgeom.measures.tokens import token_mask
 
 Matrix = npt.NDArray[np.float64]
 
@@ -154,10 +155,9 @@ def test_scores_match_loop_reference(
     attn, mask = random_batch(seed, batch, heads, seq, leak)
     scores = gate_scores(
         attn,
-        mask,
+        token_mask(mask, include_padding),
         window=window,
         top_k=top_k,
-        include_padding=include_padding,
         cluster_rows=cluster_rows,
     )
     assert scores.shape == (batch, heads, 7)
@@ -176,21 +176,21 @@ def test_padding_is_ignored(seed: int, seq: int, extra: int) -> None:
     """Default scores do not depend on what the padded rows and columns hold, nor on how far an
     input is padded, nor on the other inputs of the batch."""
     attn, mask = random_batch(seed, 3, 2, seq)
-    scores = gate_scores(attn, mask)
+    scores = gate_scores(attn, token_mask(mask))
     rng = np.random.default_rng(seed)
     garbage = attn.clone()
     padding = ~(mask.bool()[:, None, :, None] & mask.bool()[:, None, None, :])
     garbage[padding.expand_as(garbage)] = torch.from_numpy(rng.uniform(size=garbage.shape))[
         padding.expand_as(garbage)
     ]
-    torch.testing.assert_close(gate_scores(garbage, mask), scores, equal_nan=True)
+    torch.testing.assert_close(gate_scores(garbage, token_mask(mask)), scores, equal_nan=True)
     wider = torch.zeros(3, 2, seq + extra, seq + extra, dtype=torch.float64)
     wider[..., :seq, :seq] = attn
     wider_mask = torch.zeros(3, seq + extra, dtype=torch.int64)
     wider_mask[:, :seq] = mask
-    torch.testing.assert_close(gate_scores(wider, wider_mask), scores, equal_nan=True)
+    torch.testing.assert_close(gate_scores(wider, token_mask(wider_mask)), scores, equal_nan=True)
     for b in range(3):
-        alone = gate_scores(attn[b : b + 1], mask[b : b + 1])
+        alone = gate_scores(attn[b : b + 1], token_mask(mask[b : b + 1]))
         torch.testing.assert_close(alone, scores[b : b + 1], equal_nan=True)
 
 
@@ -198,15 +198,15 @@ def test_padding_is_ignored(seed: int, seq: int, extra: int) -> None:
 @given(seed=st.integers(0, 2**32 - 1), seq=st.integers(4, 16), include_padding=st.booleans())
 def test_scores_lie_in_unit_interval(seed: int, seq: int, include_padding: bool) -> None:
     attn, mask = random_batch(seed, 3, 2, seq)
-    scores = gate_scores(attn, mask, include_padding=include_padding, top_k=3)
+    scores = gate_scores(attn, token_mask(mask, include_padding), top_k=3)
     defined = scores[~scores.isnan()]
     assert bool(((defined >= -1e-12) & (defined <= 1 + 1e-9)).all())
 
 
 def test_float32_input_matches_float64() -> None:
     attn, mask = random_batch(7, 4, 3, 40)
-    exact = gate_scores(attn, mask)
-    single = gate_scores(attn.float(), mask)
+    exact = gate_scores(attn, token_mask(mask))
+    single = gate_scores(attn.float(), token_mask(mask))
     assert single.dtype == torch.float32
     torch.testing.assert_close(single.double(), exact, atol=1e-4, rtol=0, equal_nan=True)
 
@@ -215,7 +215,7 @@ def one(pattern: Matrix, **options: object) -> dict[str, float]:
     """Scores of one unpadded matrix, by gate name."""
     attn = torch.from_numpy(pattern)[None, None]
     mask = torch.ones(1, pattern.shape[0], dtype=torch.int64)
-    scores = gate_scores(attn, mask, **options)[0, 0]
+    scores = gate_scores(attn, token_mask(mask), **options)[0, 0]
     return dict(zip(GATE_NAMES, scores.tolist(), strict=True))
 
 
@@ -290,29 +290,29 @@ def test_cluster_high_for_blocks_low_for_other_local_patterns() -> None:
 
 def test_short_inputs_are_undefined() -> None:
     attn, mask = random_batch(3, 4, 2, 3)
-    scores = gate_scores(attn, mask)
+    scores = gate_scores(attn, token_mask(mask))
     assert bool(scores.isnan().all())
     assert bool((dominant_gate(scores) == UNDEFINED).all())
     assert dominant_name(UNDEFINED) == "undefined"
 
 
 def test_empty_batch() -> None:
-    scores = gate_scores(torch.zeros(0, 3, 5, 5), torch.zeros(0, 5, dtype=torch.int64))
+    scores = gate_scores(torch.zeros(0, 3, 5, 5), token_mask(torch.zeros(0, 5, dtype=torch.int64)))
     assert scores.shape == (0, 3, 7)
 
 
 def test_input_errors() -> None:
     attn, mask = random_batch(1, 2, 1, 6)
     with pytest.raises(ValueError, match="right-padded"):
-        gate_scores(attn, mask.flip(1))
-    with pytest.raises(ValueError, match="attention_mask shape"):
-        gate_scores(attn, mask[:, :5])
+        gate_scores(attn, token_mask(mask.flip(1)))
+    with pytest.raises(ValueError, match="token mask of"):
+        gate_scores(attn, token_mask(mask[:, :5]))
     with pytest.raises(ValueError, match="attn must be"):
-        gate_scores(attn[0], mask)
+        gate_scores(attn[0], token_mask(mask))
     with pytest.raises(ValueError, match="window"):
-        gate_scores(attn, mask, window=0)
+        gate_scores(attn, token_mask(mask), window=0)
     with pytest.raises(ValueError, match="top_k"):
-        gate_scores(attn, mask, top_k=0)
+        gate_scores(attn, token_mask(mask), top_k=0)
 
 
 def test_dominant_gate_is_largest_excess() -> None:
@@ -367,7 +367,7 @@ def test_planted_gates_are_dominant_at_every_length() -> None:
             for k, gate in enumerate(GATE_NAMES)
         ]
         attn, mask = stack_planted(planted)
-        dominant = dominant_gate(gate_scores(attn, mask))[:, 0]
+        dominant = dominant_gate(gate_scores(attn, token_mask(mask)))[:, 0]
         assert dominant.tolist() == list(range(7)), n
 
 

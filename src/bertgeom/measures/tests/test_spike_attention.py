@@ -29,6 +29,7 @@ from bertgeom.genomics.token_map import (
 )
 from bertgeom.measures.spike_attention import SpikeAttentionAccumulator
 from bertgeom.measures.spike_values import DOMAINS
+from bertgeom.measures.tokens import token_mask
 
 K, STRIDE, HEADS = 12, 9, 2
 FULL = len(token_starts(3822, K, STRIDE)) + 2
@@ -87,7 +88,7 @@ def accumulate(
     labels = [row[0] for row in rows]
     for layer in range(layers):
         attention = random_attention(mask, seed + layer)
-        accumulator.update(layer, attention, mask, layout, labels)
+        accumulator.update(layer, attention, token_mask(mask), layout, labels)
     return accumulator
 
 
@@ -222,7 +223,7 @@ def test_split_and_merge_equal_one_pass() -> None:
         mask = mask_of(layout, lengths_of(part))
         for layer in range(2):
             attention = random_attention(mask, 5 + layer)
-            one_pass.update(layer, attention, mask, layout, [row[0] for row in part])
+            one_pass.update(layer, attention, token_mask(mask), layout, [row[0] for row in part])
     assert merged.class_names() == one_pass.class_names()
     pd.testing.assert_frame_equal(merged.result(), one_pass.result())
     pd.testing.assert_frame_equal(merged.mutation_table(), one_pass.mutation_table())
@@ -247,7 +248,7 @@ def planted(
         weights = boosted.double()[:, None, None, :].expand(batch, HEADS, seq, seq)
     attention = weights / weights.sum(-1, keepdim=True)
     accumulator = SpikeAttentionAccumulator(1, HEADS, layout_mutations(), defining_mutations())
-    accumulator.update(0, attention.float(), mask, layout, [r[0] for r in rows])
+    accumulator.update(0, attention.float(), token_mask(mask), layout, [r[0] for r in rows])
     return accumulator
 
 
@@ -306,6 +307,6 @@ def test_changes_away_from_mutations_against_unchanged_tokens() -> None:
     attention = (weights / weights.sum(-1, keepdim=True))[:, None, None, :]
     attention = attention.expand(batch, HEADS, seq, seq).float()
     accumulator = SpikeAttentionAccumulator(1, HEADS, mutations, defining_mutations())
-    accumulator.update(0, attention, mask, layout, [row[0] for row in CHANGE_INPUTS])
+    accumulator.update(0, attention, token_mask(mask), layout, [row[0] for row in CHANGE_INPUTS])
     result = accumulator.result().set_index(["class", "metric"])["value"]
     assert np.all(result[("all", "spike.changes.enrichment")] > 50)
