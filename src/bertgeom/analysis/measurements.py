@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from bertgeom.analysis.options import AnalysisOptions
+from bertgeom.capture.attention_input import AttentionInputMeasurement, AttentionNorms
 from bertgeom.capture.input_batch import InputBatch
 from bertgeom.capture.input_source import InputSource
 from bertgeom.capture.loading import LoadedModel
@@ -176,7 +177,14 @@ def build_measurements(
                 setup, values, records=lambda frame: writer.add_rows(Table.INPUTS, frame)
             )
         elif name == SubspaceDataMeasurement.name:
-            built[name] = SubspaceDataMeasurement(setup, loaded.query_key_weights(), values)
+            subspace: Measurement = SubspaceDataMeasurement(
+                setup, loaded.query_key_weights(), values
+            )
+            if loaded.adapter.attention_norm is not None:
+                # Pre-LayerNorm layers: the projections read LN(x), not the stream x.
+                norms = AttentionNorms(loaded.encoder, loaded.adapter)
+                subspace = AttentionInputMeasurement(subspace, norms)
+            built[name] = subspace
         elif name in PARAMETERS:
             built[name] = _MEASUREMENTS[name](setup, values)
         else:

@@ -9,10 +9,13 @@ For every layer l of one batch the hooks collect, without copying:
 - ``head_outputs (batch, head, seq, dk)``: ``Z_h = A V_h`` before concatenation, the input of the
   output projection ``W_O`` (a pre-hook on it), reshaped;
 - ``multihead_output (batch, seq, d)``: ``LayerNorm(W_O z + b_O + x)``, the output of the module
-  named by the adapter;
+  named by the adapter (in a pre-LayerNorm layer, ESM: ``x + W_O z + b_O``, the residual stream
+  after attention, for no LayerNorm follows it);
 - ``layer_output (batch, seq, d)``: the layer's output (``hidden_states[l + 1]``);
 - ``queries``, ``keys (batch, seq, H dk)``: the outputs of the query and key projections
-  (``W_q x + b_q``, ``W_k x + b_k``), which the data-based subspace measures reuse.
+  (``W_q x + b_q``, ``W_k x + b_k``; ``x`` is ``LN(x)`` in a pre-LayerNorm layer, and with
+  rotary positions these are before the rotation), which the data-based subspace measures
+  reuse.
 
 When the layer's forward returns, the callback receives a :class:`CapturedLayer` and the hooks
 drop their references, so at most one layer's tensors are held beyond what the model itself keeps
@@ -90,6 +93,10 @@ class LayerHooks:
     """PyTorch hooks on one module of every layer of ``encoder``, each told its layer index;
     all removed together (:meth:`remove`, or on leaving the ``with`` block).
 
+    The index is the depth. Where one layer module runs at several depths (ALBERT,
+    ``ArchitectureAdapter.depths``) it gets one hook per point, which tells each call its depth
+    by counting the module's calls since the encoder's forward pass began.
+
     A point is a module path below a layer as the adapter names it (``adapter.value``,
     ``adapter.output_projection``), or :data:`LAYER` for the layer itself. This is the one place
     the capture (:class:`LayerCapture`) and the head ablation (``capture.head_editor``) attach
@@ -99,28 +106,32 @@ class LayerHooks:
     def __init__(self, encoder: nn.Module, adapter: ArchitectureAdapter) -> None:
         self.layers = encoder_layers(encoder, adapter)
         self._handles: list[RemovableHandle] = []
+        self._counters: list[_DepthCounter] = []
+        if len({id(layer) for layer in self.layers}) < len(self.layers):
+            # Shared layers count their calls from the start of each forward pass.
+            self._handles.append(encoder.register_forward_pre_hook(self._reset_counters))
 
     def after(self, point: str, hook: OutputHook) -> None:
         """``hook(index, output)`` after each layer's ``point`` module has run."""
         self._handles += [
-            module.register_forward_hook(_output_hook(hook, index))
-            for index, module in self._modules(point)
+            module.register_forward_hook(_output_hook(hook, depth))
+            for depth, module in self._modules(point)
         ]
 
     def before(self, point: str, hook: InputHook) -> None:
         """``hook(index, args)`` before each layer's ``point`` module runs; what it returns
         (other than ``None``) is the module's input instead."""
         self._handles += [
-            module.register_forward_pre_hook(_input_hook(hook, index))
-            for index, module in self._modules(point)
+            module.register_forward_pre_hook(_input_hook(hook, depth))
+            for depth, module in self._modules(point)
         ]
 
     def before_call(self, point: str, hook: CallHook) -> None:
         """``hook(index, args, kwargs)`` before each layer's ``point`` module runs (for inputs
         that may come by keyword, such as a layer's ``hidden_states``)."""
         self._handles += [
-            module.register_forward_pre_hook(_call_hook(hook, index), with_kwargs=True)
-            for index, module in self._modules(point)
+            module.register_forward_pre_hook(_call_hook(hook, depth), with_kwargs=True)
+            for depth, module in self._modules(point)
         ]
 
     def remove(self) -> None:
@@ -128,6 +139,7 @@ class LayerHooks:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._counters.clear()
 
     def __enter__(self) -> LayerHooks:
         return self
@@ -135,35 +147,80 @@ class LayerHooks:
     def __exit__(self, *exc: object) -> None:
         self.remove()
 
-    def _modules(self, point: str) -> list[tuple[int, nn.Module]]:
-        """``(index, module)``: the ``point`` module of each layer."""
-        return [
-            (index, layer if point == LAYER else submodule(layer, point))
-            for index, layer in enumerate(self.layers)
-        ]
+    def _modules(self, point: str) -> list[tuple[Depth, nn.Module]]:
+        """``(depth, module)``: the ``point`` module of each distinct layer module, with the
+        depth it runs at (an ``int``), or a :class:`_DepthCounter` when it runs at several
+        (one hook per module: a hook per depth would fire at every depth)."""
+        depths: dict[int, list[int]] = {}
+        for index, layer in enumerate(self.layers):
+            depths.setdefault(id(layer), []).append(index)
+        modules: list[tuple[Depth, nn.Module]] = []
+        for indices in depths.values():
+            layer = self.layers[indices[0]]
+            module = layer if point == LAYER else submodule(layer, point)
+            if len(indices) == 1:
+                modules.append((indices[0], module))
+            else:
+                counter = _DepthCounter(tuple(indices))
+                self._counters.append(counter)
+                modules.append((counter, module))
+        return modules
+
+    def _reset_counters(self, module: nn.Module, args: Any) -> None:
+        for counter in self._counters:
+            counter.calls = 0
 
 
-def _output_hook(hook: OutputHook, index: int) -> Callable[[nn.Module, Any, Any], None]:
+class _DepthCounter:
+    """The depth of each call of a module that runs at several depths: its calls within one
+    forward pass of the encoder, in order, are ``depths[0]``, ``depths[1]``, ... (the counts
+    restart with each forward pass of the encoder; a call beyond the last depth is an error,
+    not a guess)."""
+
+    def __init__(self, depths: tuple[int, ...]) -> None:
+        self.depths = depths
+        self.calls = 0
+
+    def next(self) -> int:
+        if self.calls >= len(self.depths):
+            raise ModelError(
+                f"a shared layer ran more than the {len(self.depths)} times its depths "
+                "allow in one forward pass; its depth is unknown"
+            )
+        depth = self.depths[self.calls]
+        self.calls += 1
+        return depth
+
+
+Depth = int | _DepthCounter
+"""A hook's layer index: fixed, or counted call by call (shared layers)."""
+
+
+def _depth(depth: Depth) -> int:
+    return depth if isinstance(depth, int) else depth.next()
+
+
+def _output_hook(hook: OutputHook, depth: Depth) -> Callable[[nn.Module, Any, Any], None]:
     def forward_hook(module: nn.Module, args: Any, output: Any) -> None:
-        hook(index, output)
+        hook(_depth(depth), output)
 
     return forward_hook
 
 
 def _input_hook(
-    hook: InputHook, index: int
+    hook: InputHook, depth: Depth
 ) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...] | None]:
     def forward_pre_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        return hook(index, args)
+        return hook(_depth(depth), args)
 
     return forward_pre_hook
 
 
 def _call_hook(
-    hook: CallHook, index: int
+    hook: CallHook, depth: Depth
 ) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], None]:
     def forward_pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        hook(index, args, kwargs)
+        hook(_depth(depth), args, kwargs)
 
     return forward_pre_hook
 

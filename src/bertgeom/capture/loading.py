@@ -196,7 +196,8 @@ def load_model(model: ModelName, *, initial_weights_seed: int | None = None) -> 
     if model_type not in ADAPTERS:
         raise ModelError(
             f"{directory}: model type {model_type!r} is not supported; bertgeom analyses "
-            f"{', '.join(sorted(ADAPTERS))} models (MiniLM checkpoints are 'bert')"
+            f"{', '.join(sorted(ADAPTERS))} models (MiniLM checkpoints are 'bert', ESM-2 and "
+            "Nucleotide Transformer v1 'esm')"
         )
     files = weights_files(directory, raw)
     adapter = ADAPTERS[str(model_type)]
@@ -235,6 +236,8 @@ def load_model(model: ModelName, *, initial_weights_seed: int | None = None) -> 
                     f"{directory}: cannot build the model from config.json ({first_line(error)})"
                 ) from error
         tokenizer = load_tokenizer(directory, getattr(config, "vocab_size", None))
+        if tokenizer is not None:
+            check_special_layout(directory, tokenizer)
     loaded_model.eval()
     encoder = loaded_model.base_model
     n_heads = int(config.num_attention_heads)
@@ -261,6 +264,36 @@ def load_model(model: ModelName, *, initial_weights_seed: int | None = None) -> 
     )
     check_attention_output(loaded)
     return loaded
+
+
+def check_special_layout(directory: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Require the layout the measures assume: the tokenizer opens every input with one special
+    token and closes it with one (``[CLS] ... [SEP]``, ``<s> ... </s>``, ESM's
+    ``<cls> ... <eos>``), so the content of an input of n tokens is ``1..n-2`` (the gates, the
+    ``[CLS]`` vectors). A tokenizer that adds no closing token (an ESM tokenizer without an
+    ``<eos>``) would make the last content token count as ``[SEP]``: refused, one line."""
+    special = set(tokenizer.all_special_ids)
+    names = set(tokenizer.all_special_tokens)
+    vocabulary = tokenizer.get_vocab()
+    probe = next(
+        (
+            token
+            for token, _ in sorted(vocabulary.items(), key=lambda item: item[1])
+            if token not in names and token.isascii() and token.isalnum()
+        ),
+        None,
+    )
+    if probe is None:
+        return  # no plain token to probe with; the vocabulary checks have passed
+    ids = list(tokenizer(probe, return_token_type_ids=False)["input_ids"])
+    if len(ids) >= 3 and ids[0] in special and ids[-1] in special:
+        return
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    raise ModelError(
+        f"{directory}: the tokenizer ({type(tokenizer).__name__}) turns {probe!r} into "
+        f"{tokens}; bertgeom's measures need every input between an opening and a closing "
+        "special token ([CLS] ... [SEP], <cls> ... <eos>): save a tokenizer that adds both"
+    )
 
 
 def check_attention_output(loaded: LoadedModel) -> None:

@@ -266,7 +266,8 @@ def test_the_shipped_classifier_loads_with_nothing_ignored() -> None:
 
 
 def _head_modules(model_type: str) -> set[str]:
-    """Top-level modules, outside the base model, of every transformers class of the type."""
+    """Top-level modules, outside the base model, of every transformers class of the type, and
+    the pooler where the bare model or a head class has one."""
     config_class = modeling_auto.CONFIG_MAPPING_NAMES[model_type]
     import transformers
 
@@ -285,6 +286,9 @@ def _head_modules(model_type: str) -> set[str]:
         is_decoder=True,
     )
     heads: set[str] = set()
+    bare = getattr(transformers, str(modeling_auto.MODEL_MAPPING_NAMES[model_type]))
+    if getattr(bare(config), "pooler", None) is not None:
+        heads.add("pooler")  # the bare model saves one (ESM's task models have none)
     for name in dir(modeling_auto):
         mapping = getattr(modeling_auto, name)
         if not (name.startswith("MODEL_") and name.endswith("_MAPPING_NAMES")):

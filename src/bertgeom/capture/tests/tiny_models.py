@@ -1,8 +1,14 @@
 """Tiny random models of every supported architecture, saved like real checkpoints.
 
 Every parameter is drawn at random (biases and LayerNorm included, which Hugging Face
-initialises to zero and one), so tests see non-trivial biases. All share one word-level
-vocabulary and a ``BertTokenizer``; ELECTRA has ``embedding_size != hidden_size``.
+initialises to zero and one), so tests see non-trivial biases. All but ESM share one word-level
+vocabulary and a ``BertTokenizer``; ELECTRA and ALBERT have ``embedding_size != hidden_size``.
+
+``ARCHITECTURES`` are the post-LayerNorm, one-module-per-layer architectures the parametrised
+capture and analysis tests take as they are; ``OTHER_ARCHITECTURES`` (ESM-2 with rotary
+positions, ESM with absolute positions as Nucleotide Transformer v1, ALBERT with one layer
+shared across depth) are tested by ``test_architectures.py``. ESM models come with an
+``EsmTokenizer`` over the 33 tokens of ESM-2's vocabulary (``protein_sequences`` for inputs).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from typing import Any
 
 import torch
 from transformers import (
+    AlbertConfig,
+    AlbertModel,
     BertConfig,
     BertForSequenceClassification,
     BertModel,
@@ -21,7 +29,11 @@ from transformers import (
     DistilBertModel,
     ElectraConfig,
     ElectraModel,
+    EsmConfig,
+    EsmModel,
+    EsmTokenizer,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     RobertaConfig,
     RobertaModel,
 )
@@ -33,7 +45,17 @@ _WORD_TEXT = (
 WORDS = _WORD_TEXT.split()
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 ARCHITECTURES = ("bert", "roberta", "distilbert", "electra")
+OTHER_ARCHITECTURES = ("esm", "esm-absolute", "albert")
+"""``esm``: ESM-2 (rotary positions, token dropout); ``esm-absolute``: the same layers with
+learned absolute positions (Nucleotide Transformer v1); ``albert``: one layer at every depth."""
 HIDDEN, LAYERS, HEADS, POSITIONS = 32, 2, 4, 40
+ESM_VOCABULARY = [
+    "<cls>", "<pad>", "<eos>", "<unk>",
+    *"LAGVSERTIDPKQNFYMHWCXBUZO.-",
+    "<null_1>", "<mask>",
+]  # fmt: skip
+"""ESM-2's 33 tokens, in its order (``<pad>`` = 1, ``<mask>`` = 32)."""
+AMINO_ACIDS = "LAGVSERTIDPKQNFYMHWC"
 
 
 def tokenizer() -> BertTokenizer:
@@ -42,8 +64,29 @@ def tokenizer() -> BertTokenizer:
     )
 
 
+def esm_tokenizer(directory: Path) -> EsmTokenizer:
+    """ESM-2's tokenizer (a vocabulary file in ``directory``): ``<cls> ... <eos>``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    vocabulary = directory / "vocab.txt"
+    vocabulary.write_text("\n".join(ESM_VOCABULARY) + "\n")
+    return EsmTokenizer(str(vocabulary), model_max_length=1024)
+
+
+def _esm_config(common: dict[str, Any], bert_like: dict[str, Any], rotary: bool) -> EsmConfig:
+    # pad_token_id 1 as ESM-2's: positions are numbered from 2, so POSITIONS + 2 of them.
+    return EsmConfig(
+        **{**common, "vocab_size": len(ESM_VOCABULARY), "pad_token_id": 1},
+        **{**bert_like, "max_position_embeddings": POSITIONS + 2},
+        mask_token_id=ESM_VOCABULARY.index("<mask>"),
+        position_embedding_type="rotary" if rotary else "absolute",
+        token_dropout=rotary,
+        emb_layer_norm_before=False,
+    )
+
+
 def tiny_model(architecture: str, seed: int = 0) -> PreTrainedModel:
-    """A random model of ``architecture`` (one of ``ARCHITECTURES``)."""
+    """A random model of ``architecture`` (one of ``ARCHITECTURES`` or
+    ``OTHER_ARCHITECTURES``)."""
     common: dict[str, Any] = {"vocab_size": len(VOCABULARY), "pad_token_id": 0}
     bert_like: dict[str, Any] = {
         "hidden_size": HIDDEN,
@@ -72,6 +115,10 @@ def tiny_model(architecture: str, seed: int = 0) -> PreTrainedModel:
             max_position_embeddings=POSITIONS,
         )
         model = DistilBertModel(distil_config)
+    elif architecture in ("esm", "esm-absolute"):
+        model = EsmModel(_esm_config(common, bert_like, architecture == "esm"))
+    elif architecture == "albert":
+        model = AlbertModel(AlbertConfig(**common, **bert_like, embedding_size=16))
     else:
         raise ValueError(architecture)
     with torch.no_grad():
@@ -80,10 +127,15 @@ def tiny_model(architecture: str, seed: int = 0) -> PreTrainedModel:
     return model.eval()
 
 
+def tiny_tokenizer(architecture: str, directory: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of the tiny ``architecture`` models (files written to ``directory``)."""
+    return esm_tokenizer(directory) if architecture.startswith("esm") else tokenizer()
+
+
 def save_tiny_model(architecture: str, directory: Path, seed: int = 0) -> Path:
-    """Save a random ``architecture`` model and the tokenizer to ``directory``."""
+    """Save a random ``architecture`` model and its tokenizer to ``directory``."""
     tiny_model(architecture, seed).save_pretrained(directory)
-    tokenizer().save_pretrained(directory)
+    tiny_tokenizer(architecture, directory).save_pretrained(directory)
     return directory
 
 
@@ -110,6 +162,19 @@ def save_tiny_classifier(directory: Path, classes: tuple[str, ...], seed: int = 
     settings = ClassifierSettings(k=12, stride=9, classes=classes, unassigned_threshold=0.5)
     save_classifier(model, make_tokenizer(vocabulary), settings, directory)
     return directory
+
+
+def protein_sequences(count: int, seed: int = 1, longest: int = 14) -> list[str]:
+    """Seeded amino-acid strings of 2..``longest`` residues (one token each for ESM)."""
+    rng = random.Random(seed)
+    return ["".join(rng.choices(AMINO_ACIDS, k=rng.randint(2, longest))) for _ in range(count)]
+
+
+def texts_for(architecture: str, count: int, seed: int = 1, longest: int = 14) -> list[str]:
+    """Inputs the tiny ``architecture`` model's tokenizer reads: proteins for ESM, else words."""
+    if architecture.startswith("esm"):
+        return protein_sequences(count, seed, longest)
+    return sentences(count, seed, longest)
 
 
 def sentences(count: int, seed: int = 1, longest: int = 14) -> list[str]:

@@ -1,0 +1,497 @@
+"""ESM (pre-LayerNorm, rotary or absolute positions) and ALBERT (one layer at every depth):
+the captured tensors are the model's own, each measuring point is what docs/models.md says,
+and checkpoints load exactly or are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import (
+    AlbertConfig,
+    AlbertForMaskedLM,
+    AlbertForPreTraining,
+    AlbertForSequenceClassification,
+    AlbertModel,
+    EsmForMaskedLM,
+    EsmForSequenceClassification,
+    PreTrainedModel,
+)
+from transformers.models.esm.modeling_esm import apply_rotary_pos_emb
+
+from bertgeom.capture.adapters import ADAPTERS, linear, submodule
+from bertgeom.capture.attention_input import AttentionInputMeasurement, AttentionNorms
+from bertgeom.capture.hooks import CapturedLayer, LayerCapture, LayerHooks
+from bertgeom.capture.loading import LoadedModel, load_model
+from bertgeom.capture.measurement import BatchContext, MeasurementOutputs
+from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures
+from bertgeom.capture.tests.tiny_models import (
+    HEADS,
+    HIDDEN,
+    LAYERS,
+    OTHER_ARCHITECTURES,
+    POSITIONS,
+    save_tiny_model,
+    texts_for,
+    tiny_model,
+    tiny_tokenizer,
+    tokenizer,
+)
+from bertgeom.errors import InputError, ModelError
+from bertgeom.measures.subspace_data import subspace_data_measures
+
+WEIGHTS = "model.safetensors"
+PRE_LN = ("esm", "esm-absolute")
+
+
+@pytest.fixture(scope="module")
+def directories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("other-architectures")
+    return {name: save_tiny_model(name, root / name) for name in OTHER_ARCHITECTURES}
+
+
+@pytest.fixture(scope="module")
+def loaded(directories: dict[str, Path]) -> dict[str, LoadedModel]:
+    return {name: load_model(path) for name, path in directories.items()}
+
+
+def _batch(model: LoadedModel, architecture: str, count: int = 5) -> dict[str, Tensor]:
+    assert model.tokenizer is not None
+    encoded = model.tokenizer(
+        texts_for(architecture, count, seed=3),
+        padding=True,
+        return_tensors="pt",
+        return_token_type_ids=False,
+    )
+    assert bool((encoded["attention_mask"] == 0).any())  # padding is present
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def _capture(model: LoadedModel, batch: dict[str, Tensor], passes: int = 1) -> list[CapturedLayer]:
+    captured: list[CapturedLayer] = []
+    with (
+        torch.inference_mode(),
+        LayerCapture(model.encoder, model.adapter, model.n_heads, captured.append) as capture,
+    ):
+        for _ in range(passes):
+            model.model(**batch)
+        assert capture._pending == {}
+    return captured
+
+
+def _layer_norm(layer: nn.Module, path: str, value: Tensor) -> Tensor:
+    norm = submodule(layer, path)
+    assert isinstance(norm, nn.LayerNorm)
+    return norm(value)
+
+
+@pytest.mark.parametrize("architecture", OTHER_ARCHITECTURES)
+def test_every_other_architecture_loads_with_its_shape(
+    architecture: str, loaded: dict[str, LoadedModel]
+) -> None:
+    model = loaded[architecture]
+    assert model.config._attn_implementation == "eager"
+    assert (model.n_layers, model.n_heads, model.hidden_size) == (LAYERS, HEADS, HIDDEN)
+    assert model.max_tokens == POSITIONS  # positions numbered from pad + 1 (ESM), or from 0
+    assert model.summary()["model_type"] == architecture.split("-")[0]
+    assert model.ignored_weights in (
+        ("pooler.dense.bias", "pooler.dense.weight"),
+        ("pooler.bias", "pooler.weight"),
+    )
+
+
+@pytest.mark.parametrize("architecture", OTHER_ARCHITECTURES)
+def test_captured_attention_and_stream_are_the_models_own(
+    architecture: str, loaded: dict[str, LoadedModel]
+) -> None:
+    """Attention equals ``output_attentions`` at every depth (padding in the batch), the layer
+    input and output ``output_hidden_states``; ESM's last hidden state is after the encoder's
+    final LayerNorm (``emb_layer_norm_after``), which is not a measuring point: the captured
+    layer output is the residual stream before it."""
+    model = loaded[architecture]
+    batch = _batch(model, architecture)
+    captured = _capture(model, batch)
+    assert [layer.layer for layer in captured] == list(range(LAYERS))
+    with torch.inference_mode():
+        reference = model.model(**batch, output_attentions=True, output_hidden_states=True)
+    assert len(reference.attentions) == LAYERS
+    for layer in captured:
+        torch.testing.assert_close(layer.attention, reference.attentions[layer.layer])
+        torch.testing.assert_close(layer.layer_input, reference.hidden_states[layer.layer])
+        expected = reference.hidden_states[layer.layer + 1]
+        if architecture in PRE_LN and layer.layer == LAYERS - 1:
+            final = submodule(model.encoder, "encoder.emb_layer_norm_after")
+            with torch.inference_mode():
+                torch.testing.assert_close(final(layer.layer_output), expected)
+        else:
+            torch.testing.assert_close(layer.layer_output, expected)
+    # The hooks see the stream move on: layer 1 reads layer 0's output (ALBERT: same module).
+    torch.testing.assert_close(captured[1].layer_input, captured[0].layer_output)
+
+
+@pytest.mark.parametrize("architecture", OTHER_ARCHITECTURES)
+def test_head_and_multihead_outputs_equal_a_manual_recomputation(
+    architecture: str, loaded: dict[str, LoadedModel]
+) -> None:
+    """``Z_h = A V_h`` with V from the projections' input (``LN(x)`` in a pre-LayerNorm layer);
+    the multi-head output is ``x + W_O z + b_O`` (ESM, no LayerNorm after the residual) or
+    ``LN(x + W_O z + b_O)`` (ALBERT); queries and keys are the projections of that input
+    (ESM: before the rotation, which acts inside the attention)."""
+    model = loaded[architecture]
+    batch = _batch(model, architecture)
+    layers = model.layers()
+    adapter = model.adapter
+    for captured in _capture(model, batch):
+        module = layers[captured.layer]
+        x = captured.layer_input
+        batch_size, seq, hidden = x.shape
+        dk = hidden // HEADS
+        with torch.inference_mode():
+            read = _layer_norm(module, "attention.LayerNorm", x) if architecture in PRE_LN else x
+            values = linear(module, adapter.value)(read)
+            value_heads = values.view(batch_size, seq, HEADS, dk).transpose(1, 2)
+            head_outputs = captured.attention @ value_heads
+            torch.testing.assert_close(captured.head_outputs, head_outputs)
+            concatenated = head_outputs.transpose(1, 2).reshape(batch_size, seq, hidden)
+            projected = linear(module, adapter.output_projection)(concatenated)
+            if architecture in PRE_LN:
+                expected = x + projected
+            else:
+                expected = _layer_norm(module, "attention.LayerNorm", x + projected)
+            torch.testing.assert_close(captured.multihead_output, expected)
+            torch.testing.assert_close(captured.queries, linear(module, adapter.query)(read))
+            torch.testing.assert_close(captured.keys, linear(module, adapter.key)(read))
+
+
+def test_esm_attention_is_softmax_of_the_rotated_captured_queries_and_keys(
+    loaded: dict[str, LoadedModel],
+) -> None:
+    """The captured ``queries``/``keys`` are the projections before the rotary rotation: rotated
+    by position (and the query scaled by ``dk^-1/2``, as ESM does) they give the captured
+    attention; unrotated they do not."""
+    model = loaded["esm"]
+    batch = _batch(model, "esm")
+    mask = batch["attention_mask"]
+    rotary = model.encoder.rotary_embeddings
+    assert rotary is not None
+    for captured in _capture(model, batch):
+        batch_size, seq, hidden = captured.queries.shape
+        q = _heads(captured.queries) * (hidden // HEADS) ** -0.5
+        k = _heads(captured.keys)
+        with torch.inference_mode():
+            positions = torch.arange(seq)[None].expand(batch_size, seq)
+            cos, sin = rotary(captured.layer_input, positions)
+            q_rotated, k_rotated = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)
+        rotated = _softmax_attention(q_rotated, k_rotated, mask)
+        torch.testing.assert_close(rotated, captured.attention)
+        assert not torch.allclose(_softmax_attention(q, k, mask), captured.attention, atol=1e-3)
+
+
+def _heads(values: Tensor) -> Tensor:
+    """``(batch, seq, H dk)`` -> ``(batch, head, seq, dk)``."""
+    batch_size, seq, hidden = values.shape
+    return values.view(batch_size, seq, HEADS, hidden // HEADS).transpose(1, 2)
+
+
+def _softmax_attention(queries: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+    """Eager attention probabilities of already scaled queries, padded keys masked out."""
+    scores = queries @ keys.transpose(-1, -2)
+    scores = scores.masked_fill(mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
+    return scores.softmax(-1)
+
+
+@pytest.mark.parametrize("architecture", PRE_LN)
+def test_pre_layer_norm_subspace_measures_read_the_projections_input(
+    architecture: str, loaded: dict[str, LoadedModel]
+) -> None:
+    """``AttentionNorms`` gives exactly the tensor the query projection received; the projected
+    subspace measures from it equal the reference definition on ``LN(x)``, and would not on the
+    stream ``x`` (what the measurement would read without the wrapper)."""
+    model = loaded[architecture]
+    batch = _batch(model, architecture)
+    mask = batch["attention_mask"]
+    received: dict[int, Tensor] = {}
+    captured: list[CapturedLayer] = []
+    with (
+        torch.inference_mode(),
+        LayerHooks(model.encoder, model.adapter) as hooks,
+        LayerCapture(model.encoder, model.adapter, HEADS, captured.append),
+    ):
+        hooks.before(model.adapter.query, lambda index, args: received.setdefault(index, args[0]))
+        model.model(**batch)
+    norms = AttentionNorms(model.encoder, model.adapter)
+    weights = model.query_key_weights()
+    for layer in captured:
+        with torch.inference_mode():
+            normed = norms.apply(layer.layer, layer.layer_input)
+        assert torch.equal(normed, received[layer.layer])
+        wq, bq, wk, bk = weights[layer.layer]
+        bases = ProjectionBases.of(wq, bq, wk, bk, HEADS)
+        assert bases is not None
+        got = projected_subspace_measures(normed, layer.queries, layer.keys, bases, HEADS, mask)
+        expected = subspace_data_measures(normed, mask, wq, wk, HEADS)
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name], value, rtol=2e-5, atol=1e-6)
+        stream = projected_subspace_measures(
+            layer.layer_input, layer.queries, layer.keys, bases, HEADS, mask
+        )
+        assert not torch.allclose(stream["query_energy_share"], got["query_energy_share"])
+
+
+class _Recorder:
+    """A measurement that keeps the layer inputs it is given."""
+
+    name = "recorder"
+    parameters = None
+
+    def __init__(self) -> None:
+        self.inputs: list[Tensor] = []
+
+    def update(self, captured: CapturedLayer, context: BatchContext) -> None:
+        self.inputs.append(captured.layer_input)
+
+    def merge(self, other: _Recorder) -> _Recorder:
+        merged = _Recorder()
+        merged.inputs = self.inputs + other.inputs
+        return merged
+
+    def write(self, outputs: MeasurementOutputs) -> None:
+        outputs.add_table("recorded", __import__("pandas").DataFrame({"n": [len(self.inputs)]}))
+
+
+def test_the_attention_input_wrapper_hands_on_the_normed_layer_input(
+    loaded: dict[str, LoadedModel],
+) -> None:
+    model = loaded["esm"]
+    batch = _batch(model, "esm")
+    norms = AttentionNorms(model.encoder, model.adapter)
+    inner = _Recorder()
+    wrapper = AttentionInputMeasurement(inner, norms)
+    assert wrapper.name == "recorder" and wrapper.parameters is None
+    context: Any = None
+    layers = model.layers()
+    for layer in _capture(model, batch):
+        wrapper.update(layer, context)
+        with torch.inference_mode():
+            expected = _layer_norm(layers[layer.layer], "attention.LayerNorm", layer.layer_input)
+        torch.testing.assert_close(inner.inputs[-1], expected, rtol=0, atol=0)
+    merged = wrapper.merge(AttentionInputMeasurement(_Recorder(), norms))
+    assert isinstance(merged, AttentionInputMeasurement) and len(merged.inner.inputs) == LAYERS
+    outputs = MeasurementOutputs()
+    merged.write(outputs)
+    assert list(outputs.tables) == ["recorded"]
+
+
+def test_albert_reports_every_depth_of_its_shared_layer(loaded: dict[str, LoadedModel]) -> None:
+    """One module at every depth: the hooks number its calls 0..L-1 in every forward pass, and
+    the weight-based measures see the shared weights at each depth."""
+    model = loaded["albert"]
+    layers = model.layers()
+    assert len(layers) == LAYERS and all(layer is layers[0] for layer in layers)
+    captured = _capture(model, _batch(model, "albert"), passes=3)
+    assert [layer.layer for layer in captured] == list(range(LAYERS)) * 3
+    weights = model.attention_weights()
+    assert len(weights) == LAYERS
+    assert all(torch.equal(w.weight_q, weights[0].weight_q) for w in weights)
+    assert weights[0].weight_o.shape == (HIDDEN, HIDDEN)
+
+
+def test_albert_groups_and_inner_layers_run_in_depth_order(tmp_path: Path) -> None:
+    """Four depths over two groups of two inner layers each: eight AlbertLayer calls, each
+    told its depth, equal to transformers' own hidden states and attentions."""
+    torch.manual_seed(0)
+    config = AlbertConfig(
+        vocab_size=40,
+        hidden_size=HIDDEN,
+        num_hidden_layers=4,
+        num_hidden_groups=2,
+        inner_group_num=2,
+        num_attention_heads=HEADS,
+        intermediate_size=2 * HIDDEN,
+        embedding_size=16,
+        max_position_embeddings=POSITIONS,
+        pad_token_id=0,
+    )
+    AlbertModel(config).save_pretrained(tmp_path / "albert")
+    tokenizer().save_pretrained(tmp_path / "albert")
+    model = load_model(tmp_path / "albert")
+    groups = model.encoder.encoder.albert_layer_groups
+    order = [groups[0].albert_layers[0], groups[0].albert_layers[1]] * 2
+    order += [groups[1].albert_layers[0], groups[1].albert_layers[1]] * 2
+    assert model.n_layers == 8 and all(a is b for a, b in zip(model.layers(), order, strict=True))
+    batch = _batch(model, "albert")
+    captured = _capture(model, batch)
+    assert [layer.layer for layer in captured] == list(range(8))
+    with torch.inference_mode():
+        reference = model.model(**batch, output_attentions=True, output_hidden_states=True)
+    for layer in captured:
+        torch.testing.assert_close(layer.attention, reference.attentions[layer.layer])
+        torch.testing.assert_close(layer.layer_output, reference.hidden_states[layer.layer + 1])
+
+
+def test_a_shared_layer_called_beyond_its_depths_is_an_error(
+    loaded: dict[str, LoadedModel],
+) -> None:
+    model = loaded["albert"]
+    batch = _batch(model, "albert")
+    layer = model.layers()[0]
+    with torch.inference_mode(), LayerHooks(model.encoder, model.adapter) as hooks:
+        hooks.after("attention", lambda index, output: None)
+        model.model(**batch)
+        hidden = torch.zeros(1, 3, HIDDEN)
+        with pytest.raises(ModelError, match="ran more than the 2 times"):
+            layer(hidden)  # a third call outside any encoder pass
+
+
+def test_ablation_is_refused_for_shared_layers(tmp_path: Path) -> None:
+    from bertgeom.capture.ablation_plan import check_ablation
+
+    directory = _save(_classifier("albert"), tmp_path / "albert", "albert")
+    with pytest.raises(InputError, match="not supported for albert models: their layers share"):
+        check_ablation(load_model(directory), ["zero"])
+
+
+def _save(model: PreTrainedModel, directory: Path, architecture: str) -> Path:
+    model.save_pretrained(directory)
+    tiny_tokenizer(architecture, directory).save_pretrained(directory)
+    return directory
+
+
+def _with_config_of(architecture: str, kind: Any, **extra: Any) -> PreTrainedModel:
+    config = tiny_model(architecture).config
+    for name, value in extra.items():
+        setattr(config, name, value)
+    torch.manual_seed(1)
+    model: PreTrainedModel = kind(config)
+    return model.eval()
+
+
+def _classifier(architecture: str) -> PreTrainedModel:
+    kind = {"albert": AlbertForSequenceClassification}.get(
+        architecture, EsmForSequenceClassification
+    )
+    return _with_config_of(
+        architecture, kind, num_labels=2, id2label={0: "no", 1: "yes"}, label2id={"no": 0, "yes": 1}
+    )
+
+
+@pytest.mark.parametrize("architecture", OTHER_ARCHITECTURES)
+def test_a_sequence_classifier_loads_with_its_head(architecture: str, tmp_path: Path) -> None:
+    directory = _save(_classifier(architecture), tmp_path / "classifier", architecture)
+    model = load_model(directory)
+    assert type(model.model).__name__.endswith("ForSequenceClassification")
+    assert model.encoder is model.model.base_model and model.class_names == ("no", "yes")
+    assert model.ignored_weights == ()
+    batch = _batch(model, architecture)
+    captured = _capture(model, batch)
+    with torch.inference_mode():
+        reference = model.model(**batch, output_attentions=True)
+    for layer in captured:
+        torch.testing.assert_close(layer.attention, reference.attentions[layer.layer])
+
+
+@pytest.mark.parametrize(
+    ("architecture", "kind", "head"),
+    [
+        ("esm", EsmForMaskedLM, "lm_head."),
+        ("esm-absolute", EsmForMaskedLM, "lm_head."),
+        ("albert", AlbertForMaskedLM, "predictions."),
+        ("albert", AlbertForPreTraining, "sop_classifier."),
+    ],
+)
+def test_a_pretraining_checkpoint_loads_as_the_encoder_with_its_head_listed(
+    architecture: str, kind: Any, head: str, tmp_path: Path
+) -> None:
+    original = _with_config_of(architecture, kind)
+    directory = _save(original, tmp_path / "mlm", architecture)
+    model = load_model(directory)
+    assert type(model.model).__name__ in ("EsmModel", "AlbertModel")
+    assert any(name.startswith(head) for name in model.ignored_weights)
+    prefix = original.base_model_prefix
+    for name in model.ignored_weights:  # only heads (and the pooler) are ignored
+        path = name.removeprefix(f"{prefix}.").split(".")
+        assert path[0] in model.adapter.heads, name
+    # Every weight of the encoder came from the file: the same stream as the checkpoint's (to
+    # rounding: the original runs transformers' default attention kernel, not eager).
+    batch = _batch(model, architecture)
+    with torch.inference_mode():
+        expected = original.base_model(**batch, output_hidden_states=True).hidden_states
+        got = model.model(**batch, output_hidden_states=True).hidden_states
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "weight"),
+    [
+        # transformers saves ESM's LayerNorms under their original names (gamma, beta)
+        ("esm", "encoder.layer.1.attention.LayerNorm.gamma"),
+        ("esm-absolute", "embeddings.position_embeddings.weight"),
+        ("albert", "encoder.albert_layer_groups.0.albert_layers.0.attention.query.weight"),
+        ("albert", "encoder.embedding_hidden_mapping_in.weight"),
+    ],
+)
+def test_a_missing_encoder_weight_is_refused_by_name(
+    architecture: str, weight: str, directories: dict[str, Path], tmp_path: Path
+) -> None:
+    directory = Path(shutil.copytree(directories[architecture], tmp_path / architecture))
+    weights = load_file(directory / WEIGHTS)
+    del weights[weight]
+    save_file(weights, directory / WEIGHTS, metadata={"format": "pt"})
+    with pytest.raises(ModelError) as refused:
+        load_model(directory)
+    named = weight.replace(".gamma", ".weight")  # the module's own name for it
+    assert str(refused.value) == (
+        f"{directory}: 1 weight of the encoder is missing from model.safetensors: {named}; "
+        "bertgeom measures only weights that loaded"
+    )
+
+
+def test_an_esm_checkpoint_with_per_layer_rotary_frequencies_loads(
+    directories: dict[str, Path], tmp_path: Path
+) -> None:
+    """Checkpoints saved by older transformers (the hub's ESM-2 files) keep ``inv_freq`` in
+    every layer; transformers moves it to the model, and nothing is refused or ignored (but
+    the pooler of the bare model)."""
+    directory = Path(shutil.copytree(directories["esm"], tmp_path / "esm"))
+    weights = load_file(directory / WEIGHTS)
+    (saved,) = [name for name in weights if name.endswith("inv_freq")]
+    frequencies = weights.pop(saved)
+    for layer in range(LAYERS):
+        name = f"encoder.layer.{layer}.attention.self.rotary_embeddings.inv_freq"
+        weights[name] = frequencies.clone()
+    save_file(weights, directory / WEIGHTS, metadata={"format": "pt"})
+    model = load_model(directory)
+    assert torch.equal(model.encoder.rotary_embeddings.inv_freq, frequencies)
+    assert model.ignored_weights == ("pooler.dense.bias", "pooler.dense.weight")
+
+
+def test_a_tokenizer_without_a_closing_token_is_refused(
+    directories: dict[str, Path], tmp_path: Path
+) -> None:
+    """An ESM tokenizer without ``<eos>`` adds only ``<cls>``: the last residue would count as
+    [SEP] in the gates, so the model is refused."""
+    directory = Path(shutil.copytree(directories["esm"], tmp_path / "esm"))
+    path = directory / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "eos_token": None}))
+    with pytest.raises(ModelError, match=r"turns 'L' into \['<cls>', 'L'\]; .* adds both$"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize("model_type", ["modernbert", "mpnet", "deberta-v2", "gpt2"])
+def test_unsupported_model_types_are_refused_by_name(model_type: str, tmp_path: Path) -> None:
+    assert model_type not in ADAPTERS
+    directory = tmp_path / model_type
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"model_type": model_type}))
+    with pytest.raises(ModelError) as refused:
+        load_model(directory)
+    message = str(refused.value)
+    assert f"model type {model_type!r} is not supported" in message and "\n" not in message
+    assert "albert" in message and "esm" in message
