@@ -23,6 +23,7 @@ analyze's seconds go (its last run's manifest). ``--compare SRC`` also runs, int
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/analyze_workloads.py [--workloads a b c]
         [--repeats 3] [--texts 2000] [--paper-inputs 32] [--paper-batch 8] [--threads N]
         [--compare /tmp/before/src] [--out workloads.json]
+        [--model-dir DIR ... --batch 16]   # models of benchmarks/architectures.py --save
 """
 
 from __future__ import annotations
@@ -328,6 +329,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of every process")
     parser.add_argument("--compare", type=Path, help="src folder of another bertgeom checkout")
     parser.add_argument("--out", type=Path, help="write every number to this JSON file")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="also each of these model directories over its own inputs.txt "
+        "(benchmarks/architectures.py --save writes them)",
+    )
+    parser.add_argument("--batch", type=int, default=16, help="batch size of --model-dir")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
@@ -379,6 +389,14 @@ def main() -> None:
             cut = ["--max-length", "512"]
             works.append(
                 Workload("c", title, inputs.parent, "text", inputs, [args.paper_batch], 512, cut)
+            )
+        for directory in args.model_dir:
+            config = json.loads((directory / "config.json").read_text())
+            inputs = directory / "inputs.txt"
+            count = len(inputs.read_text().splitlines())
+            title = f"({directory.name}) random {config['model_type']}, {count} inputs"
+            works.append(
+                Workload(directory.name, title, directory, "text", inputs, [args.batch], 512)
             )
         for work in works:
             results = {b: measure(work, b, args, scratch, compare) for b in work.batch_sizes}

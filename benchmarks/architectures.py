@@ -13,15 +13,23 @@ ratio of the times (capture / plain).
 
     .venv/bin/python benchmarks/architectures.py --threads 1
     .venv/bin/python benchmarks/architectures.py --types esm albert --inputs 100 --repeats 5
+
+``--save DIR`` instead writes each chosen model to ``DIR/<type>/`` as a model directory that
+``bertgeom analyze`` loads (safetensors, a tokenizer: ESM's amino-acid ``EsmTokenizer``, a
+whole-word ``BertTokenizer`` for the others) with ``inputs.txt``, ``--inputs`` texts of 64-128
+tokens (random protein sequences for ESM, random words for the others), for the whole-process
+comparison of ``benchmarks/analyze_workloads.py --model-dir DIR/<type>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,9 +38,11 @@ from transformers import (
     AlbertConfig,
     AutoModel,
     BertConfig,
+    BertTokenizer,
     DistilBertConfig,
     ElectraConfig,
     EsmConfig,
+    EsmTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     RobertaConfig,
@@ -135,6 +145,39 @@ def captured(model: PreTrainedModel, data: list[dict[str, torch.Tensor]], n_head
     return time.perf_counter() - start
 
 
+ESM_VOCABULARY = [
+    *("<cls>", "<pad>", "<eos>", "<unk>"),
+    *"LAGVSERTIDPKQNFYMHWCXBUZO.-",
+    *("<null_1>", "<mask>"),
+]
+"""ESM-2's 33 tokens, in its order (pad 1, mask 32)."""
+AMINO_ACIDS = "LAGVSERTIDPKQNFYMHWC"
+
+
+def save(name: str, config: PretrainedConfig, directory: Path, inputs: int, seed: int = 0) -> None:
+    """The random model of ``name`` with a tokenizer and ``inputs.txt`` in ``directory``."""
+    directory.mkdir(parents=True)
+    rng = random.Random(seed)
+    lengths = [rng.randint(62, 126) for _ in range(inputs)]  # plus [CLS] and [SEP]
+    if name.startswith("esm"):
+        vocabulary = directory / "vocab.txt"
+        vocabulary.write_text("\n".join(ESM_VOCABULARY) + "\n")
+        EsmTokenizer(vocab_file=str(vocabulary)).save_pretrained(directory)
+        texts = ["".join(rng.choice(AMINO_ACIDS) for _ in range(n)) for n in lengths]
+    else:
+        size = int(config.vocab_size)
+        pad = int(getattr(config, "pad_token_id", 0) or 0)
+        specials = ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        words = [f"w{index}" for index in range(size - 5)]
+        vocabulary_list = [*specials, *words]
+        vocabulary_list.insert(pad, "[PAD]")
+        ids = {token: index for index, token in enumerate(vocabulary_list)}
+        BertTokenizer(vocab=ids).save_pretrained(directory)
+        texts = [" ".join(rng.choice(words) for _ in range(n)) for n in lengths]
+    build(config).save_pretrained(directory)
+    (directory / "inputs.txt").write_text("\n".join(texts) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=200)
@@ -142,6 +185,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--types", nargs="*", default=None, help="a prefix of the names below")
+    parser.add_argument("--save", type=Path, help="write the models and inputs here instead")
     options = parser.parse_args()
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -150,6 +194,12 @@ def main() -> None:
         for name, make in configs().items()
         if not options.types or any(name.startswith(kind) for kind in options.types)
     }
+    if options.save is not None:
+        for name, make in chosen.items():
+            slug = name.split(" (")[0] + ("-absolute" if "absolute" in name else "")
+            save(name, make(), options.save / slug, options.inputs)
+            print(f"{name}: {options.save / slug}")
+        return
     print(f"{machine()}; {torch.get_num_threads()} torch threads; load {os.getloadavg()[0]:.2f}")
     print(
         f"{options.inputs} random inputs of 64-128 tokens, batch {options.batch_size}, "
