@@ -18,6 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from bertgeom.names import (
+    GATE_SHARE_PATTERN,
+    SPIKE_DOMAIN_ENRICHMENT_PATTERN,
+    STREAM_POINTS,
+    Metric,
+)
 from bertgeom.results.store import Results, load_results
 
 
@@ -33,8 +39,8 @@ def _layers(results: Results, metrics: list[str], point: str, label: str = "all"
 def stream(results: Results) -> pd.DataFrame:
     """I / n and mean cosine of each input's tokens, all classes, per layer and point."""
     frames = []
-    for point in ("layer_input", "multihead_output", "layer_output"):
-        table = _layers(results, ["cone.normalized_mean", "cone.mean_cosine"], point)
+    for point in STREAM_POINTS:
+        table = _layers(results, [Metric.CONE_NORMALIZED_MEAN, Metric.CONE_MEAN_COSINE], point)
         frames.append(table.add_prefix(f"{point}: "))
     return pd.concat(frames, axis=1).sort_index()
 
@@ -43,19 +49,24 @@ def cls_cone(results: Results) -> pd.DataFrame:
     """Cone index I / n of the [CLS] vectors of each class, per layer."""
     layers = results.layers
     assert layers is not None
-    rows = layers[(layers["metric"] == "cls.cone.normalized")]
+    rows = layers[(layers["metric"] == Metric.CLS_CONE_NORMALIZED)]
     return rows.pivot(index="layer", columns="class", values="value")
 
 
 def separability(results: Results) -> pd.DataFrame:
-    metrics = ["cls.silhouette", "cls.fisher_ratio", "cls.probe_accuracy", "cls.n_points"]
+    metrics: list[str] = [
+        Metric.CLS_SILHOUETTE,
+        Metric.CLS_FISHER_RATIO,
+        Metric.CLS_PROBE_ACCURACY,
+        Metric.CLS_N_POINTS,
+    ]
     return _layers(results, metrics, "layer_output")
 
 
 def gates(results: Results) -> pd.DataFrame:
     """Dominant gate and its share for every head, overall and per class."""
     heads = results.heads
-    rows = heads[heads["metric"].str.match(r"^gate\.[a-z]+\.share$")]
+    rows = heads[heads["metric"].str.match(GATE_SHARE_PATTERN)]
     rows = rows.assign(gate=rows["metric"].str.split(".").str[1])
     top = rows.loc[rows.groupby(["layer", "head", "class"])["value"].idxmax()]
     top = top.assign(cell=top["gate"] + " " + top["value"].map("{:.2f}".format))
@@ -63,7 +74,7 @@ def gates(results: Results) -> pd.DataFrame:
 
 
 def mutation_enrichment(
-    results: Results, metric: str = "spike.mutations.enrichment"
+    results: Results, metric: str = Metric.SPIKE_MUTATIONS_ENRICHMENT
 ) -> pd.DataFrame:
     heads = results.heads
     rows = heads[heads["metric"] == metric]
@@ -73,7 +84,7 @@ def mutation_enrichment(
 def domain_enrichment(results: Results) -> pd.DataFrame:
     heads = results.heads
     rows = heads[
-        heads["metric"].str.match(r"^spike\.domain\..+\.enrichment$") & (heads["class"] == "all")
+        heads["metric"].str.match(SPIKE_DOMAIN_ENRICHMENT_PATTERN) & (heads["class"] == "all")
     ]
     rows = rows.assign(domain=rows["metric"].str.split(".").str[2])
     return rows.pivot(index=["layer", "head"], columns="domain", values="value")
@@ -122,10 +133,10 @@ def trained_vs_control(results: Results, control: Results) -> pd.DataFrame:
     """Cone index I / n of the stream and [CLS] probe accuracy per layer, trained | control."""
     columns = {}
     for name, source in (("trained", results), ("control", control)):
-        cone = _layers(source, ["cone.normalized_mean"], "layer_output")["cone.normalized_mean"]
-        probe = _layers(source, ["cls.probe_accuracy"], "layer_output")["cls.probe_accuracy"]
-        columns[f"I / n {name}"] = cone
-        columns[f"[CLS] probe {name}"] = probe
+        cone = _layers(source, [Metric.CONE_NORMALIZED_MEAN], "layer_output")
+        probe = _layers(source, [Metric.CLS_PROBE_ACCURACY], "layer_output")
+        columns[f"I / n {name}"] = cone[Metric.CONE_NORMALIZED_MEAN]
+        columns[f"[CLS] probe {name}"] = probe[Metric.CLS_PROBE_ACCURACY]
     return pd.DataFrame(columns)
 
 
@@ -147,7 +158,7 @@ def main() -> None:
             ("Enrichment on defining mutations per head and class", mutation_enrichment(results)),
             (
                 "Control: enrichment on other changes per head and class",
-                mutation_enrichment(results, "spike.changes.enrichment"),
+                mutation_enrichment(results, Metric.SPIKE_CHANGES_ENRICHMENT),
             ),
             ("Enrichment on spike domains per head (all inputs)", domain_enrichment(results)),
             ("Most enriched (head, class, mutation)", top_mutations(results)),

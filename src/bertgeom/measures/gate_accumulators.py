@@ -31,14 +31,15 @@ from bertgeom.measures.gates import (
     dominant_name,
     threshold_vector,
 )
+from bertgeom.names import gate_score_mean, gate_share
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Thresholds = Mapping[str, float] | Sequence[float] | Tensor
 
 GATE_METRICS: tuple[str, ...] = (
-    *(f"gate.{gate}.score_mean" for gate in GATE_NAMES),
-    *(f"gate.{gate}.share" for gate in DOMINANT_NAMES),
+    *(gate_score_mean(gate) for gate in GATE_NAMES),
+    *(gate_share(gate) for gate in DOMINANT_NAMES),
     "gate.inputs",
 )
 """Metrics of ``GateAccumulator.result``: the mean of each score, the share of inputs whose

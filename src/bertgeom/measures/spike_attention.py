@@ -28,6 +28,7 @@ from bertgeom.measures.spike_values import (
     spike_attention_values,
 )
 from bertgeom.measures.tokens import TokenMask
+from bertgeom.names import Metric, spike_domain
 
 
 def _sums_shapes(n_layers: int, n_heads: int, n_mutations: int) -> dict[str, tuple[int, ...]]:
@@ -209,8 +210,8 @@ class SpikeAttentionAccumulator:
             share = sums["domain_share"] / sums["domain_inputs"][:, None, None]
             enrichment = sums["domain_enrichment"] / sums["domain_enrichment_inputs"][:, None, :]
         for d, slug in enumerate(DOMAINS):
-            metrics[f"spike.domain.{slug}.share"] = share[..., d]
-            metrics[f"spike.domain.{slug}.enrichment"] = enrichment[..., d]
+            metrics[spike_domain(slug, "share")] = share[..., d]
+            metrics[spike_domain(slug, "enrichment")] = enrichment[..., d]
         return metrics
 
     def _change_metrics(self, sums: dict[str, FloatArray]) -> dict[str, FloatArray]:
@@ -224,7 +225,7 @@ class SpikeAttentionAccumulator:
             ratios = np.where(usable, sums["change_sum"] / np.where(usable, background, 1), 0)
             tokens = np.where(usable, sums["change_count"][:, None, :], 0).sum(-1)
             enrichment = ratios.sum(-1) / tokens
-        return {"spike.changes.enrichment": enrichment, "spike.changes.n_tokens": tokens}
+        return {Metric.SPIKE_CHANGES_ENRICHMENT.value: enrichment, "spike.changes.n_tokens": tokens}
 
     def _mutation_summary(self, table: pd.DataFrame, label: str) -> dict[str, FloatArray]:
         """Means over the class's usable mutations (both counts > 0), or over every class's

@@ -17,6 +17,7 @@ import pyarrow as pa
 import bertgeom
 from bertgeom.atomic import atomic_file
 from bertgeom.errors import InputError
+from bertgeom.names import ReportSection
 from bertgeom.outputs import check_output_file, contains
 from bertgeom.report.content import Missing, Section
 from bertgeom.report.findings_section import findings
@@ -47,19 +48,8 @@ SECTIONS: tuple[Callable[[Results], Section], ...] = (
 )
 """The report's sections, in order (the findings first, the folded metadata last); each reads
 only what it needs from the results."""
-SECTION_IDS = (
-    "findings",
-    "overview",
-    "classifier",
-    "gates",
-    "attention-maps",
-    "subspace",
-    "cone",
-    "distribution",
-    "separability",
-    "spike",
-    "metadata",
-)
+SECTION_IDS: tuple[str, ...] = tuple(ReportSection)
+"""The id of each of ``SECTIONS``, in the same order."""
 _DRAW_ERRORS = (KeyError, ValueError, IndexError, TypeError, AttributeError)
 
 

@@ -9,12 +9,12 @@ per layer, and B's gate map with the heads whose dominant gate differs from A's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from bertgeom.names import STREAM_POINTS
+from bertgeom.names import STREAM_POINTS, Metric, ReportSection
 from bertgeom.report import figures
 from bertgeom.report.build import (
     SECTION_IDS,
@@ -35,7 +35,9 @@ from bertgeom.report.findings_section import missing_lines, side_by_side_blocks,
 from bertgeom.report.global_sections import CLS_LAYER_AXIS, SEPARABILITY_METRICS
 from bertgeom.results.store import Results
 
-COMPARED_IDS = tuple(section_id for section_id in SECTION_IDS if section_id != "findings")
+COMPARED_IDS = tuple(
+    section_id for section_id in SECTION_IDS if section_id != ReportSection.FINDINGS
+)
 
 
 def default_output(a_dir: Path, b_dir: Path) -> Path:
@@ -86,11 +88,11 @@ def compare_sections(
 ) -> tuple[list[Section], dict[str, str]]:
     """The compared findings, then each section of the single report for both sides."""
     if progress is not None:
-        progress("findings")
+        progress(ReportSection.FINDINGS)
     sections = [compared_findings(a, b, labels)]
     problems: dict[str, str] = {}
     for function, section_id in zip(SECTIONS, SECTION_IDS, strict=True):
-        if section_id == "findings":
+        if section_id == ReportSection.FINDINGS:
             continue
         if progress is not None:
             progress(section_id)
@@ -109,7 +111,7 @@ def compare_sections(
 def compared_findings(a: Results, b: Results, labels: tuple[str, str]) -> Section:
     """Each side's findings (sentences, costliest heads, missing lines) in two columns, then
     one table and shared figures of both sides and of their controls."""
-    section = Section("findings", "Findings")
+    section = Section(ReportSection.FINDINGS, "Findings")
     columns = []
     summaries: list[Summary] = []
     controls: list[Summary] = []
@@ -135,8 +137,8 @@ def shared_figures(
 ) -> list[Figure]:
     """One figure of both sides where it means something, before the two columns."""
     colors = dict(zip(labels, SUMMARY_COLORS, strict=False))
-    if section_id == "cone":
-        cones = [(point, "cone.normalized_mean", point) for point in STREAM_POINTS]
+    if section_id == ReportSection.CONE:
+        cones = [(point, Metric.CONE_NORMALIZED_MEAN, point) for point in STREAM_POINTS]
         panels = _panels(cones, a, b, labels)
         if panels:
             image = figures.lines(panels, CLS_LAYER_AXIS, "I/n", colors)
@@ -145,14 +147,14 @@ def shared_figures(
                 "one panel per measuring point, one line per side."
             )
             return [Figure(image, caption, "cone index of both sides")]
-    if section_id == "separability":
+    if section_id == ReportSection.SEPARABILITY:
         specs = [(title, metric, "layer_output") for metric, title in SEPARABILITY_METRICS.items()]
         panels = _panels(specs, a, b, labels)
         if panels:
             image = figures.lines(panels, CLS_LAYER_AXIS, "value", colors)
             caption = "Separability of the classes in [CLS] per layer, one line per side."
             return [Figure(image, caption, "separability of both sides")]
-    if section_id == "gates":
+    if section_id == ReportSection.GATES:
         maps = [a.gate_map("all"), b.gate_map("all")]
         same_shape = maps[0].shape == maps[1].shape and not maps[0].empty
         if same_shape and maps[0].index.equals(maps[1].index):
@@ -166,7 +168,7 @@ def shared_figures(
 
 
 def _panels(
-    specs: list[tuple[str, str, str]], a: Results, b: Results, labels: tuple[str, str]
+    specs: Sequence[tuple[str, str, str]], a: Results, b: Results, labels: tuple[str, str]
 ) -> list[tuple[str, dict[str, tuple[list[float], list[float]]]]]:
     """``(title, metric, point)`` -> line panels with one line per side (class ``all``)."""
     panels = []

@@ -14,13 +14,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from bertgeom.names import (
+    GATE_SHARE_PATTERN,
+    SPIKE_DOMAIN_ENRICHMENT_PATTERN,
+    Metric,
+    spike_domain,
+)
 from bertgeom.report import figures
 from bertgeom.report.common import layer_rows
 from bertgeom.results.store import Results, load_results
 
 SEPARATION_RULES = (
-    ("cls.probe_accuracy", 0.9, "the linear probe's held-out accuracy on [CLS]"),
-    ("cls.silhouette", 0.5, "the silhouette of the [CLS] vectors"),
+    (Metric.CLS_PROBE_ACCURACY, 0.9, "the linear probe's held-out accuracy on [CLS]"),
+    (Metric.CLS_SILHOUETTE, 0.5, "the silhouette of the [CLS] vectors"),
 )
 """How "the classes separate" is decided: the first metric present, and the first layer where
 it reaches its threshold (a probe right 9 times in 10; a silhouette of "reasonable structure",
@@ -131,7 +137,7 @@ def summarize(results: Results, label: str) -> Summary:
 def cone_by_layer(results: Results) -> pd.DataFrame:
     """I/n and mean cosine of each input's tokens (class ``all``) at each layer's output; the
     embeddings are layer -1 (or, in older results, layer 0's input)."""
-    columns = {"cone.normalized_mean": "I/n", "cone.mean_cosine": "mean cosine"}
+    columns = {Metric.CONE_NORMALIZED_MEAN: "I/n", Metric.CONE_MEAN_COSINE: "mean cosine"}
     frame = pd.DataFrame(columns=list(columns.values()), dtype=float)
     for metric, name in columns.items():
         rows = layer_rows(results.layers, metric, "layer_output", "all")
@@ -154,7 +160,7 @@ def stream_steps(results: Results) -> list[tuple[str, float]]:
     embeddings = cone_by_layer(results)
     if -1 in embeddings.index and np.isfinite(cell(embeddings, -1, "I/n")):
         steps.append(("the embeddings", cell(embeddings, -1, "I/n")))
-    rows = layer_rows(results.layers, "cone.normalized_mean", label="all")
+    rows = layer_rows(results.layers, Metric.CONE_NORMALIZED_MEAN, label="all")
     rows = rows[rows["layer"] >= 0]
     for layer in sorted(rows["layer"].unique()):
         for point, name in (("multihead_output", "attention block"), ("layer_output", "MLP")):
@@ -166,7 +172,8 @@ def stream_steps(results: Results) -> list[tuple[str, float]]:
 
 def separability_by_layer(results: Results) -> pd.DataFrame:
     """``layer x metric`` table of the ``[CLS]`` separability metrics (all classes)."""
-    metrics = [metric for metric, _, _ in SEPARATION_RULES] + ["cls.fisher_ratio"]
+    metrics: list[str] = [metric for metric, _, _ in SEPARATION_RULES]
+    metrics.append(Metric.CLS_FISHER_RATIO)
     layers = results.layers
     if layers is None:
         return pd.DataFrame(columns=metrics, dtype=float)
@@ -209,7 +216,7 @@ def gate_mix(results: Results) -> pd.DataFrame:
     rows = heads[
         (heads["class"] == "all")
         & (heads["head"] >= 0)
-        & heads["metric"].str.match(r"^gate\.[a-z]+\.share$")
+        & heads["metric"].str.match(GATE_SHARE_PATTERN)
     ]
     if rows.empty:
         return pd.DataFrame(dtype=float)
@@ -260,14 +267,14 @@ def head_profile(results: Results, layer: int, head: int) -> dict[str, float | s
     rows = heads[(heads["layer"] == layer) & (heads["head"] == head) & (heads["class"] == "all")]
     values = rows.set_index("metric")["value"].astype(float)
     profile: dict[str, float | str] = {}
-    shares = values[values.index.str.match(r"^gate\.[a-z]+\.share$")].dropna()
+    shares = values[values.index.str.match(GATE_SHARE_PATTERN)].dropna()
     if not shares.empty:
         profile["gate"] = str(shares.idxmax()).split(".")[1]
         profile["gate_share"] = float(shares.max())
-    if "spike.mutations.enrichment" in values.index:
-        profile["mutations"] = float(values["spike.mutations.enrichment"])
-    domains = values[values.index.str.match(r"^spike\.domain\..+\.enrichment$")].dropna()
-    domains = domains[~domains.index.str.startswith("spike.domain.other.")]
+    if Metric.SPIKE_MUTATIONS_ENRICHMENT in values.index:
+        profile["mutations"] = float(values[Metric.SPIKE_MUTATIONS_ENRICHMENT])
+    domains = values[values.index.str.match(SPIKE_DOMAIN_ENRICHMENT_PATTERN)].dropna()
+    domains = domains.drop(spike_domain("other", "enrichment"), errors="ignore")
     if not domains.empty:
         profile["domain"] = str(domains.idxmax()).split(".")[2]
         profile["domain_enrichment"] = float(domains.max())

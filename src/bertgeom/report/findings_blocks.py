@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure as PlotFigure
 from matplotlib.patches import Patch
 
+from bertgeom.names import Metric
 from bertgeom.report import figures
 from bertgeom.report.content import Figure, Image, Table
 from bertgeom.report.findings import (
@@ -27,10 +28,10 @@ from bertgeom.report.global_sections import CLS_LAYER_AXIS
 TOP_HEADS = 5
 SUMMARY_COLORS = ("#2f5d9f", "#d62728", "#8fa9cf", "#f0a0a0")
 """Line colours of the summaries compared (the model, then its control or a second model)."""
-PER_LAYER_PANELS = {
+PER_LAYER_PANELS: dict[str, str] = {
     "I/n": "token cone index I/n",
-    "cls.probe_accuracy": "[CLS] linear probe accuracy",
-    "cls.silhouette": "[CLS] silhouette",
+    Metric.CLS_PROBE_ACCURACY: "[CLS] linear probe accuracy",
+    Metric.CLS_SILHOUETTE: "[CLS] silhouette",
 }
 
 
@@ -100,8 +101,8 @@ def comparison_table(summaries: Sequence[Summary]) -> Table:
         [number(at(s, s.cone, "mean cosine", s.last_layer)) for s in summaries],
     )
     for metric, name in (
-        ("cls.probe_accuracy", "probe accuracy"),
-        ("cls.silhouette", "silhouette"),
+        (Metric.CLS_PROBE_ACCURACY, "probe accuracy"),
+        (Metric.CLS_SILHOUETTE, "silhouette"),
     ):
         add(
             f"[CLS] {name}, last layer",

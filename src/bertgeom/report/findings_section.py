@@ -10,6 +10,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
+from bertgeom.names import ReportSection
 from bertgeom.report.content import Block, Bullets, Missing, Section
 from bertgeom.report.findings import (
     MEAN,
@@ -36,7 +37,7 @@ from bertgeom.results.store import Results
 
 def findings(results: Results) -> Section:
     """The findings of ``results``, beside those of its control when it has one."""
-    section = Section("findings", "Findings")
+    section = Section(ReportSection.FINDINGS, "Findings")
     summary = summarize(results, results_label(results, "trained"))
     control_results, problem = load_control(results)
     control = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bertgeom.names import STREAM_POINTS
+from bertgeom.names import DIST_PREFIX, STREAM_POINTS, Metric, ReportSection
 from bertgeom.report import figures
 from bertgeom.report.common import (
     MAX_LAYER_PANELS,
@@ -21,17 +21,17 @@ from bertgeom.results.store import Results
 GLOBAL_HINT = "run bertgeom analyze with --global"
 LAYER_AXIS = "layer"
 CLS_LAYER_AXIS = "layer (-1: embeddings)"
-DISTRIBUTION_METRICS = (
-    "dist.variance",
-    "dist.skewness",
-    "dist.excess_kurtosis",
-    "dist.participation_ratio",
-    "dist.outlier_count",
+DISTRIBUTION_METRICS: tuple[str, ...] = (
+    Metric.DIST_VARIANCE,
+    Metric.DIST_SKEWNESS,
+    Metric.DIST_EXCESS_KURTOSIS,
+    Metric.DIST_PARTICIPATION_RATIO,
+    Metric.DIST_OUTLIER_COUNT,
 )
-SEPARABILITY_METRICS = {
-    "cls.silhouette": "silhouette (1 = separate, 0 = overlapping)",
-    "cls.fisher_ratio": "Fisher ratio (between / within class)",
-    "cls.probe_accuracy": "linear probe accuracy (held out)",
+SEPARABILITY_METRICS: dict[str, str] = {
+    Metric.CLS_SILHOUETTE: "silhouette (1 = separate, 0 = overlapping)",
+    Metric.CLS_FISHER_RATIO: "Fisher ratio (between / within class)",
+    Metric.CLS_PROBE_ACCURACY: "linear probe accuracy (held out)",
 }
 MAX_PCA_POINTS = 1500
 """Points drawn per PCA panel at most (a fixed random subset beyond that)."""
@@ -67,19 +67,19 @@ def _xy(rows: pd.DataFrame) -> tuple[list[float], list[float]]:
 
 def cone(results: Results) -> Section:
     """Cone index across layers per point and class, per head, and of the ``[CLS]`` vectors."""
-    section = Section("cone", "Cone index: how far the stream collapses (DESIGN 3.1)")
+    section = Section(ReportSection.CONE, "Cone index: how far the stream collapses (DESIGN 3.1)")
     colors = figures.class_colors(results.manifest.get("classes", []))
     if results.layers is None:
         section.blocks.append(Missing(f"No layers.parquet: {GLOBAL_HINT}."))
     for metric, label, meaning in (
         (
-            "cone.normalized_mean",
+            Metric.CONE_NORMALIZED_MEAN,
             "I/n",
             "the cone index over n of each input's token vectors, averaged over inputs: "
             "1 = all tokens point the same way, about 1/sqrt(n) for random directions",
         ),
         (
-            "cone.mean_cosine",
+            Metric.CONE_MEAN_COSINE,
             "mean cosine",
             "the mean pairwise cosine of each input's token vectors (anisotropy), averaged "
             "over inputs",
@@ -99,8 +99,8 @@ def cone(results: Results) -> Section:
     head_tables = metric_tables(
         results,
         {
-            "cone.head_output.normalized_mean": "head output Z_h",
-            "cone.attention_rows.normalized_mean": "attention rows",
+            Metric.CONE_HEAD_OUTPUT_NORMALIZED_MEAN: "head output Z_h",
+            Metric.CONE_ATTENTION_ROWS_NORMALIZED_MEAN: "attention rows",
         },
     )
     if head_tables:
@@ -114,7 +114,7 @@ def cone(results: Results) -> Section:
         )
     elif results.layers is not None:
         section.blocks.append(Missing(f"No per-head cone index in heads.parquet: {GLOBAL_HINT}."))
-    cls_rows = layer_rows(results.layers, "cls.cone.normalized", "layer_output")
+    cls_rows = layer_rows(results.layers, Metric.CLS_CONE_NORMALIZED, "layer_output")
     if not cls_rows.empty:
         series = {
             label: _xy(cls_rows[cls_rows["class"] == label])
@@ -135,12 +135,12 @@ def cone(results: Results) -> Section:
 
 def distribution(results: Results) -> Section:
     """The ``dist.*`` statistics across layers and points, and the coordinate histograms."""
-    section = Section("distribution", "Distribution of the stream (DESIGN 3.4)")
+    section = Section(ReportSection.DISTRIBUTION, "Distribution of the stream (DESIGN 3.4)")
     layers = results.layers
     present = set(layers["metric"]) if layers is not None else set()
     names = [m for m in DISTRIBUTION_METRICS if m in present]
     names += sorted(
-        m for m in present if m.startswith("dist.") and m not in names and ".n_" not in m
+        m for m in present if m.startswith(DIST_PREFIX) and m not in names and ".n_" not in m
     )
     panels = []
     for metric in names[:9]:
@@ -148,7 +148,7 @@ def distribution(results: Results) -> Section:
         series = {point: _xy(rows[rows["point"] == point]) for point in STREAM_POINTS}
         series = {point: xy for point, xy in series.items() if xy[0]}
         if series:
-            panels.append((metric.removeprefix("dist."), series))
+            panels.append((metric.removeprefix(DIST_PREFIX), series))
     if panels:
         assert layers is not None
         section.blocks.append(
@@ -163,10 +163,10 @@ def distribution(results: Results) -> Section:
     else:
         section.blocks.append(Missing(f"No dist.* metrics in layers.parquet: {GLOBAL_HINT}."))
     head_captions = {
-        "dist.head_output.participation_ratio": "Per head (layer x head), the participation "
+        Metric.DIST_HEAD_OUTPUT_PARTICIPATION_RATIO: "Per head (layer x head), the participation "
         "ratio of the covariance of its output vectors Z_h over all inputs, out of the head "
         "size: low, the head writes into few directions.",
-        "dist.head_output.excess_kurtosis": "Per head (layer x head), the excess kurtosis of "
+        Metric.DIST_HEAD_OUTPUT_EXCESS_KURTOSIS: "Per head (layer x head), the excess kurtosis of "
         "the values of its output Z_h over all inputs: 0 for a Gaussian, large for heavy tails.",
     }
     for metric, caption in head_captions.items():
@@ -226,7 +226,7 @@ def _histogram_panels(
 
 def separability(results: Results) -> Section:
     """How separable the classes are in ``[CLS]`` across layers, and its 2-D PCA per layer."""
-    section = Section("separability", "Class separability of [CLS] (DESIGN 3.4)")
+    section = Section(ReportSection.SEPARABILITY, "Class separability of [CLS] (DESIGN 3.4)")
     panels = []
     for metric, title in SEPARABILITY_METRICS.items():
         rows = layer_rows(results.layers, metric, "layer_output", "all")
@@ -273,7 +273,7 @@ def separability(results: Results) -> Section:
 
 def _pca_title(results: Results, layer: int) -> str:
     shares = []
-    for metric in ("cls.pca.explained_1", "cls.pca.explained_2"):
+    for metric in (Metric.CLS_PCA_EXPLAINED_1, Metric.CLS_PCA_EXPLAINED_2):
         rows = layer_rows(results.layers, metric, label="all")
         rows = rows[rows["layer"] == layer]
         if not rows.empty:

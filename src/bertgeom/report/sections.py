@@ -12,6 +12,14 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from bertgeom.genomics.mutations import SYNTHETIC_ONLY_CLASSES
+from bertgeom.names import (
+    GATE_SHARE_PATTERN,
+    Array,
+    Metric,
+    ReportSection,
+    gate_score_mean,
+    gate_share,
+)
 from bertgeom.report import figures
 from bertgeom.report.common import (
     MAX_CLASS_PANELS,
@@ -30,9 +38,9 @@ MODEL_KEYS = (
     *("classes", "attention_implementation"),
 )
 """Manifest model entries shown, in this order."""
-WEIGHT_FIGURES: tuple[tuple[tuple[str, ...], str, str, tuple[float, float] | None, str], ...] = (
+WEIGHT_FIGURES: tuple[tuple[tuple[Metric, ...], str, str, tuple[float, float] | None, str], ...] = (
     (
-        ("symmetry_score", "directionality_score"),
+        (Metric.SUBSPACE_SYMMETRY_SCORE, Metric.SUBSPACE_DIRECTIONALITY_SCORE),
         "score",
         "coolwarm",
         (-1.0, 1.0),
@@ -41,7 +49,7 @@ WEIGHT_FIGURES: tuple[tuple[tuple[str, ...], str, str, tuple[float, float] | Non
         "few key directions select for every query).",
     ),
     (
-        ("asymmetry", "query_key_overlap"),
+        (Metric.SUBSPACE_ASYMMETRY, Metric.SUBSPACE_QUERY_KEY_OVERLAP),
         "value",
         "viridis",
         None,
@@ -49,8 +57,8 @@ WEIGHT_FIGURES: tuple[tuple[tuple[str, ...], str, str, tuple[float, float] | Non
         "query and key subspaces (1 = a head reads queries and keys alike).",
     ),
 )
-"""Figures of the weight measures of DESIGN 3.3: metrics (``subspace.<name>``), colour-bar
-label, colour map, limits (None: the data's range) and caption."""
+"""Figures of the weight measures of DESIGN 3.3: metrics (``subspace.<name>``, a panel each,
+titled ``<name>``), colour-bar label, colour map, limits (None: the data's range) and caption."""
 DATA_KEYS = (
     *("source", "path", "split", "labels", "read", "analysed", "skipped", "truncated"),
     *("unlabelled", "max_length", "longest_input_tokens"),
@@ -60,7 +68,7 @@ DATA_KEYS = (
 def overview(results: Results) -> Section:
     """What was analysed, in one sentence, and the inputs per class (the details are in the
     folded metadata section at the end)."""
-    section = Section("overview", "What was analysed")
+    section = Section(ReportSection.OVERVIEW, "What was analysed")
     model = results.manifest.get("model", {})
     data = results.manifest.get("data", {})
     name = Path(str(model.get("name_or_path") or model.get("path") or "a model")).name
@@ -85,7 +93,9 @@ def overview(results: Results) -> Section:
 
 def metadata(results: Results) -> Section:
     """Model, data, parameters, versions and timings of the manifest: a folded section."""
-    section = Section("metadata", "Metadata: model, data, parameters, timings", folded=True)
+    section = Section(
+        ReportSection.METADATA, "Metadata: model, data, parameters, timings", folded=True
+    )
     manifest = results.manifest
     model = manifest.get("model", {})
     data = manifest.get("data", {})
@@ -131,7 +141,7 @@ def _flatten(values: dict[str, object]) -> list[tuple[str, object]]:
 
 def classifier(results: Results) -> Section:
     """Accuracy, macro-F1, per-class metrics and the confusion matrix of a classifier."""
-    section = Section("classifier", "The classifier")
+    section = Section(ReportSection.CLASSIFIER, "The classifier")
     predictions = results.predictions
     if predictions is None:
         section.blocks.append(
@@ -198,14 +208,18 @@ def classifier(results: Results) -> Section:
 
 def gates(results: Results) -> Section:
     """The gate map overall and per class, per-class differences, and the gate score means."""
-    section = Section("gates", "Gates: what each head does (DESIGN 3.2)")
+    section = Section(ReportSection.GATES, "Gates: what each head does (DESIGN 3.2)")
     overall = results.gate_map("all")
     if overall.empty:
         section.blocks.append(
-            Missing("No gate shares in heads.parquet (gate.<g>.share): rerun bertgeom analyze.")
+            Missing(
+                f"No gate shares in heads.parquet ({gate_share('<g>')}): rerun bertgeom analyze."
+            )
         )
         return section
-    classes = [c for c in analysed_classes(results) if has_metric(results, "gate.mixed.share", c)]
+    classes = [
+        c for c in analysed_classes(results) if has_metric(results, Metric.GATE_MIXED_SHARE, c)
+    ]
     shown = classes[:MAX_CLASS_PANELS]
     maps = [("all inputs", overall)] + [(name, results.gate_map(name)) for name in shown]
     more = (
@@ -233,7 +247,7 @@ def gates(results: Results) -> Section:
                 "largest per-class gate share difference",
             )
         )
-    score_tables = metric_tables(results, {f"gate.{gate}.score_mean": gate for gate in GATES})
+    score_tables = metric_tables(results, {gate_score_mean(gate): gate for gate in GATES})
     if score_tables:
         section.blocks.append(
             Figure(
@@ -251,7 +265,7 @@ def _largest_share_difference(
     results: Results, classes: list[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     heads = results.heads
-    shares = heads[heads["metric"].str.startswith("gate.") & heads["metric"].str.endswith(".share")]
+    shares = heads[heads["metric"].str.match(GATE_SHARE_PATTERN)]
     shares = shares[shares["head"] >= 0]
     table = shares.pivot_table(
         index=["layer", "head", "metric"], columns="class", values="value", aggfunc="first"
@@ -289,9 +303,9 @@ def _gate_counts(maps: list[tuple[str, pd.DataFrame]]) -> Table:
 
 def attention_maps(results: Results) -> Section:
     """One example class-mean attention map for each gate that is dominant on some head."""
-    section = Section("attention-maps", "Attention maps: one example per gate")
-    entry = results.array_index.get("class_mean_maps")
-    if entry is None or "class_mean_maps" not in results.arrays:
+    section = Section(ReportSection.ATTENTION_MAPS, "Attention maps: one example per gate")
+    entry = results.array_index.get(Array.CLASS_MEAN_MAPS)
+    if entry is None or Array.CLASS_MEAN_MAPS not in results.arrays:
         section.blocks.append(
             Missing("No class-mean maps (arrays/class_mean_maps.npy): rerun bertgeom analyze.")
         )
@@ -311,7 +325,7 @@ def attention_maps(results: Results) -> Section:
     )
     maps = []
     for gate in dominant:
-        shares = results.metric(f"gate.{gate}.share")
+        shares = results.metric(gate_share(gate))
         candidates = [(_cell(shares, *pair), *pair) for pair in stored if _has(shares, *pair)]
         if not candidates:
             continue
@@ -347,11 +361,11 @@ def _has(table: pd.DataFrame, layer: int, head: int) -> bool:
 
 def subspace(results: Results) -> Section:
     """Overlaps between the heads' subspaces, and the weight measures of each head (DESIGN 3.3)."""
-    section = Section("subspace", "Subspaces: what each head reads (DESIGN 3.3)")
+    section = Section(ReportSection.SUBSPACE, "Subspaces: what each head reads (DESIGN 3.3)")
     kinds = [
         name.removeprefix("overlap_") for name in results.arrays if name.startswith("overlap_")
     ]
-    chance = results.metric("subspace.layer.overlap_chance")
+    chance = results.metric(Metric.SUBSPACE_LAYER_OVERLAP_CHANCE)
     chance_text = (
         f" Chance level (random subspaces) is {float(chance.to_numpy(float)[0, 0]):.3g}."
         if not chance.empty
@@ -375,8 +389,9 @@ def subspace(results: Results) -> Section:
     if not kinds:
         section.blocks.append(Missing("No overlap arrays (arrays/overlap_<kind>.npy)."))
     drawn = 0
-    for names, label, cmap, limits, caption in WEIGHT_FIGURES:
-        tables = metric_tables(results, {f"subspace.{name}": name for name in names})
+    for metrics, label, cmap, limits, caption in WEIGHT_FIGURES:
+        names = [metric.split(".")[-1] for metric in metrics]
+        tables = metric_tables(results, dict(zip(metrics, names, strict=True)))
         if tables:
             image = figures.heatmaps(tables, label, cmap, limits)
             section.blocks.append(Figure(image, caption, " and ".join(names)))

@@ -7,12 +7,20 @@ import numpy as np
 import pandas as pd
 
 from bertgeom.genomics.reference import SPIKE_DOMAIN_SLUGS, SPIKE_DOMAINS
+from bertgeom.names import (
+    SPIKE_DOMAIN_ENRICHMENT_PATTERN,
+    SPIKE_PREFIX,
+    Array,
+    Metric,
+    ReportSection,
+    spike_domain,
+)
 from bertgeom.report import figures
 from bertgeom.report.common import MAX_CLASS_PANELS, ordered_classes
 from bertgeom.report.content import Figure, Missing, Section, Table
 from bertgeom.results.store import Results
 
-PROFILE_ARRAY = "spike_attention_profile"
+PROFILE_ARRAY = Array.SPIKE_ATTENTION_PROFILE
 MUTATION_COLUMNS = [
     "layer",
     "head",
@@ -52,9 +60,9 @@ def _head_label(layer: int, head: int) -> str:
 def spike(results: Results) -> Section:
     """Domain and mutation enrichment per head and class, attention along the spike, and the
     most enriched mutations."""
-    section = Section("spike", "The spike: where the heads look (DESIGN 3.5)")
+    section = Section(ReportSection.SPIKE, "The spike: where the heads look (DESIGN 3.5)")
     heads = results.heads
-    spike_rows = heads[heads["metric"].str.startswith("spike.")]
+    spike_rows = heads[heads["metric"].str.startswith(SPIKE_PREFIX)]
     has_profile = PROFILE_ARRAY in results.arrays
     if spike_rows.empty and results.mutations is None and not has_profile:
         section.blocks.append(
@@ -74,10 +82,10 @@ def spike(results: Results) -> Section:
 
 def _domain_enrichment(results: Results, rows: pd.DataFrame, section: Section) -> None:
     slugs = {SPIKE_DOMAIN_SLUGS[name]: name for name, _, _ in SPIKE_DOMAINS}
-    pattern = r"^spike\.domain\.(.+)\.enrichment$"
+    pattern = SPIKE_DOMAIN_ENRICHMENT_PATTERN
     domain_rows = rows[rows["metric"].str.match(pattern)]
     if domain_rows.empty:
-        section.blocks.append(Missing("No spike.domain.<domain>.enrichment metrics."))
+        section.blocks.append(Missing(f"No {spike_domain('<domain>', 'enrichment')} metrics."))
         return
     domain_rows = domain_rows.assign(domain=domain_rows["metric"].str.extract(pattern)[0])
     order = [s for s in slugs if s in set(domain_rows["domain"])]
@@ -103,16 +111,16 @@ def _domain_enrichment(results: Results, rows: pd.DataFrame, section: Section) -
 
 
 def _mutation_enrichment(results: Results, rows: pd.DataFrame, section: Section) -> None:
-    mutation_rows = rows[rows["metric"] == "spike.mutations.enrichment"]
+    mutation_rows = rows[rows["metric"] == Metric.SPIKE_MUTATIONS_ENRICHMENT]
     if mutation_rows.empty:
-        section.blocks.append(Missing("No spike.mutations.enrichment metric."))
+        section.blocks.append(Missing(f"No {Metric.SPIKE_MUTATIONS_ENRICHMENT} metric."))
         return
     table = mutation_rows.pivot_table(
         index=["layer", "head"], columns="class", values="value", aggfunc="first"
     )
     classes = ordered_classes(results, list(table.columns))
     table = table.reindex(columns=classes)
-    changes = rows[(rows["metric"] == "spike.changes.enrichment") & (rows["class"] == "all")]
+    changes = rows[(rows["metric"] == Metric.SPIKE_CHANGES_ENRICHMENT) & (rows["class"] == "all")]
     if not changes.empty:  # the control: changes away from every listed mutation
         table["other changes"] = changes.set_index(["layer", "head"])["value"]
     table.index = [_head_label(layer, head) for layer, head in table.index]

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from bertgeom.atomic import atomic_directory
 from bertgeom.errors import InputError
-from bertgeom.names import Table
+from bertgeom.names import GATE_SHARE_PATTERN, Table
 
 HEAD_COLUMNS = ["layer", "head", "class", "metric", "value"]
 LAYER_COLUMNS = ["layer", "point", "class", "metric", "value"]
@@ -231,11 +231,8 @@ class Results:
 
 
 def _dominant_map(heads: pd.DataFrame, label: str) -> pd.DataFrame:
-    rows = heads[
-        (heads["class"] == label)
-        & heads["metric"].str.startswith("gate.")
-        & heads["metric"].str.endswith(".share")
-    ].dropna(subset=["value"])
+    rows = heads[(heads["class"] == label) & heads["metric"].str.match(GATE_SHARE_PATTERN)]
+    rows = rows.dropna(subset=["value"])
     rows = rows.assign(gate=rows["metric"].str.split(".").str[1])
     top = rows.loc[rows.groupby(["layer", "head"])["value"].idxmax()]
     return top.pivot(index="layer", columns="head", values="gate")
