@@ -1,8 +1,10 @@
 """The cost of the capture hooks on every supported architecture, against the plain forward pass.
 
 For each architecture, a random model of realistic small size (6 layers; hidden 384 and 12
-heads as MiniLM for the BERT-shaped ones and ALBERT, ALBERT and ELECTRA with 128-wide
-embeddings; hidden 320 and 20 heads as ESM-2 8M for ESM, rotary and absolute positions) runs
+heads as MiniLM for the BERT-shaped ones, ALBERT, MPNet, DeBERTa-v3 (its relative-attention
+settings) and ModernBERT (a local window of 128, every third layer global), ALBERT and ELECTRA
+with 128-wide embeddings; hidden 320 and 20 heads as ESM-2 8M for ESM, rotary and absolute
+positions) runs
 ``--inputs`` random inputs of 64-128 tokens (right-padded batches of ``--batch-size``) twice
 per repeat, in the same process and on the same batches: the plain eager forward pass
 (``model(**batch)`` under ``torch.inference_mode()``, eager attention as bertgeom loads every
@@ -39,10 +41,13 @@ from transformers import (
     AutoModel,
     BertConfig,
     BertTokenizer,
+    DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
     EsmConfig,
     EsmTokenizer,
+    ModernBertConfig,
+    MPNetConfig,
     PretrainedConfig,
     PreTrainedModel,
     RobertaConfig,
@@ -71,6 +76,24 @@ ESM2_8M = {
     "emb_layer_norm_before": False,
 }
 
+DEBERTA_V3 = {
+    "relative_attention": True,
+    "position_buckets": 256,
+    "max_relative_positions": -1,
+    "pos_att_type": ["p2c", "c2p"],
+    "share_att_key": True,
+    "norm_rel_ebd": "layer_norm",
+    "position_biased_input": False,
+    "type_vocab_size": 0,
+}
+MODERNBERT = {
+    "pad_token_id": 0,
+    **{name: 2 for name in ("cls_token_id", "bos_token_id")},
+    **{name: 3 for name in ("sep_token_id", "eos_token_id")},
+    "local_attention": 128,
+    "global_attn_every_n_layers": 3,
+}
+
 
 def configs() -> dict[str, Callable[[], PretrainedConfig]]:
     """Each architecture (the ``model_type`` and, for ESM, its position kind) and its config."""
@@ -93,6 +116,9 @@ def configs() -> dict[str, Callable[[], PretrainedConfig]]:
             **ESM2_8M, position_embedding_type="absolute", token_dropout=False
         ),
         "albert": lambda: AlbertConfig(**MINILM, embedding_size=128),
+        "mpnet": lambda: MPNetConfig(**MINILM, pad_token_id=1),
+        "deberta-v2 (v3 settings)": lambda: DebertaV2Config(**MINILM, **DEBERTA_V3),
+        "modernbert": lambda: ModernBertConfig(**MINILM, **MODERNBERT),
     }
 
 

@@ -1,5 +1,6 @@
 """``bertgeom analyze`` end to end on tiny ESM-2 (rotary), ESM with absolute positions
-(Nucleotide Transformer v1) and ALBERT models: every table, the global measures included."""
+(Nucleotide Transformer v1), ALBERT, MPNet, DeBERTa-v3 and ModernBERT models: every table, the
+global measures included, and the architecture's caveats in the manifest."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from bertgeom.capture.adapters import ADAPTERS
 from bertgeom.capture.tests.tiny_models import (
     HEADS,
     LAYERS,
     OTHER_ARCHITECTURES,
+    model_type,
     save_tiny_model,
     texts_for,
 )
@@ -42,7 +45,8 @@ def test_analyze_writes_every_table(architecture: str, tmp_path: Path) -> None:
     assert "9 inputs" in result.output and "truncated" in result.output
     results = load_results(out)
     manifest = results.manifest
-    assert manifest["model"]["model_type"] == architecture.split("-")[0]
+    assert manifest["model"]["model_type"] == model_type(architecture)
+    assert manifest["model"]["caveats"] == list(ADAPTERS[model_type(architecture)].caveats)
     assert manifest["data"]["analysed"] == 9 and manifest["data"]["truncated"] > 0
     heads = results.heads
     assert set(heads["class"]) == {"all", "short", "long"}
@@ -53,7 +57,8 @@ def test_analyze_writes_every_table(architecture: str, tmp_path: Path) -> None:
     for layer in range(LAYERS):
         for head in range(HEADS):
             share = everything[(layer, head, "subspace.query_energy_share")]
-            assert 0.0 < share < 1.0  # a share of the projections' input, LN(x) for ESM
+            # a share of the projections' input (LN(x) for ESM and ModernBERT)
+            assert 0.0 < share < 1.0
     assert len(results.inputs()) == 9 * LAYERS * HEADS
     assert results.layers is not None
     assert set(results.layers["point"]) == {"layer_input", "multihead_output", "layer_output"}

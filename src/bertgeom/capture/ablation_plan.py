@@ -66,20 +66,20 @@ def ablation_plan(n_layers: int, n_heads: int, kinds: Sequence[str], spike: bool
 
 def check_ablation(loaded: LoadedModel, kinds: Sequence[str]) -> list[Ablation]:
     """The plan of ``kinds`` for ``loaded``; :class:`InputError` when it cannot run (unknown
-    kinds, a model without a classification head, a model whose layers share their weights
-    across depth)."""
+    kinds, a model without a classification head, an architecture whose adapter refuses it:
+    ``ArchitectureAdapter.no_ablation``)."""
     plan = ablation_plan(loaded.n_layers, loaded.n_heads, kinds, loaded.kmers is not None)
     if loaded.class_names is None:
         raise InputError(
             f"{loaded.directory}: --ablation measures a classifier's calls; this model has no "
             "sequence-classification head"
         )
-    if loaded.adapter.shared_layers:
-        # The ablated passes replay the layers before the ablated one by swapping them out of
-        # the layer list, which a layer module run at every depth does not allow.
+    if loaded.adapter.no_ablation is not None:
+        # e.g. ALBERT: the ablated passes replay the layers before the ablated one by swapping
+        # them out of the layer list, which a layer module run at every depth does not allow.
         raise InputError(
             f"{loaded.directory}: --ablation is not supported for {loaded.config.model_type} "
-            "models: their layers share one module's weights across depth"
+            f"models: {loaded.adapter.no_ablation}"
         )
     return plan
 

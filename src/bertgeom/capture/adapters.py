@@ -6,9 +6,10 @@ self-attention module, the query/key/value/output projections and the module who
 the multi-head output (after ``W_O``, the residual and, in a post-LayerNorm layer, the
 LayerNorm). Everything else in ``capture`` reads the model through this table, so a new
 BERT-shaped architecture is one entry; the few ways an architecture departs from BERT's layer
-(a LayerNorm before attention, one layer's weights run at every depth) are fields of the entry,
-each documented where it is declared (``docs/models.md`` has the table of what each measuring
-point is for each architecture).
+(a LayerNorm before attention, one layer's weights run at every depth, attention probabilities
+returned only when asked, one fused q/k/v projection) are fields of the entry, each documented
+where it is declared (``docs/models.md`` has the table of what each measuring point is for each
+architecture).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from bertgeom.measures.subspace_weights import AttentionWeights
+
+PROJECTIONS = ("query", "key", "value")
+"""The input projections, in the order a fused ``Wqkv`` holds them (``fused_qkv``)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,31 @@ class ArchitectureAdapter:
     forward pass (:class:`bertgeom.capture.hooks.LayerHooks`), and the weight-based measures
     report the shared weights at every depth that runs them. ``layers`` is then the path of
     the modules holding the distinct weights (for messages only).
+
+    ``attention_flag``: the self-attention module returns its probabilities only when called
+    with this argument true (MPNet's and DeBERTa's ``output_attentions``; by keyword or by
+    position, as its caller passes it). The capture passes it true to that module alone (a
+    forward pre-hook, :meth:`bertgeom.capture.hooks.LayerHooks.request_attention`): the
+    encoder still runs without ``output_attentions``, so it keeps no layer's probabilities for
+    the whole pass (MPNet's layer hands them up until the next layer returns: at most two
+    layers' at once), and nothing is computed differently (the module multiplies the same
+    tensor with ``V`` either way).
+
+    ``fused_qkv``: ``query``, ``key`` and ``value`` name one ``nn.Linear`` (ModernBERT's
+    ``Wqkv``, ``3 H dk`` outputs) whose output features are ``[q | k | v]``, each block
+    ``H dk`` wide and head-major as an unfused projection (head h at ``h dk .. (h+1) dk`` of its
+    block): ``ModernBertAttention`` splits it by ``view(..., 3, H, dk)``. Every reader of the
+    projections takes its block (:func:`projection_weights`, :func:`projection_output`).
+
+    ``multihead_output_is_input``: ``multihead_output`` names the module whose *input* is the
+    multi-head output (ModernBERT's ``mlp_norm``, which reads ``x + W_O z``, a sum no module
+    returns), not its output.
+
+    ``no_ablation``: why ``--ablation`` is refused for the architecture (None: it runs).
+    ``refuse``: a check of the config for variants of the type that are not supported; it
+    returns the reason (one line), or None.
+    ``caveats``: what the manifest says about where this architecture's numbers depart from
+    DESIGN's BERT (``LoadedModel.summary``; ``docs/models.md`` has the long form).
     """
 
     layers: str
@@ -72,6 +101,12 @@ class ArchitectureAdapter:
     optional_pooler: bool = False
     attention_norm: str | None = None
     depths: Callable[[nn.Module], list[nn.Module]] | None = None
+    attention_flag: str | None = None
+    fused_qkv: bool = False
+    multihead_output_is_input: bool = False
+    no_ablation: str | None = None
+    refuse: Callable[[Any], str | None] | None = None
+    caveats: tuple[str, ...] = ()
 
     @property
     def shared_layers(self) -> bool:
@@ -146,6 +181,16 @@ _ESM = ArchitectureAdapter(
     heads=("lm_head", "classifier", "pooler"),
     optional_pooler=True,
     attention_norm="attention.LayerNorm",
+    caveats=(
+        "pre-LayerNorm layers: multihead_output is the residual stream after attention, "
+        "x + W_O z + b_O (no LayerNorm follows it); the data-based subspace measures are of "
+        "LN(x), the input of the projections",
+        "the last layer's layer_output is before the encoder's final LayerNorm "
+        "(emb_layer_norm_after, the last of transformers' hidden_states)",
+        "rotary positions (ESM-2): queries and keys are captured before the rotation; the "
+        "weight-based M_h = W_q^T W_k and the selection directions are the content part at "
+        "relative offset 0",
+    ),
 )
 
 
@@ -183,6 +228,112 @@ _ALBERT = ArchitectureAdapter(
     heads=("predictions", "sop_classifier", "classifier", "qa_outputs", "pooler"),
     optional_pooler=True,
     depths=_albert_depths,
+    # The ablated passes replay the layers before the ablated one by swapping them out of the
+    # layer list, which a layer module run at every depth does not allow.
+    no_ablation="their layers share one module's weights across depth",
+    caveats=(
+        "one layer's weights run at every depth: each depth is reported as a layer, and the "
+        "weight-based subspace measures repeat the shared weights at every depth",
+        "embedding_size != hidden_size: layer 0's input is after embedding_hidden_mapping_in",
+    ),
+)
+
+_MPNET = ArchitectureAdapter(
+    layers="encoder.layer",
+    # MPNetSelfAttention holds q/k/v and W_O (o); it returns (W_O z + b_O, probabilities), the
+    # probabilities only with output_attentions (passed by keyword by MPNetAttention).
+    self_attention="attention.attn",
+    query="attention.attn.q",
+    key="attention.attn.k",
+    value="attention.attn.v",
+    output_projection="attention.attn.o",
+    # MPNetAttention: LayerNorm(dropout(W_O z + b_O) + x), post-LayerNorm as BERT.
+    multihead_output="attention",
+    # MPNetEmbeddings numbers positions from padding_idx + 1 (padding_idx is 1, as pad_token_id).
+    position_offset_from_pad=True,
+    heads=("lm_head", "classifier", "qa_outputs", "pooler"),
+    optional_pooler=True,
+    attention_flag="output_attentions",
+    no_ablation="the ablated passes are not yet proven for them",
+    caveats=(
+        "a learned relative position bias (one per head and distance bucket, shared by all "
+        "layers) is added to the scores: the captured probabilities include it, the "
+        "weight-based M_h = W_q^T W_k and the data-based query/key subspace measures cover "
+        "the content term q.k / sqrt(dk) only",
+    ),
+)
+
+
+def _deberta_refusal(config: Any) -> str | None:
+    """DeBERTa-v2 xlarge/xxlarge add a convolution to the first layer's output outside the
+    layer (``ConvLayer``, ``conv_kernel_size > 0``): the stream entering layer 1 is then no
+    layer's output, which no measuring point covers."""
+    kernel = int(getattr(config, "conv_kernel_size", 0) or 0)
+    if kernel > 0:
+        return (
+            f"DeBERTa-v2 models with a convolution after the first layer (conv_kernel_size "
+            f"{kernel}) are not supported: the stream entering layer 1 is not the output of "
+            "layer 0 (DeBERTa-v3 has none)"
+        )
+    return None
+
+
+_DEBERTA_V2 = ArchitectureAdapter(
+    layers="encoder.layer",
+    # DisentangledSelfAttention returns (z, probabilities), the probabilities only with
+    # output_attentions (passed by position by DebertaV2Attention).
+    self_attention="attention.self",
+    query="attention.self.query_proj",
+    key="attention.self.key_proj",
+    value="attention.self.value_proj",
+    output_projection="attention.output.dense",
+    # DebertaV2SelfOutput: LayerNorm(dropout(W_O z + b_O) + x), post-LayerNorm as BERT.
+    multihead_output="attention.output",
+    heads=("cls", "lm_predictions", "mask_predictions", "pooler", "classifier", "qa_outputs"),
+    attention_flag="output_attentions",
+    no_ablation="the ablated passes are not yet proven for them",
+    refuse=_deberta_refusal,
+    caveats=(
+        "disentangled attention: the scores add content-to-position and position-to-content "
+        "terms (relative position embeddings) to the content-to-content term, all over "
+        "sqrt(dk * scale_factor); the captured probabilities are the model's own, but the "
+        "weight-based M_h = W_q^T W_k and the data-based query/key subspace measures (of the "
+        "query_proj and key_proj outputs) cover the content-to-content term only",
+    ),
+)
+
+_MODERNBERT = ArchitectureAdapter(
+    layers="layers",
+    # ModernBertAttention: Wqkv, rotary, eager attention, Wo; returns (W_O z, probabilities).
+    self_attention="attn",
+    query="attn.Wqkv",
+    key="attn.Wqkv",
+    value="attn.Wqkv",
+    output_projection="attn.Wo",
+    # The layer adds W_O z to x itself; mlp_norm reads that sum.
+    multihead_output="mlp_norm",
+    multihead_output_is_input=True,
+    heads=("head", "decoder", "classifier"),
+    # attn_norm: LayerNorm before the attention, Identity in the first layer (after the
+    # embeddings' own LayerNorm).
+    attention_norm="attn_norm",
+    fused_qkv=True,
+    no_ablation="the ablated passes are not yet proven for them (a mean-pooling classifier "
+    "reads every position, not [CLS] alone)",
+    caveats=(
+        "pre-LayerNorm layers (layer 0 has none: its attention reads the embeddings' output): "
+        "multihead_output is the residual stream after attention, x + W_O z; the data-based "
+        "subspace measures are of LN(x), the input of the projections",
+        "the fused Wqkv is split as [q | k | v], H dk outputs each, head-major",
+        "alternating global and local layers: a local (sliding_attention) layer's "
+        "probabilities are zero beyond local_attention / 2 positions on either side, and its "
+        "gates are of that banded matrix",
+        "rotary positions: queries and keys are captured before the rotation; the "
+        "weight-based M_h = W_q^T W_k and the selection directions are the content part at "
+        "relative offset 0",
+        "the last layer's layer_output is before the final LayerNorm (final_norm, the last of "
+        "transformers' hidden_states)",
+    ),
 )
 
 ADAPTERS = MappingProxyType(
@@ -195,10 +346,14 @@ ADAPTERS = MappingProxyType(
         "distilbert": _DISTILBERT,
         "esm": _ESM,
         "albert": _ALBERT,
+        "mpnet": _MPNET,
+        "deberta-v2": _DEBERTA_V2,
+        "modernbert": _MODERNBERT,
     }
 )
 """Supported ``model_type`` values (MiniLM checkpoints are ``bert``; ESM-2 and Nucleotide
-Transformer v1 checkpoints are ``esm``) and their adapters."""
+Transformer v1 checkpoints are ``esm``; DeBERTa-v3 checkpoints are ``deberta-v2``) and their
+adapters."""
 
 
 def submodule(root: nn.Module, path: str) -> nn.Module:
@@ -240,11 +395,42 @@ def attention_weights(
     is not folded in)."""
     return [
         AttentionWeights(
-            weight_q=linear(layer, adapter.query).weight.detach(),
-            weight_k=linear(layer, adapter.key).weight.detach(),
-            weight_v=linear(layer, adapter.value).weight.detach(),
+            weight_q=projection_weights(layer, adapter, "query")[0],
+            weight_k=projection_weights(layer, adapter, "key")[0],
+            weight_v=projection_weights(layer, adapter, "value")[0],
             weight_o=linear(layer, adapter.output_projection).weight.detach(),
             n_heads=n_heads,
         )
         for layer in encoder_layers(encoder, adapter)
     ]
+
+
+def _block(adapter: ArchitectureAdapter, which: str, width: int) -> slice:
+    """The features of ``which`` (one of :data:`PROJECTIONS`) among a projection's ``width``
+    outputs: all of them, or its third of a fused ``[q | k | v]``."""
+    if which not in PROJECTIONS:
+        raise ValueError(f"{which!r} is not one of {PROJECTIONS}")
+    if not adapter.fused_qkv:
+        return slice(None)
+    if width % 3:
+        raise ValueError(f"a fused q/k/v projection with {width} outputs (not 3 H dk)")
+    index, size = PROJECTIONS.index(which), width // 3
+    return slice(index * size, (index + 1) * size)
+
+
+def projection_weights(
+    layer: nn.Module, adapter: ArchitectureAdapter, which: str
+) -> tuple[Tensor, Tensor | None]:
+    """``(W, b)`` of ``layer``'s ``which`` projection (``"query"``, ``"key"``, ``"value"``),
+    detached, ``W (H dk, d)`` in Hugging Face's layout (b None where absent): the Linear's own,
+    or its rows of a fused ``Wqkv`` (``fused_qkv``; views, not copies)."""
+    module = linear(layer, getattr(adapter, which))
+    rows = _block(adapter, which, module.out_features)
+    bias = None if module.bias is None else module.bias.detach()[rows]
+    return module.weight.detach()[rows], bias
+
+
+def projection_output(adapter: ArchitectureAdapter, which: str, output: Tensor) -> Tensor:
+    """The ``which`` projection's part of its module's ``output (..., features)``: the whole
+    output, or its block of a fused ``[q | k | v]`` (a view)."""
+    return output[..., _block(adapter, which, output.shape[-1])]

@@ -1,4 +1,4 @@
-"""The input of the attention projections in pre-LayerNorm layers (ESM).
+"""The input of the attention projections in pre-LayerNorm layers (ESM, ModernBERT).
 
 A post-LayerNorm layer (BERT) feeds the stream ``x`` entering it to ``W_q``, ``W_k``, ``W_v``;
 a pre-LayerNorm layer feeds them ``LN(x)``, its own LayerNorm of the stream
@@ -15,6 +15,8 @@ parameters by the same function ``nn.LayerNorm`` calls (``F.layer_norm``), on th
 the tensor the projections received (tested equal to the projections' captured input). The
 LayerNorm runs on the tensors the measurement receives, so it also serves layers joined into
 chunks (``capture.chunks``); padding rows, zero after joining, are excluded by the measures.
+A layer whose attention norm is an ``nn.Identity`` (ModernBERT's first layer, which reads the
+embeddings' own LayerNorm) hands on ``layer_input`` itself: that is what its projections read.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from bertgeom.capture.adapters import ArchitectureAdapter, encoder_layers, submo
 from bertgeom.capture.hooks import CapturedLayer
 from bertgeom.capture.measurement import BatchContext, Measurement, MeasurementOutputs
 
+_NormParameters = tuple[tuple[int, ...], Tensor | None, Tensor | None, float]
+"""A LayerNorm's ``normalized_shape``, weight, bias and eps, as ``F.layer_norm`` takes them."""
+
 
 class AttentionNorms:
     """The parameters of each depth's attention LayerNorm (detached, on the model's device),
@@ -37,9 +42,12 @@ class AttentionNorms:
     def __init__(self, encoder: nn.Module, adapter: ArchitectureAdapter) -> None:
         if adapter.attention_norm is None:
             raise ValueError("the architecture has no LayerNorm before its attention")
-        self.parameters: list[tuple[tuple[int, ...], Tensor | None, Tensor | None, float]] = []
+        self.parameters: list[_NormParameters | None] = []
         for layer in encoder_layers(encoder, adapter):
             norm = submodule(layer, adapter.attention_norm)
+            if isinstance(norm, nn.Identity):
+                self.parameters.append(None)
+                continue
             if not isinstance(norm, nn.LayerNorm):
                 raise TypeError(f"{adapter.attention_norm} is a {type(norm).__name__}")
             self.parameters.append(
@@ -52,8 +60,12 @@ class AttentionNorms:
             )
 
     def apply(self, layer: int, hidden: Tensor) -> Tensor:
-        """``LN_layer(hidden)``: the input of layer ``layer``'s q/k/v projections."""
-        shape, weight, bias, eps = self.parameters[layer]
+        """``LN_layer(hidden)``: the input of layer ``layer``'s q/k/v projections (``hidden``
+        itself where the layer has no norm there)."""
+        parameters = self.parameters[layer]
+        if parameters is None:
+            return hidden
+        shape, weight, bias, eps = parameters
         return functional.layer_norm(hidden, shape, weight, bias, eps)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bertgeom.capture.adapters import submodule
+from bertgeom.capture.adapters import projection_output, submodule
 from bertgeom.capture.hooks import LAYER, LayerHooks, OutputHook
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.measures.ablation import (
@@ -71,8 +71,9 @@ class HeadEditor:
         self._hooks.before(adapter.output_projection, self._edit)
         self._hooks.after(LAYER, self._recorder(self.outputs))
         if self.keep_attention:
+            self._hooks.request_attention(adapter)
             self._hooks.after(adapter.self_attention, self._recorder(self.attention, 1))
-            self._hooks.after(adapter.value, self._recorder(self.values))
+            self._hooks.after(adapter.value, self._recorder(self.values, value=True))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -95,12 +96,18 @@ class HeadEditor:
             self._means = (self.sums / self.tokens.clamp_min(1)[:, None]).float()
         return self._means
 
-    def _recorder(self, into: dict[int, Any], item: int | None = None) -> OutputHook:
-        """A hook keeping a module's output (or its ``item``-th element) of the clean pass."""
+    def _recorder(
+        self, into: dict[int, Any], item: int | None = None, value: bool = False
+    ) -> OutputHook:
+        """A hook keeping a module's output (or its ``item``-th element; with ``value``, the
+        value projection's block of it) of the clean pass."""
 
         def record(index: int, output: Any) -> None:
             if self.recording:
-                into[index] = output if item is None else output[item]
+                kept = output if item is None else output[item]
+                into[index] = (
+                    projection_output(self.loaded.adapter, "value", kept) if value else kept
+                )
 
         return record
 

@@ -5,16 +5,21 @@ For every layer l of one batch the hooks collect, without copying:
 - ``layer_input (batch, seq, d)``: the hidden states entering the layer (``hidden_states[l]``),
   from a forward pre-hook on the layer;
 - ``attention (batch, head, query, key)``: the attention probabilities, the second output of the
-  self-attention module (eager attention computes them; other kernels return ``None``);
+  self-attention module (eager attention computes them; other kernels return ``None``; a module
+  that returns them only when asked, MPNet's and DeBERTa's, is asked by a pre-hook:
+  :meth:`LayerHooks.request_attention`);
 - ``head_outputs (batch, head, seq, dk)``: ``Z_h = A V_h`` before concatenation, the input of the
   output projection ``W_O`` (a pre-hook on it), reshaped;
 - ``multihead_output (batch, seq, d)``: ``LayerNorm(W_O z + b_O + x)``, the output of the module
   named by the adapter (in a pre-LayerNorm layer, ESM: ``x + W_O z + b_O``, the residual stream
-  after attention, for no LayerNorm follows it);
+  after attention, for no LayerNorm follows it; ModernBERT: the input of ``mlp_norm``, for no
+  module returns that sum);
 - ``layer_output (batch, seq, d)``: the layer's output (``hidden_states[l + 1]``);
 - ``queries``, ``keys (batch, seq, H dk)``: the outputs of the query and key projections
   (``W_q x + b_q``, ``W_k x + b_k``; ``x`` is ``LN(x)`` in a pre-LayerNorm layer, and with
-  rotary positions these are before the rotation), which the data-based subspace measures
+  rotary positions these are before the rotation; their blocks of a fused ``Wqkv``; the first
+  call of the projection in the layer, the tokens', where DeBERTa projects its relative
+  position embeddings with the same module afterwards), which the data-based subspace measures
   reuse.
 
 When the layer's forward returns, the callback receives a :class:`CapturedLayer` and the hooks
@@ -28,6 +33,7 @@ layer's index, removed together): :class:`LayerCapture` reads through it, and th
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -36,7 +42,12 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from bertgeom.capture.adapters import ArchitectureAdapter, encoder_layers, submodule
+from bertgeom.capture.adapters import (
+    ArchitectureAdapter,
+    encoder_layers,
+    projection_output,
+    submodule,
+)
 from bertgeom.errors import ModelError
 
 MEASURING_POINTS: tuple[str, ...] = (
@@ -87,6 +98,11 @@ InputHook = Callable[[int, tuple[Any, ...]], tuple[Any, ...] | None]
 the positional arguments."""
 CallHook = Callable[[int, tuple[Any, ...], dict[str, Any]], None]
 """``hook(layer index, args, kwargs)`` before a module's forward pass, reading both."""
+CallEdit = Callable[
+    [int, tuple[Any, ...], dict[str, Any]], tuple[tuple[Any, ...], dict[str, Any]] | None
+]
+"""``hook(layer index, args, kwargs)`` before a module's forward pass; the ``(args, kwargs)``
+it returns replace the call's."""
 
 
 class LayerHooks:
@@ -133,6 +149,39 @@ class LayerHooks:
             module.register_forward_pre_hook(_call_hook(hook, depth), with_kwargs=True)
             for depth, module in self._modules(point)
         ]
+
+    def edit_call(self, point: str, hook: CallEdit) -> None:
+        """``hook(index, args, kwargs)`` before each layer's ``point`` module runs; the
+        ``(args, kwargs)`` it returns (other than ``None``) are the call's instead."""
+        self._handles += [
+            module.register_forward_pre_hook(_edit_hook(hook, depth), with_kwargs=True)
+            for depth, module in self._modules(point)
+        ]
+
+    def request_attention(self, adapter: ArchitectureAdapter) -> None:
+        """Where the self-attention module returns its probabilities only when asked
+        (``adapter.attention_flag``), pass it that argument true, by keyword or in its place
+        among the positional arguments as its caller gives it; nothing otherwise. Only that
+        module sees the flag: the encoder, called without it, keeps no layer's probabilities
+        for the pass (MPNet's layer hands them up, and its encoder drops them when the next
+        layer returns)."""
+        flag = adapter.attention_flag
+        if flag is None or not self.layers:
+            return
+        attention = submodule(self.layers[0], adapter.self_attention)
+        names = list(inspect.signature(attention.forward).parameters)
+        if flag not in names:
+            raise TypeError(f"{type(attention).__name__}.forward takes no {flag!r}")
+        position = names.index(flag)
+
+        def ask(
+            index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+            if len(args) > position:
+                return (*args[:position], True, *args[position + 1 :]), kwargs
+            return args, {**kwargs, flag: True}
+
+        self.edit_call(adapter.self_attention, ask)
 
     def remove(self) -> None:
         """Remove every hook registered so far."""
@@ -225,6 +274,19 @@ def _call_hook(
     return forward_pre_hook
 
 
+def _edit_hook(
+    hook: CallEdit, depth: Depth
+) -> Callable[
+    [nn.Module, tuple[Any, ...], dict[str, Any]], tuple[tuple[Any, ...], dict[str, Any]] | None
+]:
+    def forward_pre_hook(
+        module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        return hook(_depth(depth), args, kwargs)
+
+    return forward_pre_hook
+
+
 class LayerCapture:
     """Context manager that registers the hooks on every layer of ``encoder`` and calls
     ``callback(captured)`` at the end of each layer's forward pass.
@@ -252,11 +314,15 @@ class LayerCapture:
         adapter = self.adapter
         hooks = self._hooks = LayerHooks(self.encoder, adapter)
         hooks.before_call(LAYER, self._on_layer_start)
+        hooks.request_attention(adapter)
         hooks.after(adapter.self_attention, self._on_attention)
         hooks.before(adapter.output_projection, self._on_projection_input)
-        hooks.after(adapter.multihead_output, self._keep_output("multihead_output"))
-        hooks.after(adapter.query, self._keep_output("queries"))
-        hooks.after(adapter.key, self._keep_output("keys"))
+        if adapter.multihead_output_is_input:
+            hooks.before(adapter.multihead_output, self._keep_input("multihead_output"))
+        else:
+            hooks.after(adapter.multihead_output, self._keep_output("multihead_output"))
+        hooks.after(adapter.query, self._keep_projection("queries", "query"))
+        hooks.after(adapter.key, self._keep_projection("keys", "key"))
         hooks.after(LAYER, self._on_layer_end)
         return self
 
@@ -285,6 +351,25 @@ class LayerCapture:
     def _keep_output(self, name: str) -> OutputHook:
         def keep(index: int, output: Any) -> None:
             self._pending.setdefault(index, {})[name] = _first_tensor(output)
+
+        return keep
+
+    def _keep_input(self, name: str) -> InputHook:
+        def keep(index: int, args: tuple[Any, ...]) -> None:
+            self._pending.setdefault(index, {})[name] = _first_tensor(args)
+
+        return keep
+
+    def _keep_projection(self, name: str, which: str) -> OutputHook:
+        """Keep the ``which`` projection's output of the layer's first call of its module
+        (DeBERTa-v3 with ``share_att_key`` calls ``query_proj`` and ``key_proj`` again on the
+        relative position embeddings, after the tokens)."""
+
+        def keep(index: int, output: Any) -> None:
+            pending = self._pending.setdefault(index, {})
+            tensor = _first_tensor(output)
+            if pending.get(name) is None and tensor is not None:
+                pending[name] = projection_output(self.adapter, which, tensor)
 
         return keep
 

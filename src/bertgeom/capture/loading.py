@@ -32,7 +32,7 @@ from bertgeom.capture.adapters import (
     ArchitectureAdapter,
     attention_weights,
     encoder_layers,
-    linear,
+    projection_weights,
 )
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
 from bertgeom.errors import ModelError, first_line
@@ -98,18 +98,13 @@ class LoadedModel:
         return attention_weights(self.encoder, self.adapter, self.n_heads)
 
     def query_key_weights(self) -> list[tuple[Tensor, Tensor | None, Tensor, Tensor | None]]:
-        """``(W_q, b_q, W_k, b_k)`` of every layer, detached (biases None where absent)."""
+        """``(W_q, b_q, W_k, b_k)`` of every layer, detached (biases None where absent; the
+        query and key blocks of a fused ``Wqkv``)."""
         weights: list[tuple[Tensor, Tensor | None, Tensor, Tensor | None]] = []
         for layer in self.layers():
-            query, key = linear(layer, self.adapter.query), linear(layer, self.adapter.key)
-            weights.append(
-                (
-                    query.weight.detach(),
-                    None if query.bias is None else query.bias.detach(),
-                    key.weight.detach(),
-                    None if key.bias is None else key.bias.detach(),
-                )
-            )
+            query = projection_weights(layer, self.adapter, "query")
+            key = projection_weights(layer, self.adapter, "key")
+            weights.append((*query, *key))
         return weights
 
     def layers(self) -> list[nn.Module]:
@@ -123,7 +118,8 @@ class LoadedModel:
     def summary(self) -> dict[str, Any]:
         """What the manifest records about the model: what it is, where it came from (path;
         hub id, revision and commit; the SHA-256 of its weights files) and the weights of the
-        files that were ignored (heads it was loaded without)."""
+        files that were ignored (heads it was loaded without), and where the architecture's
+        numbers depart from DESIGN's BERT (``caveats``, ``docs/models.md``)."""
         source = self.source or ResolvedModel(self.directory)
         return {
             **source.to_json(),
@@ -144,6 +140,7 @@ class LoadedModel:
             "classes": list(self.class_names) if self.class_names else None,
             "bertgeom": self.raw_config.get("bertgeom"),
             "attention_implementation": self.config._attn_implementation,
+            "caveats": list(self.adapter.caveats),
             "weights": "trained"
             if self.initial_weights_seed is None
             else f"initial (untrained), seed {self.initial_weights_seed}",
@@ -197,7 +194,7 @@ def load_model(model: ModelName, *, initial_weights_seed: int | None = None) -> 
         raise ModelError(
             f"{directory}: model type {model_type!r} is not supported; bertgeom analyses "
             f"{', '.join(sorted(ADAPTERS))} models (MiniLM checkpoints are 'bert', ESM-2 and "
-            "Nucleotide Transformer v1 'esm')"
+            "Nucleotide Transformer v1 'esm', DeBERTa-v3 'deberta-v2')"
         )
     files = weights_files(directory, raw)
     adapter = ADAPTERS[str(model_type)]
@@ -208,6 +205,9 @@ def load_model(model: ModelName, *, initial_weights_seed: int | None = None) -> 
             config = AutoConfig.from_pretrained(directory, **options)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ModelError(f"{directory}: unusable config.json ({first_line(error)})") from error
+        refusal = adapter.refuse(config) if adapter.refuse is not None else None
+        if refusal is not None:
+            raise ModelError(f"{directory}: {refusal}")
         head = _has_classification_head(config)
         loader = AutoModelForSequenceClassification if head else AutoModel
         architecture: dict[str, Any] = (

@@ -1,11 +1,15 @@
-"""ESM (pre-LayerNorm, rotary or absolute positions) and ALBERT (one layer at every depth):
+"""ESM (pre-LayerNorm, rotary or absolute positions), ALBERT (one layer at every depth), MPNet
+(relative position bias; probabilities returned only when asked), DeBERTa-v3 (disentangled
+attention) and ModernBERT (fused ``Wqkv``, pre-LayerNorm, global and sliding-window layers):
 the captured tensors are the model's own, each measuring point is what docs/models.md says,
 and checkpoints load exactly or are refused."""
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +23,21 @@ from transformers import (
     AlbertForPreTraining,
     AlbertForSequenceClassification,
     AlbertModel,
+    DebertaV2ForMaskedLM,
+    DebertaV2ForSequenceClassification,
+    DebertaV2Model,
     EsmForMaskedLM,
     EsmForSequenceClassification,
+    ModernBertForMaskedLM,
+    ModernBertForSequenceClassification,
+    MPNetForMaskedLM,
+    MPNetForSequenceClassification,
     PreTrainedModel,
 )
 from transformers.models.esm.modeling_esm import apply_rotary_pos_emb
+from transformers.models.modernbert import modeling_modernbert
 
-from bertgeom.capture.adapters import ADAPTERS, linear, submodule
+from bertgeom.capture.adapters import ADAPTERS, linear, projection_weights, submodule
 from bertgeom.capture.attention_input import AttentionInputMeasurement, AttentionNorms
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture, LayerHooks
 from bertgeom.capture.loading import LoadedModel, load_model
@@ -35,8 +47,12 @@ from bertgeom.capture.tests.tiny_models import (
     HEADS,
     HIDDEN,
     LAYERS,
+    MODERNBERT_WINDOW,
     OTHER_ARCHITECTURES,
     POSITIONS,
+    VOCABULARY,
+    deberta_config,
+    model_type,
     save_tiny_model,
     texts_for,
     tiny_model,
@@ -44,10 +60,26 @@ from bertgeom.capture.tests.tiny_models import (
     tokenizer,
 )
 from bertgeom.errors import InputError, ModelError
+from bertgeom.measures.gates import gate_scores
 from bertgeom.measures.subspace_data import subspace_data_measures
+from bertgeom.measures.tests.test_gates import reference_scores
+from bertgeom.measures.tokens import token_mask
 
 WEIGHTS = "model.safetensors"
-PRE_LN = ("esm", "esm-absolute")
+PRE_LN = ("esm", "esm-absolute", "modernbert")
+FINAL_NORM = {
+    "esm": "encoder.emb_layer_norm_after",
+    "esm-absolute": "encoder.emb_layer_norm_after",
+    "modernbert": "final_norm",
+}
+"""The encoder's LayerNorm after the last layer, which transformers' last hidden state includes
+and which is no measuring point."""
+POST_LN_NORM = {
+    "albert": "attention.LayerNorm",
+    "mpnet": "attention.LayerNorm",
+    "deberta-v2": "attention.output.LayerNorm",
+}
+"""The LayerNorm after the attention's residual in the post-LayerNorm layers."""
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +119,14 @@ def _capture(model: LoadedModel, batch: dict[str, Tensor], passes: int = 1) -> l
 
 def _layer_norm(layer: nn.Module, path: str, value: Tensor) -> Tensor:
     norm = submodule(layer, path)
-    assert isinstance(norm, nn.LayerNorm)
+    assert isinstance(norm, nn.LayerNorm | nn.Identity)  # ModernBERT's layer 0: Identity
     return norm(value)
+
+
+def _project(layer: nn.Module, model: LoadedModel, which: str, read: Tensor) -> Tensor:
+    """The ``which`` projection of ``read`` from the layer's weights (a fused block or not)."""
+    weight, bias = projection_weights(layer, model.adapter, which)
+    return torch.nn.functional.linear(read, weight, bias)
 
 
 @pytest.mark.parametrize("architecture", OTHER_ARCHITECTURES)
@@ -99,10 +137,13 @@ def test_every_other_architecture_loads_with_its_shape(
     assert model.config._attn_implementation == "eager"
     assert (model.n_layers, model.n_heads, model.hidden_size) == (LAYERS, HEADS, HIDDEN)
     assert model.max_tokens == POSITIONS  # positions numbered from pad + 1 (ESM), or from 0
-    assert model.summary()["model_type"] == architecture.split("-")[0]
+    summary = model.summary()
+    assert summary["model_type"] == model_type(architecture)
+    assert summary["caveats"] == list(model.adapter.caveats) and summary["caveats"]
     assert model.ignored_weights in (
         ("pooler.dense.bias", "pooler.dense.weight"),
         ("pooler.bias", "pooler.weight"),
+        (),  # DeBERTa and ModernBERT have no pooler in the bare model
     )
 
 
@@ -111,9 +152,11 @@ def test_captured_attention_and_stream_are_the_models_own(
     architecture: str, loaded: dict[str, LoadedModel]
 ) -> None:
     """Attention equals ``output_attentions`` at every depth (padding in the batch), the layer
-    input and output ``output_hidden_states``; ESM's last hidden state is after the encoder's
-    final LayerNorm (``emb_layer_norm_after``), which is not a measuring point: the captured
-    layer output is the residual stream before it."""
+    input and output ``output_hidden_states``; ESM's and ModernBERT's last hidden state is after
+    the encoder's final LayerNorm (``emb_layer_norm_after``, ``final_norm``), which is not a
+    measuring point: the captured layer output is the residual stream before it. MPNet and
+    DeBERTa return the probabilities only when asked: the capture asks their attention module
+    alone, the reference asks the model."""
     model = loaded[architecture]
     batch = _batch(model, architecture)
     captured = _capture(model, batch)
@@ -125,8 +168,8 @@ def test_captured_attention_and_stream_are_the_models_own(
         torch.testing.assert_close(layer.attention, reference.attentions[layer.layer])
         torch.testing.assert_close(layer.layer_input, reference.hidden_states[layer.layer])
         expected = reference.hidden_states[layer.layer + 1]
-        if architecture in PRE_LN and layer.layer == LAYERS - 1:
-            final = submodule(model.encoder, "encoder.emb_layer_norm_after")
+        if architecture in FINAL_NORM and layer.layer == LAYERS - 1:
+            final = submodule(model.encoder, FINAL_NORM[architecture])
             with torch.inference_mode():
                 torch.testing.assert_close(final(layer.layer_output), expected)
         else:
@@ -139,10 +182,12 @@ def test_captured_attention_and_stream_are_the_models_own(
 def test_head_and_multihead_outputs_equal_a_manual_recomputation(
     architecture: str, loaded: dict[str, LoadedModel]
 ) -> None:
-    """``Z_h = A V_h`` with V from the projections' input (``LN(x)`` in a pre-LayerNorm layer);
-    the multi-head output is ``x + W_O z + b_O`` (ESM, no LayerNorm after the residual) or
-    ``LN(x + W_O z + b_O)`` (ALBERT); queries and keys are the projections of that input
-    (ESM: before the rotation, which acts inside the attention)."""
+    """``Z_h = A V_h`` with V from the projections' input (``LN(x)`` in a pre-LayerNorm layer;
+    ModernBERT's layer 0 reads ``x``); the multi-head output is ``x + W_O z + b_O`` (ESM,
+    ModernBERT: no LayerNorm after the residual) or ``LN(x + W_O z + b_O)`` (ALBERT, MPNet,
+    DeBERTa); queries and keys are the projections of that input (ESM, ModernBERT: before the
+    rotation, which acts inside the attention; ModernBERT: the q and k blocks of ``Wqkv``;
+    DeBERTa: the tokens' projections, not those of its relative position embeddings)."""
     model = loaded[architecture]
     batch = _batch(model, architecture)
     layers = model.layers()
@@ -153,8 +198,10 @@ def test_head_and_multihead_outputs_equal_a_manual_recomputation(
         batch_size, seq, hidden = x.shape
         dk = hidden // HEADS
         with torch.inference_mode():
-            read = _layer_norm(module, "attention.LayerNorm", x) if architecture in PRE_LN else x
-            values = linear(module, adapter.value)(read)
+            read = x
+            if adapter.attention_norm is not None:
+                read = _layer_norm(module, adapter.attention_norm, x)
+            values = _project(module, model, "value", read)
             value_heads = values.view(batch_size, seq, HEADS, dk).transpose(1, 2)
             head_outputs = captured.attention @ value_heads
             torch.testing.assert_close(captured.head_outputs, head_outputs)
@@ -163,10 +210,10 @@ def test_head_and_multihead_outputs_equal_a_manual_recomputation(
             if architecture in PRE_LN:
                 expected = x + projected
             else:
-                expected = _layer_norm(module, "attention.LayerNorm", x + projected)
+                expected = _layer_norm(module, POST_LN_NORM[architecture], x + projected)
             torch.testing.assert_close(captured.multihead_output, expected)
-            torch.testing.assert_close(captured.queries, linear(module, adapter.query)(read))
-            torch.testing.assert_close(captured.keys, linear(module, adapter.key)(read))
+            torch.testing.assert_close(captured.queries, _project(module, model, "query", read))
+            torch.testing.assert_close(captured.keys, _project(module, model, "key", read))
 
 
 def test_esm_attention_is_softmax_of_the_rotated_captured_queries_and_keys(
@@ -199,10 +246,23 @@ def _heads(values: Tensor) -> Tensor:
     return values.view(batch_size, seq, HEADS, hidden // HEADS).transpose(1, 2)
 
 
-def _softmax_attention(queries: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
-    """Eager attention probabilities of already scaled queries, padded keys masked out."""
+def _softmax_attention(
+    queries: Tensor,
+    keys: Tensor,
+    mask: Tensor,
+    bias: Tensor | None = None,
+    window: int | None = None,
+) -> Tensor:
+    """Eager attention probabilities of already scaled queries (plus ``bias``), padded keys
+    masked out, and keys beyond ``window`` positions on either side."""
     scores = queries @ keys.transpose(-1, -2)
-    scores = scores.masked_fill(mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
+    if bias is not None:
+        scores = scores + bias
+    hidden = mask[:, None, None, :] == 0
+    if window is not None:
+        positions = torch.arange(scores.shape[-1])
+        hidden = hidden | ((positions[:, None] - positions[None, :]).abs() > window)
+    scores = scores.masked_fill(hidden, torch.finfo(scores.dtype).min)
     return scores.softmax(-1)
 
 
@@ -238,6 +298,9 @@ def test_pre_layer_norm_subspace_measures_read_the_projections_input(
         expected = subspace_data_measures(normed, mask, wq, wk, HEADS)
         for name, value in expected.items():
             torch.testing.assert_close(got[name], value, rtol=2e-5, atol=1e-6)
+        if norms.parameters[layer.layer] is None:  # ModernBERT's layer 0 reads the stream
+            assert torch.equal(normed, layer.layer_input)
+            continue
         stream = projected_subspace_measures(
             layer.layer_input, layer.queries, layer.keys, bases, HEADS, mask
         )
@@ -372,10 +435,18 @@ def _with_config_of(architecture: str, kind: Any, **extra: Any) -> PreTrainedMod
     return model.eval()
 
 
+CLASSIFIERS: dict[str, Any] = {
+    "esm": EsmForSequenceClassification,
+    "esm-absolute": EsmForSequenceClassification,
+    "albert": AlbertForSequenceClassification,
+    "mpnet": MPNetForSequenceClassification,
+    "deberta-v2": DebertaV2ForSequenceClassification,
+    "modernbert": ModernBertForSequenceClassification,
+}
+
+
 def _classifier(architecture: str) -> PreTrainedModel:
-    kind = {"albert": AlbertForSequenceClassification}.get(
-        architecture, EsmForSequenceClassification
-    )
+    kind = CLASSIFIERS[architecture]
     return _with_config_of(
         architecture, kind, num_labels=2, id2label={0: "no", 1: "yes"}, label2id={"no": 0, "yes": 1}
     )
@@ -403,6 +474,9 @@ def test_a_sequence_classifier_loads_with_its_head(architecture: str, tmp_path: 
         ("esm-absolute", EsmForMaskedLM, "lm_head."),
         ("albert", AlbertForMaskedLM, "predictions."),
         ("albert", AlbertForPreTraining, "sop_classifier."),
+        ("mpnet", MPNetForMaskedLM, "lm_head."),
+        ("deberta-v2", DebertaV2ForMaskedLM, "cls."),
+        ("modernbert", ModernBertForMaskedLM, "head."),
     ],
 )
 def test_a_pretraining_checkpoint_loads_as_the_encoder_with_its_head_listed(
@@ -411,20 +485,40 @@ def test_a_pretraining_checkpoint_loads_as_the_encoder_with_its_head_listed(
     original = _with_config_of(architecture, kind)
     directory = _save(original, tmp_path / "mlm", architecture)
     model = load_model(directory)
-    assert type(model.model).__name__ in ("EsmModel", "AlbertModel")
+    bare = ("EsmModel", "AlbertModel", "MPNetModel", "DebertaV2Model", "ModernBertModel")
+    assert type(model.model).__name__ in bare
     assert any(name.startswith(head) for name in model.ignored_weights)
     prefix = original.base_model_prefix
     for name in model.ignored_weights:  # only heads (and the pooler) are ignored
         path = name.removeprefix(f"{prefix}.").split(".")
         assert path[0] in model.adapter.heads, name
     # Every weight of the encoder came from the file: the same stream as the checkpoint's (to
-    # rounding: the original runs transformers' default attention kernel, not eager).
+    # rounding: the original runs transformers' default attention kernel, not eager) at the
+    # real tokens (ModernBERT's sdpa path treats padded queries a local layer cannot see
+    # otherwise; no measure reads them).
     batch = _batch(model, architecture)
+    valid = batch["attention_mask"].bool()
     with torch.inference_mode():
         expected = original.base_model(**batch, output_hidden_states=True).hidden_states
         got = model.model(**batch, output_hidden_states=True).hidden_states
     for a, b in zip(got, expected, strict=True):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a[valid], b[valid])
+
+
+def test_a_deberta_v3_pretraining_checkpoint_loads_with_both_heads_listed(tmp_path: Path) -> None:
+    """DeBERTa-v3's masked-LM layout (``legacy`` off: ``lm_predictions``) with the replaced-token
+    detection head its released files also carry (``mask_predictions``, a head transformers
+    drops on load itself): the encoder loads, both heads are listed."""
+    original = _with_config_of("deberta-v2", DebertaV2ForMaskedLM, legacy=False)
+    directory = _save(original, tmp_path / "mlm", "deberta-v2")
+    weights = load_file(directory / WEIGHTS)
+    weights["mask_predictions.dense.weight"] = torch.zeros(HIDDEN, HIDDEN)
+    weights["mask_predictions.classifier.bias"] = torch.zeros(1)
+    save_file(weights, directory / WEIGHTS, metadata={"format": "pt"})
+    model = load_model(directory)
+    assert type(model.model).__name__ == "DebertaV2Model"
+    heads = {name.split(".")[0] for name in model.ignored_weights}
+    assert heads == {"lm_predictions", "mask_predictions"}
 
 
 @pytest.mark.parametrize(
@@ -435,6 +529,12 @@ def test_a_pretraining_checkpoint_loads_as_the_encoder_with_its_head_listed(
         ("esm-absolute", "embeddings.position_embeddings.weight"),
         ("albert", "encoder.albert_layer_groups.0.albert_layers.0.attention.query.weight"),
         ("albert", "encoder.embedding_hidden_mapping_in.weight"),
+        ("mpnet", "encoder.layer.1.attention.attn.q.weight"),
+        ("mpnet", "encoder.relative_attention_bias.weight"),
+        ("deberta-v2", "encoder.layer.0.attention.self.key_proj.bias"),
+        ("deberta-v2", "encoder.rel_embeddings.weight"),
+        ("modernbert", "layers.1.attn.Wqkv.weight"),
+        ("modernbert", "layers.1.attn_norm.weight"),
     ],
 )
 def test_a_missing_encoder_weight_is_refused_by_name(
@@ -484,14 +584,238 @@ def test_a_tokenizer_without_a_closing_token_is_refused(
         load_model(directory)
 
 
-@pytest.mark.parametrize("model_type", ["modernbert", "mpnet", "deberta-v2", "gpt2"])
-def test_unsupported_model_types_are_refused_by_name(model_type: str, tmp_path: Path) -> None:
-    assert model_type not in ADAPTERS
-    directory = tmp_path / model_type
+@pytest.mark.parametrize("kind", ["gpt2", "deberta", "t5"])
+def test_unsupported_model_types_are_refused_by_name(kind: str, tmp_path: Path) -> None:
+    assert kind not in ADAPTERS
+    directory = tmp_path / kind
     directory.mkdir()
-    (directory / "config.json").write_text(json.dumps({"model_type": model_type}))
+    (directory / "config.json").write_text(json.dumps({"model_type": kind}))
     with pytest.raises(ModelError) as refused:
         load_model(directory)
     message = str(refused.value)
-    assert f"model type {model_type!r} is not supported" in message and "\n" not in message
-    assert "albert" in message and "esm" in message
+    assert f"model type {kind!r} is not supported" in message and "\n" not in message
+    for supported in ("albert", "esm", "mpnet", "deberta-v2", "modernbert"):
+        assert supported in message
+
+
+@pytest.mark.parametrize("architecture", OTHER_ARCHITECTURES)
+def test_gate_scores_of_the_captured_attention_equal_the_loop_reference(
+    architecture: str, loaded: dict[str, LoadedModel]
+) -> None:
+    """The seven gate scores of every head, from the captured probabilities of a padded batch,
+    equal the plain loops over DESIGN's definitions on each matrix (ModernBERT's local layer:
+    the banded matrix its window leaves)."""
+    model = loaded[architecture]
+    batch = _batch(model, architecture)
+    mask = batch["attention_mask"]
+    for layer in _capture(model, batch):
+        attention = layer.attention.double()
+        scores = gate_scores(attention, token_mask(mask))
+        for b in range(attention.shape[0]):
+            for h in range(HEADS):
+                expected = reference_scores(attention[b, h].numpy(), mask[b].numpy())
+                torch.testing.assert_close(
+                    scores[b, h], torch.tensor(expected, dtype=torch.float64), atol=1e-6, rtol=0
+                )
+
+
+@pytest.mark.parametrize("architecture", ["mpnet", "deberta-v2"])
+def test_attention_returned_only_when_asked_is_asked_of_the_attention_module_alone(
+    architecture: str, loaded: dict[str, LoadedModel]
+) -> None:
+    """Without the flag the capture gets no probabilities (the module returns them only when
+    asked); with it, the model still returns none: DeBERTa's layer passes on None, MPNet's
+    layer passes on the very tensor the capture got (no copy), which its encoder drops when
+    the next layer returns. The model's output is the same with and without the capture."""
+    model = loaded[architecture]
+    batch = _batch(model, architecture)
+    unasked = replace(model.adapter, attention_flag=None)
+    with (
+        torch.inference_mode(),
+        LayerCapture(model.encoder, unasked, HEADS, lambda layer: None),
+        pytest.raises(ModelError, match="layer 0 returned no attention probabilities"),
+    ):
+        model.model(**batch)
+    outputs: list[Any] = []
+    layers: list[CapturedLayer] = []
+    with torch.inference_mode(), LayerHooks(model.encoder, model.adapter) as hooks:
+        hooks.after("", lambda index, output: outputs.append(output))
+        with LayerCapture(model.encoder, model.adapter, HEADS, layers.append):
+            captured = model.model(**batch)
+        plain = model.model(**batch)
+    assert captured.attentions is None
+    for output, layer in zip(outputs[:LAYERS], layers, strict=True):
+        assert output[1] is (layer.attention if architecture == "mpnet" else None)
+    unasked_output = outputs[LAYERS]  # the first layer of the pass without the capture
+    assert len(unasked_output) == 1 if architecture == "mpnet" else unasked_output[1] is None
+    assert torch.equal(captured.last_hidden_state, plain.last_hidden_state)
+
+
+def test_mpnet_attention_is_softmax_of_the_content_scores_plus_the_position_bias(
+    loaded: dict[str, LoadedModel],
+) -> None:
+    """The captured probabilities are softmax(q.k / sqrt(dk) + relative position bias), the
+    bias the encoder computes once for every layer; the content term alone is not them (what
+    ``M_h = W_q^T W_k`` and the subspace measures describe)."""
+    model = loaded["mpnet"]
+    batch = _batch(model, "mpnet")
+    mask = batch["attention_mask"]
+    for captured in _capture(model, batch):
+        q = _heads(captured.queries) / math.sqrt(HIDDEN // HEADS)
+        k = _heads(captured.keys)
+        with torch.inference_mode():
+            bias = model.encoder.encoder.compute_position_bias(captured.layer_input)
+        with_bias = _softmax_attention(q, k, mask, bias)
+        torch.testing.assert_close(with_bias, captured.attention)
+        assert not torch.allclose(_softmax_attention(q, k, mask), captured.attention, atol=1e-3)
+
+
+def _deberta_content_attention(captured: CapturedLayer, mask: Tensor) -> Tensor:
+    """Softmax of DeBERTa's content-to-content term alone, ``q.k / sqrt(3 dk)`` (both position
+    terms present: ``scale_factor`` 3), over the valid keys."""
+    q = _heads(captured.queries) / math.sqrt(3 * HIDDEN // HEADS)
+    return _softmax_attention(q, _heads(captured.keys), mask)
+
+
+def test_deberta_attention_holds_the_position_terms_beyond_the_content_term(
+    loaded: dict[str, LoadedModel],
+) -> None:
+    """The captured probabilities (the model's own: the earlier test) are not those of the
+    content-to-content term alone: the c2p and p2c terms are in them, and only the c2c term is
+    what the query/key measures describe. Valid queries give padded keys no mass."""
+    model = loaded["deberta-v2"]
+    batch = _batch(model, "deberta-v2")
+    mask = batch["attention_mask"]
+    for captured in _capture(model, batch):
+        content = _deberta_content_attention(captured, mask)
+        valid = mask.bool()[:, None, :, None].expand_as(content)
+        assert not torch.allclose(content[valid], captured.attention[valid], atol=1e-3)
+        padded_keys = captured.attention.masked_select(valid & (mask[:, None, None, :] == 0))
+        assert bool((padded_keys == 0).all())
+
+
+def test_deberta_without_shared_position_keys_is_captured_exactly(tmp_path: Path) -> None:
+    """DeBERTa-v2 with its own position projections (``share_att_key`` off: ``pos_key_proj``,
+    ``pos_query_proj``) and linear relative positions (no buckets)."""
+    common = {"vocab_size": len(VOCABULARY), "pad_token_id": 0}
+    bert_like = {
+        "hidden_size": HIDDEN,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS,
+        "intermediate_size": 2 * HIDDEN,
+        "max_position_embeddings": POSITIONS,
+    }
+    config = deberta_config(common, bert_like, share_att_key=False, position_buckets=-1)
+    torch.manual_seed(2)
+    original = DebertaV2Model(config)
+    with torch.no_grad():
+        for parameter in original.parameters():
+            parameter.normal_(0.0, 0.3)
+    directory = _save(original.eval(), tmp_path / "deberta", "deberta-v2")
+    model = load_model(directory)
+    assert hasattr(model.layers()[0].attention.self, "pos_key_proj")
+    batch = _batch(model, "deberta-v2")
+    captured = _capture(model, batch)
+    with torch.inference_mode():
+        reference = model.model(**batch, output_attentions=True, output_hidden_states=True)
+    for layer in captured:
+        torch.testing.assert_close(layer.attention, reference.attentions[layer.layer])
+        torch.testing.assert_close(layer.layer_output, reference.hidden_states[layer.layer + 1])
+        query = model.layers()[layer.layer].attention.self.query_proj
+        with torch.inference_mode():
+            torch.testing.assert_close(layer.queries, query(layer.layer_input))
+
+
+def test_deberta_with_a_convolution_after_the_first_layer_is_refused(
+    directories: dict[str, Path], tmp_path: Path
+) -> None:
+    directory = Path(shutil.copytree(directories["deberta-v2"], tmp_path / "deberta"))
+    path = directory / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "conv_kernel_size": 3}))
+    with pytest.raises(ModelError) as refused:
+        load_model(directory)
+    assert str(refused.value) == (
+        f"{directory}: DeBERTa-v2 models with a convolution after the first layer "
+        "(conv_kernel_size 3) are not supported: the stream entering layer 1 is not the output "
+        "of layer 0 (DeBERTa-v3 has none)"
+    )
+
+
+def test_modernbert_local_layers_attend_within_their_window(
+    loaded: dict[str, LoadedModel],
+) -> None:
+    """Layer 0 is global, layer 1 local: its captured probabilities are zero beyond
+    ``MODERNBERT_WINDOW`` positions on either side (the sliding-window mask is in them, as in
+    the model's own ``output_attentions``), the global layer's are not; the padded batch stays
+    ``(batch, head, seq, seq)`` (no unpadding on the eager path)."""
+    model = loaded["modernbert"]
+    assert model.config.layer_types == ["full_attention", "sliding_attention"]
+    batch = _batch(model, "modernbert")
+    seq = batch["input_ids"].shape[1]
+    positions = torch.arange(seq)
+    outside = (positions[:, None] - positions[None, :]).abs() > MODERNBERT_WINDOW
+    global_layer, local_layer = _capture(model, batch)
+    for layer in (global_layer, local_layer):
+        assert layer.attention.shape == (len(batch["input_ids"]), HEADS, seq, seq)
+        assert layer.queries.shape == (len(batch["input_ids"]), seq, HIDDEN)
+    # (batch, head, query): the mass beyond the window of each valid query (a padded query
+    # too far from every real token sees no key and spreads evenly: never measured).
+    valid = batch["attention_mask"].bool()[:, None, :].expand(-1, HEADS, -1)
+    local_reach = local_layer.attention.masked_fill(~outside, 0.0).sum(-1)
+    assert bool((local_reach[valid] == 0).all())
+    global_reach = global_layer.attention.masked_fill(~outside, 0.0).sum(-1)
+    assert bool((global_reach[valid] > 0).any())
+
+
+def test_modernbert_attention_is_softmax_of_the_rotated_captured_queries_and_keys(
+    loaded: dict[str, LoadedModel],
+) -> None:
+    """The captured q/k (the first two blocks of ``Wqkv``, before the rotation) rotated by
+    position, scaled by ``dk^-1/2`` and masked as the layer's kind (window or not) give the
+    captured attention."""
+    model = loaded["modernbert"]
+    batch = _batch(model, "modernbert")
+    mask = batch["attention_mask"]
+    rotary = model.encoder.rotary_emb
+    for captured in _capture(model, batch):
+        kind = model.config.layer_types[captured.layer]
+        seq = captured.queries.shape[1]
+        q = _heads(captured.queries) * (HIDDEN // HEADS) ** -0.5
+        k = _heads(captured.keys)
+        with torch.inference_mode():
+            cos, sin = rotary(captured.layer_input, torch.arange(seq)[None], kind)
+            q, k = modeling_modernbert.apply_rotary_pos_emb(q, k, cos, sin)
+        window = None if kind == "full_attention" else MODERNBERT_WINDOW
+        torch.testing.assert_close(
+            _softmax_attention(q, k, mask, window=window), captured.attention
+        )
+
+
+def test_modernbert_fused_projection_is_split_into_query_key_and_value_blocks(
+    loaded: dict[str, LoadedModel],
+) -> None:
+    """``Wqkv``'s rows ``[q | k | v]``: the weight-based measures and the subspace measures get
+    the query and key blocks (no biases), each head's rows where ModernBERT's attention
+    ``view(..., 3, H, dk)`` puts them."""
+    model = loaded["modernbert"]
+    width = HIDDEN  # H dk
+    for layer, weights, (wq, bq, wk, bk) in zip(
+        model.layers(), model.attention_weights(), model.query_key_weights(), strict=True
+    ):
+        fused = layer.attn.Wqkv.weight.detach()
+        assert fused.shape == (3 * width, HIDDEN) and layer.attn.Wqkv.bias is None
+        assert torch.equal(wq, fused[:width]) and torch.equal(wk, fused[width : 2 * width])
+        assert bq is None and bk is None
+        assert torch.equal(weights.weight_q, wq) and torch.equal(weights.weight_k, wk)
+        assert torch.equal(weights.weight_v, fused[2 * width :])
+        by_view = fused.view(3, HEADS, width // HEADS, HIDDEN)
+        assert torch.equal(by_view[1, 2], wk[2 * (width // HEADS) : 3 * (width // HEADS)])
+
+
+@pytest.mark.parametrize("architecture", ["mpnet", "deberta-v2", "modernbert"])
+def test_ablation_is_refused_where_it_is_not_proven(architecture: str, tmp_path: Path) -> None:
+    from bertgeom.capture.ablation_plan import check_ablation
+
+    directory = _save(_classifier(architecture), tmp_path / architecture, architecture)
+    with pytest.raises(InputError, match=f"not supported for {architecture} models: the ablated"):
+        check_ablation(load_model(directory), ["zero"])

@@ -4,6 +4,7 @@ another shape or of no module, unreadable files, and tokenizers that are not the
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from importlib.util import find_spec
 from pathlib import Path
@@ -266,8 +267,11 @@ def test_the_shipped_classifier_loads_with_nothing_ignored() -> None:
 
 
 def _head_modules(model_type: str) -> set[str]:
-    """Top-level modules, outside the base model, of every transformers class of the type, and
-    the pooler where the bare model or a head class has one."""
+    """Top-level modules, outside the base model, of every transformers class of the type (in
+    each of its head layouts: DeBERTa's ``legacy`` masked-LM head or not), the heads whose
+    weights a class drops on load itself (``_keys_to_ignore_on_load_unexpected`` of the form
+    ``name.*``: DeBERTa-v3's ``mask_predictions``), and the pooler where the bare model or a
+    head class has one."""
     config_class = modeling_auto.CONFIG_MAPPING_NAMES[model_type]
     import transformers
 
@@ -285,6 +289,12 @@ def _head_modules(model_type: str) -> set[str]:
         max_position_embeddings=20,
         is_decoder=True,
     )
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"):
+        if int(getattr(config, name, None) or 0) >= 20:  # ModernBERT's ids of a large vocabulary
+            setattr(config, name, 0)
+    layouts = [config]
+    if isinstance(getattr(config, "legacy", None), bool):
+        layouts.append(type(config)(**{**config.to_dict(), "legacy": not config.legacy}))
     heads: set[str] = set()
     bare = getattr(transformers, str(modeling_auto.MODEL_MAPPING_NAMES[model_type]))
     if getattr(bare(config), "pooler", None) is not None:
@@ -301,15 +311,21 @@ def _head_modules(model_type: str) -> set[str]:
         )
         if model_class is None:
             continue
-        model: PreTrainedModel = model_class(config)
-        base = getattr(model, model_class.base_model_prefix, None)
-        if base is None:  # the bare model itself
-            continue
-        for child, module in model.named_children():
-            if child != model_class.base_model_prefix and any(True for _ in module.parameters()):
-                heads.add(child)
-        if getattr(base, "pooler", None) is not None:
-            heads.add("pooler")
+        for pattern in getattr(model_class, "_keys_to_ignore_on_load_unexpected", None) or ():
+            if re.fullmatch(r"\w+\.\*", pattern):
+                heads.add(pattern.removesuffix(".*"))
+        for layout in layouts:
+            model: PreTrainedModel = model_class(layout)
+            base = getattr(model, model_class.base_model_prefix, None)
+            if base is None:  # the bare model itself
+                break
+            for child, module in model.named_children():
+                if child != model_class.base_model_prefix and any(
+                    True for _ in module.parameters()
+                ):
+                    heads.add(child)
+            if getattr(base, "pooler", None) is not None:
+                heads.add("pooler")
     return heads
 
 

@@ -7,8 +7,11 @@ vocabulary and a ``BertTokenizer``; ELECTRA and ALBERT have ``embedding_size != 
 ``ARCHITECTURES`` are the post-LayerNorm, one-module-per-layer architectures the parametrised
 capture and analysis tests take as they are; ``OTHER_ARCHITECTURES`` (ESM-2 with rotary
 positions, ESM with absolute positions as Nucleotide Transformer v1, ALBERT with one layer
-shared across depth) are tested by ``test_architectures.py``. ESM models come with an
-``EsmTokenizer`` over the 33 tokens of ESM-2's vocabulary (``protein_sequences`` for inputs).
+shared across depth, MPNet with its relative position bias, DeBERTa-v3's disentangled
+attention, ModernBERT's fused ``Wqkv`` and alternating global and sliding-window layers) are
+tested by ``test_architectures.py``. ESM models come with an ``EsmTokenizer`` over the 33 tokens
+of ESM-2's vocabulary (``protein_sequences`` for inputs), MPNet with an ``MPNetTokenizer``
+(``<s> ... </s>``, ``<pad>`` = 1 as MPNet's embeddings require).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from transformers import (
     BertForSequenceClassification,
     BertModel,
     BertTokenizer,
+    DebertaV2Config,
+    DebertaV2Model,
     DistilBertConfig,
     DistilBertModel,
     ElectraConfig,
@@ -32,6 +37,11 @@ from transformers import (
     EsmConfig,
     EsmModel,
     EsmTokenizer,
+    ModernBertConfig,
+    ModernBertModel,
+    MPNetConfig,
+    MPNetModel,
+    MPNetTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     RobertaConfig,
@@ -45,9 +55,16 @@ _WORD_TEXT = (
 WORDS = _WORD_TEXT.split()
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 ARCHITECTURES = ("bert", "roberta", "distilbert", "electra")
-OTHER_ARCHITECTURES = ("esm", "esm-absolute", "albert")
+OTHER_ARCHITECTURES = ("esm", "esm-absolute", "albert", "mpnet", "deberta-v2", "modernbert")
 """``esm``: ESM-2 (rotary positions, token dropout); ``esm-absolute``: the same layers with
-learned absolute positions (Nucleotide Transformer v1); ``albert``: one layer at every depth."""
+learned absolute positions (Nucleotide Transformer v1); ``albert``: one layer at every depth;
+``mpnet``: relative position bias; ``deberta-v2``: DeBERTa-v3's configuration (disentangled
+attention with shared keys, log-bucketed relative positions, no absolute positions);
+``modernbert``: layer 0 global, layer 1 local with a window of ``MODERNBERT_WINDOW`` positions
+on either side."""
+MODERNBERT_WINDOW = 2
+MPNET_VOCABULARY = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>", *WORDS]
+"""MPNet's special tokens in its order (``<pad>`` = 1), then the words."""
 HIDDEN, LAYERS, HEADS, POSITIONS = 32, 2, 4, 40
 ESM_VOCABULARY = [
     "<cls>", "<pad>", "<eos>", "<unk>",
@@ -62,6 +79,19 @@ def tokenizer() -> BertTokenizer:
     return BertTokenizer(
         vocab={token: index for index, token in enumerate(VOCABULARY)}, model_max_length=512
     )
+
+
+def model_type(architecture: str) -> str:
+    """The ``model_type`` of a tiny ``architecture`` (``esm-absolute`` is an ``esm``)."""
+    return "esm" if architecture.startswith("esm") else architecture
+
+
+def mpnet_tokenizer(directory: Path) -> MPNetTokenizer:
+    """An ``MPNetTokenizer`` over ``MPNET_VOCABULARY`` (a file in ``directory``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    vocabulary = directory / "vocab.txt"
+    vocabulary.write_text("\n".join(MPNET_VOCABULARY) + "\n")
+    return MPNetTokenizer(str(vocabulary), model_max_length=512)
 
 
 def esm_tokenizer(directory: Path) -> EsmTokenizer:
@@ -82,6 +112,27 @@ def _esm_config(common: dict[str, Any], bert_like: dict[str, Any], rotary: bool)
         token_dropout=rotary,
         emb_layer_norm_before=False,
     )
+
+
+def deberta_config(
+    common: dict[str, Any], bert_like: dict[str, Any], **extra: Any
+) -> DebertaV2Config:
+    """DeBERTa-v3's settings (``microsoft/deberta-v3-base``): relative attention with both
+    position terms and shared position keys, log buckets (8 here, so inputs of 14 words reach
+    the logarithmic ones), LayerNorm of the relative embeddings, no absolute positions or token
+    types."""
+    settings: dict[str, Any] = {
+        "relative_attention": True,
+        "position_buckets": 8,
+        "max_relative_positions": -1,
+        "pos_att_type": ["p2c", "c2p"],
+        "share_att_key": True,
+        "norm_rel_ebd": "layer_norm",
+        "position_biased_input": False,
+        "type_vocab_size": 0,
+        **extra,
+    }
+    return DebertaV2Config(**common, **bert_like, **settings)
 
 
 def tiny_model(architecture: str, seed: int = 0) -> PreTrainedModel:
@@ -119,6 +170,27 @@ def tiny_model(architecture: str, seed: int = 0) -> PreTrainedModel:
         model = EsmModel(_esm_config(common, bert_like, architecture == "esm"))
     elif architecture == "albert":
         model = AlbertModel(AlbertConfig(**common, **bert_like, embedding_size=16))
+    elif architecture == "mpnet":
+        # MPNet numbers positions from padding_idx + 1 = 2: two more positions, same max input.
+        mpnet = {"vocab_size": len(MPNET_VOCABULARY), "pad_token_id": 1}
+        model = MPNetModel(
+            MPNetConfig(**mpnet, **{**bert_like, "max_position_embeddings": POSITIONS + 2})
+        )
+    elif architecture == "deberta-v2":
+        model = DebertaV2Model(deberta_config(common, bert_like))
+    elif architecture == "modernbert":
+        model = ModernBertModel(
+            ModernBertConfig(
+                **common,
+                **bert_like,
+                cls_token_id=2,
+                sep_token_id=3,
+                bos_token_id=2,
+                eos_token_id=3,
+                local_attention=2 * MODERNBERT_WINDOW,
+                global_attn_every_n_layers=2,
+            )
+        )
     else:
         raise ValueError(architecture)
     with torch.no_grad():
@@ -129,7 +201,9 @@ def tiny_model(architecture: str, seed: int = 0) -> PreTrainedModel:
 
 def tiny_tokenizer(architecture: str, directory: Path) -> PreTrainedTokenizerBase:
     """The tokenizer of the tiny ``architecture`` models (files written to ``directory``)."""
-    return esm_tokenizer(directory) if architecture.startswith("esm") else tokenizer()
+    if architecture.startswith("esm"):
+        return esm_tokenizer(directory)
+    return mpnet_tokenizer(directory) if architecture == "mpnet" else tokenizer()
 
 
 def save_tiny_model(architecture: str, directory: Path, seed: int = 0) -> Path:
