@@ -84,6 +84,14 @@ def overview(results: Results) -> Section:
             "parameters, versions and timings are in the metadata at the end."
         )
     )
+    caveats = [str(caveat) for caveat in model.get("caveats") or ()]
+    if caveats:
+        section.blocks.append(
+            Paragraph(
+                f"What the definitions mean for this {model.get('model_type')} model: "
+                + " ".join(caveat if caveat.endswith(".") else f"{caveat}." for caveat in caveats)
+            )
+        )
     counts = data.get("classes") or {}
     if counts:
         frame = pd.DataFrame({"class": list(counts), "inputs": list(counts.values())})

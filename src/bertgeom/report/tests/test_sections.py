@@ -69,6 +69,15 @@ def test_metadata_is_folded_and_not_in_the_overview(fabricated: Results) -> None
         assert entry not in overview_text and entry in repr(folded.blocks)
 
 
+def test_overview_says_what_the_architecture_changes(fabricated: Results) -> None:
+    assert "What the definitions mean" not in repr(overview(fabricated).blocks)
+    model = {**fabricated.manifest["model"], "model_type": "esm"}
+    model["caveats"] = ["pre-LayerNorm layers", "rotary positions."]
+    changed = dataclasses.replace(fabricated, manifest={**fabricated.manifest, "model": model})
+    text = repr(overview(changed).blocks)
+    assert "for this esm model: pre-LayerNorm layers. rotary positions." in text
+
+
 def test_report_file_is_self_contained_and_escaped(fabricated: Results, tmp_path: Path) -> None:
     results = tmp_path / "results"
     write_fabricated_results(results)
