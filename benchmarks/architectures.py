@@ -53,7 +53,7 @@ from transformers import (
     RobertaConfig,
 )
 
-from bertgeom.capture.adapters import ADAPTERS
+from bertgeom.capture.architectures import ADAPTERS
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
 
 LAYERS, POSITIONS = 6, 514

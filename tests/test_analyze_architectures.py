@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bertgeom.capture.adapters import ADAPTERS
+from bertgeom.capture.architectures import ADAPTERS
 from bertgeom.capture.tests.tiny_models import (
     HEADS,
     LAYERS,

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from bertgeom.capture.adapters import projection_output, submodule
-from bertgeom.capture.hooks import LAYER, LayerHooks, OutputHook
+from bertgeom.capture.layer_hooks import LAYER, LayerHooks, OutputHook
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.measures.ablation import (
     BASELINE,

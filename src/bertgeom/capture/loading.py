@@ -28,12 +28,12 @@ from transformers import (
 )
 
 from bertgeom.capture.adapters import (
-    ADAPTERS,
     ArchitectureAdapter,
     attention_weights,
     encoder_layers,
     projection_weights,
 )
+from bertgeom.capture.architectures import ADAPTERS
 from bertgeom.capture.hooks import CapturedLayer, LayerCapture
 from bertgeom.errors import ModelError, first_line
 from bertgeom.measures.subspace_weights import AttentionWeights

@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from bertgeom.atomic import atomic_directory
-from bertgeom.capture.adapters import ADAPTERS
+from bertgeom.capture.architectures import ADAPTERS
 from bertgeom.errors import ModelError
 from bertgeom.model.change_check import ChangeCheck, NoChangeCheck, no_change_check_note
 from bertgeom.model.checkpoint import (

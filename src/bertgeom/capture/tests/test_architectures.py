@@ -37,9 +37,11 @@ from transformers import (
 from transformers.models.esm.modeling_esm import apply_rotary_pos_emb
 from transformers.models.modernbert import modeling_modernbert
 
-from bertgeom.capture.adapters import ADAPTERS, linear, projection_weights, submodule
+from bertgeom.capture.adapters import linear, projection_weights, submodule
+from bertgeom.capture.architectures import ADAPTERS
 from bertgeom.capture.attention_input import AttentionInputMeasurement, AttentionNorms
-from bertgeom.capture.hooks import CapturedLayer, LayerCapture, LayerHooks
+from bertgeom.capture.hooks import CapturedLayer, LayerCapture
+from bertgeom.capture.layer_hooks import LayerHooks
 from bertgeom.capture.loading import LoadedModel, load_model
 from bertgeom.capture.measurement import BatchContext, MeasurementOutputs
 from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel, BertTokenizer, PreTrainedModel
 from transformers.models.auto import modeling_auto
 
-from bertgeom.capture.adapters import ADAPTERS
+from bertgeom.capture.architectures import ADAPTERS
 from bertgeom.capture.loading import load_model
 from bertgeom.capture.tests.tiny_models import (
     HIDDEN,

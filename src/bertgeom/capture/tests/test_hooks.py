@@ -7,7 +7,8 @@ import torch
 from torch.nn import functional
 
 from bertgeom.capture.adapters import linear, submodule
-from bertgeom.capture.hooks import LAYER, CapturedLayer, LayerCapture, LayerHooks
+from bertgeom.capture.hooks import CapturedLayer, LayerCapture
+from bertgeom.capture.layer_hooks import LAYER, LayerHooks
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.capture.tests.tiny_models import ARCHITECTURES, HEADS, LAYERS, sentences
 
