@@ -67,3 +67,20 @@ def atomic_directory(path: Path) -> Iterator[Path]:
         temporary.rename(path)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+@contextmanager
+def scratch_directory(path: Path, label: str) -> Iterator[Path]:
+    """Yield a new hidden directory beside ``path`` (``.NAME.LABEL.*.partial``, the usual
+    mode), removed at the end whatever it holds then: room for parts of an output that are
+    moved into it before it is written (:func:`atomic_directory`)."""
+    path = _through_links(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(
+        tempfile.mkdtemp(prefix=f".{path.name}.{label}.", suffix=".partial", dir=path.parent)
+    )
+    try:
+        temporary.chmod(0o777 & ~_umask())
+        yield temporary
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)

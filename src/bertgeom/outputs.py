@@ -62,6 +62,11 @@ RESULTS = DirectoryKind(
     ("manifest.json", "*.parquet", "arrays", "*.html"),
     {"control": _CONTROL_RESULTS},
 )
+OVER_TRAINING = DirectoryKind(
+    "over-training results directory",
+    ("training.parquet", "training.json"),
+    ("training.json", "training*.parquet", "checkpoints", "*.html"),
+)
 DATASET = DirectoryKind(
     "dataset directory",
     ("real.parquet", "synthetic.parquet", "dataset.parquet", "outside.parquet"),
@@ -80,6 +85,8 @@ MODEL = DirectoryKind(
         "change_check.json",
         "training.json",
         "generation_config.json",
+        "checkpoint.json",
+        "checkpoints",
     ),
 )
 EVALUATION = DirectoryKind(

@@ -27,12 +27,13 @@ from bertgeom.cli.common import (
     user_errors,
 )
 from bertgeom.errors import InputError
-from bertgeom.outputs import RESULTS, check_output_directory
+from bertgeom.outputs import OVER_TRAINING, RESULTS, check_output_directory
 from bertgeom.pipeline.options import AnalysisProgress
 
 if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
     from bertgeom.analysis import AnalysisOptions, AnalysisSummary, InputSpec
     from bertgeom.capture.loading import LoadedModel
+    from bertgeom.model.training_checkpoints import Checkpoint
 
 
 def analyze(
@@ -145,6 +146,15 @@ def analyze(
             "--control-seed", min=0, max=SEED_MAX, help="Seed of the control's initial weights."
         ),
     ] = 0,
+    over_training: Annotated[
+        bool,
+        typer.Option(
+            "--over-training",
+            help="Analyse every checkpoint of a model trained with 'bertgeom train "
+            "--checkpoints' the same way: OUT/checkpoints/step-N (a results directory each) "
+            "and OUT/training.parquet (all their heads and layers rows, by step).",
+        ),
+    ] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Analyse a BERT-family model on inputs: gates, subspaces, cone index -> a results folder."""
@@ -152,7 +162,12 @@ def analyze(
         if model is None and like is None:
             raise InputError("give --model (or --like RESULTS to repeat an analysis)")
         inputs = [Path(model) if model else None, like, text, fasta, data, labels]
-        check_output_directory(out, RESULTS, inputs=inputs, overwrite=overwrite)
+        kind = OVER_TRAINING if over_training else RESULTS
+        check_output_directory(out, kind, inputs=inputs, overwrite=overwrite)
+        if over_training and control is not None:
+            raise InputError(
+                "--control with --over-training: step 0 of the checkpoints is the untrained model"
+            )
         with start_up():
             import torch
 
@@ -198,9 +213,12 @@ def analyze(
             control_seed=control_seed,
         )
         if like is not None:
-            _repeat(ctx, like, model, spec, out, options, overwrite)
+            _repeat(ctx, like, model, spec, out, options, overwrite, over_training)
             return
         assert model is not None and spec is not None
+        if over_training:
+            run_over_training(model, spec, out, options, overwrite=overwrite)
+            return
         run_analysis(model, spec, out, options, overwrite=overwrite)
 
 
@@ -231,9 +249,11 @@ def _repeat(
     out: Path,
     options: AnalysisOptions,
     overwrite: bool,
+    over_training: bool = False,
 ) -> None:
     """``--like``: the plan of ``like``'s manifest, changed by the options given on the
-    command line (``analysis.like``)."""
+    command line (``analysis.like``); with ``over_training``, run on every checkpoint of
+    the plan's model."""
     from dataclasses import replace
 
     from bertgeom.analysis.like import plan_from_results
@@ -257,11 +277,12 @@ def _repeat(
     plan = plan.with_changes(model=model, spec=spec, **changes)
     check_output_directory(
         out,
-        RESULTS,
+        OVER_TRAINING if over_training else RESULTS,
         inputs=[Path(plan.model), plan.spec.path, plan.spec.labels, like],
         overwrite=overwrite,
     )
-    run_analysis(
+    run = run_over_training if over_training else run_analysis
+    run(
         plan.model,
         plan.spec,
         out,
@@ -299,6 +320,54 @@ def run_analysis(
             measurements=measurements,
         )
     print_analysis_summary(summary)
+
+
+def run_over_training(
+    model: str | Path,
+    spec: InputSpec,
+    out: Path,
+    options: AnalysisOptions,
+    *,
+    overwrite: bool = False,
+    measurements: Mapping[str, Any] | None = None,
+) -> None:
+    """``analyze_over_training`` with a progress bar per checkpoint and a one-line summary."""
+    import bertgeom.scale  # noqa: F401  (the Dask executor, as in run_analysis)
+    from bertgeom.analysis.over_training import analyze_over_training, checkpoints_of
+
+    checkpoints_of(model)  # none: one line before anything else
+    with progress_bar() as bar:
+        current = [bar.add_task("analysing", total=None)]
+        where = [""]
+
+        def on_checkpoint(checkpoint: Checkpoint, index: int, count: int) -> None:
+            where[0] = f"step {checkpoint.step} ({index + 1}/{count})"
+            current[0] = bar.add_task(f"analysing {where[0]}", total=None)
+
+        def on_start(loaded: LoadedModel, expected: int | None) -> None:
+            bar.update(current[0], total=expected)
+
+        def on_stage(title: str, expected: int | None) -> None:
+            current[0] = bar.add_task(f"{title}, {where[0]}", total=expected)
+
+        summary = analyze_over_training(
+            model,
+            spec,
+            out,
+            options,
+            progress=lambda n: bar.advance(current[0], n),
+            on_start=on_start,
+            on_stage=on_stage,
+            on_checkpoint=on_checkpoint,
+            overwrite=overwrite,
+            measurements=measurements,
+        )
+    steps = summary.steps
+    console.print(
+        f"{len(steps)} checkpoints (steps {steps[0]}..{steps[-1]}), {summary.inputs} inputs "
+        f"each, in {summary.seconds:.1f} s -> {summary.out}",
+        highlight=False,
+    )
 
 
 @contextmanager

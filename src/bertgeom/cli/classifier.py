@@ -168,6 +168,24 @@ def train(
         float | None, typer.Option(callback=positive_number, help="Peak learning rate.")
     ] = None,
     seed: SeedOption = 42,
+    checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--checkpoints",
+            help="Also keep the weights at step 0, at log-spaced early steps (1, 2, 4, ... in "
+            "the first epoch) and at the end of every epoch, each a model directory "
+            "OUT/checkpoints/step-N (for 'analyze --over-training').",
+        ),
+    ] = False,
+    checkpoint_schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint-schedule",
+            help="Which steps to keep (implies --checkpoints): comma-separated step numbers, "
+            "'log' (1, 2, 4, ... before the first epoch ends) and 'epochs' (every epoch's "
+            "end); default 0,log,epochs.",
+        ),
+    ] = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Train a BERT variant classifier from scratch (best validation checkpoint kept)."""
@@ -175,14 +193,19 @@ def train(
         check_output_directory(out, MODEL, inputs=[data], overwrite=overwrite)
         with start_up():
             from bertgeom.model.train import TrainingOptions
+            from bertgeom.model.training_checkpoints import DEFAULT_SCHEDULE
 
-        options = TrainingOptions(preset, epochs, batch_size, learning_rate, seed)
+        schedule = checkpoint_schedule or (DEFAULT_SCHEDULE if checkpoints else None)
+        options = TrainingOptions(
+            preset, epochs, batch_size, learning_rate, seed, checkpoints=schedule
+        )
         dataset, _ = prepared_dataset(data, seed)
         report = train_with_progress(dataset, out, options)
         best = report.history[report.best_epoch - 1]["validation_macro_f1"]
+        kept = f", {len(report.checkpoints)} checkpoints" if report.checkpoints else ""
         console.print(
             f"trained {preset} in {report.seconds:.0f} s, best epoch {report.best_epoch}, "
-            f"validation macro-F1 {best:.4f} -> {out}",
+            f"validation macro-F1 {best:.4f}{kept} -> {out}",
             highlight=False,
         )
 

@@ -3,10 +3,11 @@
 A classifier directory holds ``config.json`` (a ``BertConfig`` with ``id2label`` and a
 ``bertgeom`` entry: k, stride, classes, the ``unassigned`` threshold), ``model.safetensors``, the
 tokenizer files and ``change_check.json`` (:mod:`bertgeom.model.change_check`; older directories
-have none, and loading one warns). Pickled weights (``pytorch_model.bin``) and remote code are
-never loaded, and a classifier loads exactly or not at all (:mod:`bertgeom.model.checkpoint`).
-A classifier is named by its directory or a Hugging Face hub id in the local cache
-(:mod:`bertgeom.model.resolve`).
+have none, and loading one warns), and, when trained with checkpoints, ``checkpoints/step-N/``,
+each a classifier directory of its own (:mod:`bertgeom.model.training_checkpoints`). Pickled
+weights (``pytorch_model.bin``) and remote code are never loaded, and a classifier loads exactly
+or not at all (:mod:`bertgeom.model.checkpoint`). A classifier is named by its directory or a
+Hugging Face hub id in the local cache (:mod:`bertgeom.model.resolve`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from bertgeom.model.checkpoint import (
     weights_files,
 )
 from bertgeom.model.resolve import ModelName, ResolvedModel, resolve_model
+from bertgeom.model.training_checkpoints import CHECKPOINTS_DIRECTORY, CheckpointRecord
 
 
 @dataclass(frozen=True)
@@ -103,14 +105,25 @@ def save_classifier(
     settings: ClassifierSettings,
     directory: Path,
     change_check: ChangeCheck | None = None,
+    *,
+    record: CheckpointRecord | None = None,
+    checkpoints: Path | None = None,
 ) -> None:
-    """Write the classifier to ``directory`` atomically (a temporary folder, then a rename)."""
+    """Write the classifier to ``directory`` atomically (a temporary folder, then a rename).
+
+    ``record``: a checkpoint's record, written as ``checkpoint.json``; ``checkpoints``: a
+    directory of checkpoints (``bertgeom.model.training_checkpoints``) moved in as
+    ``checkpoints/``, so that the model appears with its checkpoints or not at all."""
     model.config.bertgeom = settings.to_json()
     with atomic_directory(Path(directory)) as staging, quiet_transformers():
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         if change_check is not None:
             change_check.save(staging)
+        if record is not None:
+            record.save(staging)
+        if checkpoints is not None:
+            Path(checkpoints).rename(staging / CHECKPOINTS_DIRECTORY)
 
 
 def read_config(directory: Path) -> dict[str, Any]:

@@ -8,7 +8,9 @@ real spikes. Each training batch turns some spikes into partial ones on the fly
 (:func:`window_tokens`), as a user's fragment reaches the model. Rows labelled ``outlier``
 (synthetic spikes of no class) are trained towards the uniform distribution over the classes
 (outlier exposure), so that spikes unlike every class get low confidence; they are left out of
-the validation macro-F1.
+the validation macro-F1. With ``TrainingOptions.checkpoints`` (a schedule,
+:mod:`bertgeom.model.training_checkpoints`) the weights at the schedule's steps are kept too, in
+``out/checkpoints/step-N/``, without changing the run: the final model is the same.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import get_linear_schedule_with_warmup
+from transformers import (
+    BertForSequenceClassification,
+    PreTrainedTokenizerBase,
+    get_linear_schedule_with_warmup,
+)
 
+from bertgeom.atomic import scratch_directory
 from bertgeom.errors import InputError
 from bertgeom.genomics.changes import definition_changes, sequence_changes
 from bertgeom.genomics.kmers import DEFAULT_K, DEFAULT_STRIDE
@@ -41,9 +49,48 @@ from bertgeom.model.evaluate import (
 from bertgeom.model.presets import PRESETS
 from bertgeom.model.storage import ClassifierSettings, new_classifier, save_classifier
 from bertgeom.model.tokenizer import build_vocabulary, encode, make_tokenizer
+from bertgeom.model.training_checkpoints import (
+    CheckpointRecord,
+    CheckpointSchedule,
+    step_directory,
+)
 
 ProgressCallback = Callable[[str, int, int], None]
 """``callback(stage, done, total)``, called as training advances (for progress bars)."""
+
+
+@dataclass
+class _Validation:
+    """The validation split, and how the model being trained scores on it."""
+
+    model: BertForSequenceClassification
+    tokenizer: PreTrainedTokenizerBase
+    sequences: list[str]
+    labels: list[str]
+    true: np.ndarray[Any, np.dtype[np.int64]]
+    classes: tuple[str, ...]
+    k: int
+    stride: int
+
+    def score(self) -> tuple[np.ndarray[Any, np.dtype[np.float64]], dict[str, float]]:
+        """The class probabilities of every validation spike, and the loss, accuracy and
+        macro-F1 they give."""
+        with torch.no_grad():
+            probabilities = predict_probabilities(
+                self.model,
+                self.tokenizer,
+                self.sequences,
+                self.k,
+                self.stride,
+            )
+        predicted = [self.classes[i] for i in probabilities.argmax(axis=1)]
+        metrics = classification_metrics(self.labels, predicted, self.classes)
+        picked = probabilities[np.arange(len(self.true)), self.true]
+        return probabilities, {
+            "validation_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+            "validation_accuracy": float(metrics["accuracy"]),
+            "validation_macro_f1": float(metrics["macro_f1"]),
+        }
 
 
 @dataclass(frozen=True)
@@ -65,6 +112,7 @@ class TrainingOptions:
     warmup_share: float = 0.25
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    checkpoints: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse what would train nothing, or nothing sensible, before any work starts."""
@@ -77,6 +125,8 @@ class TrainingOptions:
         rate = self.learning_rate
         if rate is not None and not (math.isfinite(rate) and rate > 0):
             raise InputError(f"--learning-rate must be a finite number above 0, got {rate}")
+        if self.checkpoints is not None:
+            CheckpointSchedule.parse(self.checkpoints)
 
 
 @dataclass
@@ -90,6 +140,7 @@ class TrainingReport:
     vocabulary_size: int = 0
     n_parameters: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
 def soft_targets(labels: list[str], classes: tuple[str, ...]) -> torch.Tensor:
@@ -228,73 +279,135 @@ def train_classifier(
     )
     best_f1, best_state = -1.0, copy.deepcopy(model.state_dict())
     validation_true = np.array([class_index[label] for label in validation["label"]])
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        total_loss = 0.0
-        for step, start in enumerate(range(0, len(train), batch_size), start=1):
-            index = order[start : start + batch_size]
-            mask = encoded["attention_mask"][index]
-            width = int(mask.sum(dim=1).max())
-            windowed = window_tokens(
-                encoded["input_ids"][index, :width],
-                mask[:, :width],
-                options.window_probability,
-                options.window_fraction,
-                tokenizer.unk_token_id,
-                generator,
-            )
-            input_ids = mask_tokens(
-                windowed,
-                options.token_mask_probability,
-                tokenizer.mask_token_id,
-                tokenizer.all_special_ids,
-                generator,
-            )
-            logits = model(input_ids=input_ids, attention_mask=mask[:, :width]).logits
-            loss = -(targets[index] * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            total_loss += float(loss.detach()) * len(index)
-            if progress:
-                progress(f"epoch {epoch}/{epochs}", step, steps_per_epoch)
-        if not math.isfinite(total_loss):
-            # A diverged model is no model: nothing is saved (its weights are NaN or inf).
-            raise InputError(
-                f"training diverged: the training loss is {total_loss / len(train)} in epoch "
-                f"{epoch}; nothing was saved. Lower --learning-rate (this run: {learning_rate:g}, "
-                f"the {options.preset} preset's: {preset.learning_rate:g})"
-            )
-        probabilities = predict_probabilities(
-            model, tokenizer, list(validation["sequence"]), options.k, options.stride
-        )
-        predicted = [classes[i] for i in probabilities.argmax(axis=1)]
-        metrics = classification_metrics(list(validation["label"]), predicted, classes)
-        picked = probabilities[np.arange(len(validation_true)), validation_true]
-        validation_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
-        report.history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total_loss / len(train),
-                "validation_loss": validation_loss,
-                "validation_accuracy": metrics["accuracy"],
-                "validation_macro_f1": metrics["macro_f1"],
-                "seconds": time.perf_counter() - started,
-            }
-        )
-        if metrics["macro_f1"] > best_f1:
-            best_f1, report.best_epoch = metrics["macro_f1"], epoch
-            best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    model.eval()
-    probabilities = predict_probabilities(
-        model, tokenizer, list(validation["sequence"]), options.k, options.stride
+    validator = _Validation(
+        model,
+        tokenizer,
+        list(validation["sequence"]),
+        list(validation["label"]),
+        validation_true,
+        classes,
+        options.k,
+        options.stride,
     )
-    report.unassigned_threshold = calibrate_unassigned_threshold(probabilities, validation_true)
-    settings = ClassifierSettings(options.k, options.stride, classes, report.unassigned_threshold)
-    save_classifier(model, tokenizer, settings, out, fit_dataset_change_check(dataset, classes))
+    change_check = fit_dataset_change_check(dataset, classes)
+    wanted: tuple[int, ...] = ()
+    if options.checkpoints is not None:
+        schedule = CheckpointSchedule.parse(options.checkpoints)
+        wanted = schedule.resolve(steps_per_epoch, epochs)
+        report.options["checkpoints"] = schedule.text()
+    with _checkpoint_staging(Path(out), bool(wanted)) as staging:
+
+        def keep(
+            step: int,
+            train_loss: float,
+            scored: tuple[np.ndarray[Any, np.dtype[np.float64]], dict[str, float]] | None = None,
+        ) -> None:
+            """Save the weights at ``step`` into the checkpoints (scored on the validation
+            split unless the epoch's scores are given)."""
+            probabilities, metrics = scored if scored is not None else validator.score()
+            threshold = calibrate_unassigned_threshold(probabilities, validation_true)
+            record = CheckpointRecord(
+                step=step,
+                epoch=step / steps_per_epoch,
+                steps_per_epoch=steps_per_epoch,
+                train_loss=train_loss,
+                unassigned_threshold=threshold,
+                seconds=time.perf_counter() - started,
+                **metrics,
+            )
+            settings = ClassifierSettings(options.k, options.stride, classes, threshold)
+            assert staging is not None
+            save_classifier(
+                model,
+                tokenizer,
+                settings,
+                staging / step_directory(step),
+                change_check,
+                record=record,
+            )
+            report.checkpoints.append(record.to_json())
+
+        global_step = 0
+        if 0 in wanted:
+            keep(0, math.nan)
+        for epoch in range(1, epochs + 1):
+            model.train()
+            order = torch.randperm(len(train), generator=generator)
+            total_loss, seen = 0.0, 0
+            for step, start in enumerate(range(0, len(train), batch_size), start=1):
+                index = order[start : start + batch_size]
+                mask = encoded["attention_mask"][index]
+                width = int(mask.sum(dim=1).max())
+                windowed = window_tokens(
+                    encoded["input_ids"][index, :width],
+                    mask[:, :width],
+                    options.window_probability,
+                    options.window_fraction,
+                    tokenizer.unk_token_id,
+                    generator,
+                )
+                input_ids = mask_tokens(
+                    windowed,
+                    options.token_mask_probability,
+                    tokenizer.mask_token_id,
+                    tokenizer.all_special_ids,
+                    generator,
+                )
+                logits = model(input_ids=input_ids, attention_mask=mask[:, :width]).logits
+                loss = -(targets[index] * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                total_loss += float(loss.detach()) * len(index)
+                seen += len(index)
+                global_step += 1
+                if global_step in wanted and step < steps_per_epoch and math.isfinite(total_loss):
+                    keep(global_step, total_loss / seen)  # an epoch's end is kept below
+                if progress:
+                    progress(f"epoch {epoch}/{epochs}", step, steps_per_epoch)
+            if not math.isfinite(total_loss):
+                # A diverged model is no model: nothing is saved (its weights are NaN or inf).
+                raise InputError(
+                    f"training diverged: the training loss is {total_loss / len(train)} in "
+                    f"epoch {epoch}; nothing was saved. Lower --learning-rate (this run: "
+                    f"{learning_rate:g}, the {options.preset} preset's: {preset.learning_rate:g})"
+                )
+            scored = validator.score()
+            metrics = scored[1]
+            report.history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": total_loss / len(train),
+                    **metrics,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+            if global_step in wanted:
+                keep(global_step, total_loss / len(train), scored)
+            if metrics["validation_macro_f1"] > best_f1:
+                best_f1, report.best_epoch = metrics["validation_macro_f1"], epoch
+                best_state = copy.deepcopy(model.state_dict())
+        model.load_state_dict(best_state)
+        model.eval()
+        probabilities, _ = validator.score()
+        report.unassigned_threshold = calibrate_unassigned_threshold(probabilities, validation_true)
+        settings = ClassifierSettings(
+            options.k, options.stride, classes, report.unassigned_threshold
+        )
+        save_classifier(model, tokenizer, settings, out, change_check, checkpoints=staging)
     report.seconds = time.perf_counter() - started
     return report
+
+
+@contextmanager
+def _checkpoint_staging(out: Path, wanted: bool) -> Iterator[Path | None]:
+    """A hidden sibling of ``out`` that collects the checkpoints while training runs (moved
+    into the model directory when it is saved, removed if training fails); None when no
+    checkpoint is kept."""
+    if not wanted:
+        yield None
+        return
+    with scratch_directory(out, "checkpoints") as staging:
+        yield staging
