@@ -1,16 +1,15 @@
 """Where each supported architecture keeps its layers and attention weights.
 
 An :class:`ArchitectureAdapter` holds the attribute paths, relative to the encoder
-(``model.base_model``), of the layer stack and, relative to a layer, of the self-attention
-module, the query/key/value/output projections and the module whose output is the multi-head
-output (after ``W_O``, the residual and, in a post-LayerNorm layer, the LayerNorm); the
-functions below read a model through it. The table of supported types is
-``capture.architectures.ADAPTERS``: everything else in ``capture`` reads the model through it,
-so a new BERT-shaped architecture is one entry; the few ways an architecture departs from BERT's layer
-(a LayerNorm before attention, one layer's weights run at every depth, attention probabilities
-returned only when asked, one fused q/k/v projection) are fields of the entry, each documented
-where it is declared (``docs/models.md`` has the table of what each measuring point is for each
-architecture).
+(``model.base_model``), of the layer stack and, relative to a layer, of the self-attention module,
+the query/key/value/output projections and the module whose output is the multi-head output (after
+``W_O``, the residual and, in a post-LayerNorm layer, the LayerNorm); the functions below read a
+model through it. The table of supported types is ``capture.architectures.ADAPTERS``: everything
+else in ``capture`` reads the model through it, so a new BERT-shaped architecture is one entry; the
+few ways an architecture departs from BERT's layer (a LayerNorm before attention, one layer's
+weights run at every depth, attention probabilities returned only when asked, one fused q/k/v
+projection) are fields of the entry, each documented where it is declared (``docs/models.md`` has
+the table of what each measuring point is for each architecture).
 """
 
 from __future__ import annotations

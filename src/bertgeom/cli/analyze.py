@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,6 +13,7 @@ try:  # typer >= 0.22 vendors click as typer._click; older versions use click it
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.core import ParameterSource  # type: ignore[assignment]
 
+from bertgeom.cli.analysis_output import analysis_bar, print_analysis_summary
 from bertgeom.cli.common import (
     SEED_MAX,
     BatchSizeOption,
@@ -28,10 +28,9 @@ from bertgeom.cli.common import (
 )
 from bertgeom.errors import InputError
 from bertgeom.outputs import OVER_TRAINING, RESULTS, check_output_directory
-from bertgeom.pipeline.options import AnalysisProgress
 
 if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
-    from bertgeom.analysis import AnalysisOptions, AnalysisSummary, InputSpec
+    from bertgeom.analysis import AnalysisOptions, InputSpec
     from bertgeom.capture.loading import LoadedModel
     from bertgeom.model.training_checkpoints import Checkpoint
 
@@ -366,38 +365,5 @@ def run_over_training(
     console.print(
         f"{len(steps)} checkpoints (steps {steps[0]}..{steps[-1]}), {summary.inputs} inputs "
         f"each, in {summary.seconds:.1f} s -> {summary.out}",
-        highlight=False,
-    )
-
-
-@contextmanager
-def analysis_bar() -> Iterator[AnalysisProgress]:
-    """A progress bar for an analysis: one task per pass (the ablation and control passes
-    add theirs), sized once the inputs are counted (also used by ``demo``)."""
-    with progress_bar() as bar:
-        current = [bar.add_task("analysing", total=None)]
-
-        def on_start(loaded: LoadedModel, expected: int | None) -> None:
-            bar.update(current[0], total=expected)
-
-        def on_stage(title: str, expected: int | None) -> None:
-            current[0] = bar.add_task(title, total=expected)
-
-        yield AnalysisProgress(lambda n: bar.advance(current[0], n), on_start, on_stage)
-
-
-def print_analysis_summary(summary: AnalysisSummary) -> None:
-    """One line: inputs, seconds, what was skipped or truncated, and the results path."""
-    notes = []
-    if summary.skipped:
-        notes.append("skipped " + ", ".join(f"{n} {why}" for why, n in summary.skipped.items()))
-    if summary.truncated:
-        notes.append(f"{summary.truncated} truncated")
-    if summary.labels_unmatched:
-        notes.append(f"{summary.labels_unmatched} labels naming no input")
-    console.print(
-        f"{summary.inputs} inputs in {summary.seconds:.1f} s"
-        + (f" ({'; '.join(notes)})" if notes else "")
-        + f" -> {summary.out}",
         highlight=False,
     )

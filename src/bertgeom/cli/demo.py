@@ -10,14 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bertgeom.cli.analyze import analysis_bar, print_analysis_summary
-from bertgeom.cli.classifier import (
-    building_status,
-    lineage_bar,
-    print_lineages,
-    print_metrics,
-    training_bar,
-)
+from bertgeom.cli.analysis_output import analysis_bar, print_analysis_summary
+from bertgeom.cli.classifier import building_status, lineage_bar, training_bar
+from bertgeom.cli.classifier_output import print_lineages, print_metrics
 from bertgeom.cli.common import (
     EpochsOption,
     OverwriteOption,

@@ -22,14 +22,8 @@ from bertgeom.outputs import check_output_file, contains
 from bertgeom.report.content import Missing, Section
 from bertgeom.report.findings_section import findings
 from bertgeom.report.global_sections import cone, distribution, separability
-from bertgeom.report.sections import (
-    attention_maps,
-    classifier,
-    gates,
-    metadata,
-    overview,
-    subspace,
-)
+from bertgeom.report.manifest_sections import metadata, overview
+from bertgeom.report.sections import attention_maps, classifier, gates, subspace
 from bertgeom.report.spike_section import spike
 from bertgeom.results.store import Results, load_results
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from bertgeom.errors import InputError
+from bertgeom.model.augmentation import soft_targets, window_tokens
 from bertgeom.model.evaluate import calibrate_unassigned_threshold, classification_metrics
 from bertgeom.model.tokenizer import build_vocabulary
-from bertgeom.model.train import soft_targets, window_tokens
 
 
 def test_soft_targets_one_hot_and_uniform() -> None:

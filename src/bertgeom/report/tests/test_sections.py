@@ -16,7 +16,7 @@ from bertgeom.report import figures
 from bertgeom.report.build import SECTION_IDS, build_report_summary, draw_sections
 from bertgeom.report.common import evenly
 from bertgeom.report.content import Figure, Missing, Table, format_value
-from bertgeom.report.sections import metadata, overview
+from bertgeom.report.manifest_sections import metadata, overview
 from bertgeom.report.tests.analysed import analyse_tiny_classifier
 from bertgeom.report.tests.fabricated import write_fabricated_results
 from bertgeom.results.store import Results, load_results
