@@ -1,6 +1,7 @@
 """The names of ``bertgeom.names`` are the names the code writes and the report draws: every
 ``Metric`` (and every name of the gate and spike-domain families) is in the metric column of
-the stored reference results, and every ``ReportSection`` is a section of a built report."""
+the stored reference results, and every ``ReportSection`` is a section of a built report (the
+over-training section: of an over-training directory's report)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from bertgeom.names import (
     gate_share,
     spike_domain,
 )
-from bertgeom.report.build import draw_sections, render_html
+from bertgeom.report.build import build_report_summary, draw_sections, render_html
 from bertgeom.report.tests.fabricated import write_fabricated_results
+from bertgeom.report.tests.fabricated_training import write_fabricated_over_training
 from bertgeom.results.store import load_results
 
 
@@ -58,9 +60,16 @@ def test_the_metric_families_are_the_names_written(stored_metrics: set[str]) -> 
 
 
 def test_every_report_section_is_drawn(tmp_path: Path) -> None:
+    # a results directory's report: every section but the over-training one, in order
     results = load_results(write_fabricated_results(tmp_path / "results", control=False))
     sections, problems = draw_sections(results)
     assert problems == {}
-    assert [section.id for section in sections] == [s.value for s in ReportSection]
+    single = [s.value for s in ReportSection if s != ReportSection.OVER_TRAINING]
+    assert [section.id for section in sections] == single
     html = render_html(results, sections)
+    assert re.findall(r'<section id="([^"]+)">', html) == single
+    # an over-training directory's report: every section, in order
+    summary = build_report_summary(write_fabricated_over_training(tmp_path / "over"))
+    assert summary.problems == {}
+    html = summary.path.read_text()
     assert re.findall(r'<section id="([^"]+)">', html) == [s.value for s in ReportSection]

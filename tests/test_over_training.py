@@ -1,11 +1,12 @@
 """Checkpoints of a training run and the analysis over training, end to end: ``bertgeom train
 --checkpoints`` keeps loadable model directories without changing the model it trains, and
 ``bertgeom analyze --over-training`` gives, for every step, the tables of a separate analysis
-of that checkpoint."""
+of that checkpoint, which ``bertgeom report`` draws over training."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,7 @@ from bertgeom.model.presets import PRESETS
 from bertgeom.model.storage import load_classifier, new_classifier
 from bertgeom.model.train import TrainingOptions, train_classifier
 from bertgeom.model.training_checkpoints import list_checkpoints
+from bertgeom.report.build import OVER_TRAINING_SECTION_IDS
 from bertgeom.results.store import load_results
 
 runner = CliRunner()
@@ -128,6 +130,16 @@ def test_analysis_over_training_equals_separate_analyses(
     assert inside.ablation is not None and inside.manifest["input"] == alone.manifest["input"]
     first = load_results(out / "checkpoints" / "step-0")
     assert first.manifest["measurements"] == inside.manifest["measurements"]
+    # its report: the over-training section, then the last checkpoint's sections
+    code, output = run("report", out)
+    assert code == 0 and "warning" not in output, output
+    html = (out / "report.html").read_text()
+    assert re.findall(r'<section id="([^"]+)">', html) == list(OVER_TRAINING_SECTION_IDS)
+    start, end = html.index('<section id="over-training">'), html.index('<section id="overview">')
+    assert html[start:end].count("<figure>") == 5
+    assert "4 checkpoints of the training run, steps 0 to 12" in html[start:end]
+    assert "The validation macro-F1 came to 90% of its final value at step" in html[start:end]
+    assert "every other section shows the last checkpoint, step 12 (epoch 2)" in html
     # an earlier over-training output may be replaced; a results directory may not
     code, output = run("analyze", "--model", model, "--over-training", *common, "--out", out)
     assert code == 0, output

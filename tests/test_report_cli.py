@@ -1,5 +1,5 @@
-"""``bertgeom report`` end to end on a real analysis, ``bertgeom report A B`` on two results
-directories, and their one-line errors."""
+"""``bertgeom report`` end to end on a real analysis and on an over-training directory,
+``bertgeom report A B`` on two results directories, and their one-line errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from bertgeom.cli.main import app
-from bertgeom.report.build import SECTION_IDS
+from bertgeom.report.build import OVER_TRAINING_SECTION_IDS, SECTION_IDS
 from bertgeom.report.tests.analysed import analyse_tiny_classifier
 from bertgeom.report.tests.fabricated import write_fabricated_results
+from bertgeom.report.tests.fabricated_training import write_fabricated_over_training
 
 runner = CliRunner()
 
@@ -93,3 +94,21 @@ def test_report_a_b_errors_are_one_line(results: Path, tmp_path: Path) -> None:
         assert message in output and "Traceback" not in output, (arguments, output)
         assert output.strip().count("\n") == 0, output
     assert not list(results.glob("compare-*")) and not list(tmp_path.rglob("*.html"))
+
+
+def test_report_of_an_over_training_directory(results: Path, tmp_path: Path) -> None:
+    over = write_fabricated_over_training(tmp_path / "over")
+    code, output = run(over)
+    assert code == 0, output
+    default = over / "report.html"
+    assert default.is_file() and f"-> {default}" in output and "warning" not in output
+    html = default.read_text()
+    assert all(f'<section id="{section}">' in html for section in OVER_TRAINING_SECTION_IDS)
+    code, output = run(over)  # its own report is replaced, and the directory stays one
+    assert code == 0, output
+    # an over-training directory is not one side of a comparison
+    for arguments in ([over, results], [results, over]):
+        code, output = run(*arguments)
+        assert code == 1 and "an over-training directory, not a results directory" in output
+        assert output.strip().count("\n") == 0, output
+    assert not list(results.glob("compare-*"))

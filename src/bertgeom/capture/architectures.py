@@ -145,7 +145,6 @@ _MPNET = ArchitectureAdapter(
     heads=("lm_head", "classifier", "qa_outputs", "pooler"),
     optional_pooler=True,
     attention_flag="output_attentions",
-    no_ablation="the ablated passes are not yet proven for them",
     caveats=(
         "a learned relative position bias (one per head and distance bucket, shared by all "
         "layers) is added to the scores: the captured probabilities include it, the "
@@ -180,7 +179,6 @@ _DEBERTA_V2 = replace(
     optional_pooler=False,
     heads=("cls", "lm_predictions", "mask_predictions", "pooler", "classifier", "qa_outputs"),
     attention_flag="output_attentions",
-    no_ablation="the ablated passes are not yet proven for them",
     refuse=_deberta_refusal,
     caveats=(
         "disentangled attention: the scores add content-to-position and position-to-content "

@@ -13,7 +13,11 @@ from bertgeom.cli.common import OverwriteOption, console, start_up, user_errors
 
 def report(
     results: Annotated[
-        Path, typer.Argument(help="Results directory written by 'bertgeom analyze'.")
+        Path,
+        typer.Argument(
+            help="Results directory written by 'bertgeom analyze', or an over-training "
+            "directory written by 'bertgeom analyze --over-training'."
+        ),
     ],
     other: Annotated[
         Path | None,
@@ -38,14 +42,15 @@ def report(
     the findings first; with two results directories, compare them section by section."""
     with user_errors():
         with start_up():
-            from bertgeom.report.build import SECTION_IDS, build_report_summary
+            from bertgeom.report.build import SECTION_IDS, build_report_summary, section_ids
             from bertgeom.report.compare import build_comparison
 
+        ids = section_ids(results) if other is None else SECTION_IDS
         with console.status("reading the results") as status:
 
             def progress(section_id: str) -> None:
-                step = SECTION_IDS.index(section_id) + 1
-                status.update(f"drawing {section_id} ({step}/{len(SECTION_IDS)})")
+                step = ids.index(section_id) + 1
+                status.update(f"drawing {section_id} ({step}/{len(ids)})")
 
             if other is None:
                 summary = build_report_summary(results, out, progress, overwrite=overwrite)

@@ -1,4 +1,6 @@
-"""Build the self-contained HTML report of a results directory (``bertgeom report``).
+"""Build the self-contained HTML report of a results directory (``bertgeom report``), or of an
+over-training directory (``analyze --over-training``: the last checkpoint's results and the
+over-training section).
 
 The report is one file: figures are embedded PNGs, the CSS is inline, there is no script and
 no link to anything outside the file, so it opens offline and can be mailed as it is.
@@ -7,7 +9,7 @@ no link to anything outside the file, so it opens offline and can be mailed as i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +21,14 @@ from bertgeom.atomic import atomic_file
 from bertgeom.errors import InputError
 from bertgeom.names import ReportSection
 from bertgeom.outputs import check_output_file, contains
-from bertgeom.report.content import Missing, Section
+from bertgeom.report.content import Missing, Paragraph, Section
 from bertgeom.report.findings_section import findings
 from bertgeom.report.global_sections import cone, distribution, separability
 from bertgeom.report.manifest_sections import metadata, overview
 from bertgeom.report.sections import attention_maps, classifier, gates, subspace
 from bertgeom.report.spike_section import spike
+from bertgeom.report.training import OverTraining, is_over_training, read_over_training
+from bertgeom.report.training_section import over_training
 from bertgeom.results.store import Results, load_results
 
 SECTIONS: tuple[Callable[[Results], Section], ...] = (
@@ -42,8 +46,13 @@ SECTIONS: tuple[Callable[[Results], Section], ...] = (
 )
 """The report's sections, in order (the findings first, the folded metadata last); each reads
 only what it needs from the results."""
-SECTION_IDS: tuple[str, ...] = tuple(ReportSection)
+SECTION_IDS: tuple[str, ...] = tuple(
+    section for section in ReportSection if section != ReportSection.OVER_TRAINING
+)
 """The id of each of ``SECTIONS``, in the same order."""
+OVER_TRAINING_SECTION_IDS: tuple[str, ...] = tuple(ReportSection)
+"""The sections of the report of an over-training directory: ``SECTION_IDS`` with the
+over-training section after the findings (``ReportSection``'s order)."""
 _DRAW_ERRORS = (KeyError, ValueError, IndexError, TypeError, AttributeError)
 
 
@@ -60,6 +69,11 @@ class ReportSummary:
     """Section id -> why the section could not be drawn (results that break the contract)."""
 
 
+def section_ids(path: Path) -> tuple[str, ...]:
+    """The ids of the sections of the report of ``path``, in order."""
+    return OVER_TRAINING_SECTION_IDS if is_over_training(path) else SECTION_IDS
+
+
 def read_results(path: Path) -> Results:
     """``load_results`` with every way a directory can fail turned into one-line errors."""
     path = Path(path)
@@ -67,6 +81,11 @@ def read_results(path: Path) -> Results:
         raise InputError(f"{path}: no such results directory")
     if not path.is_dir():
         raise InputError(f"{path}: not a directory (give the folder bertgeom analyze wrote)")
+    if is_over_training(path):
+        raise InputError(
+            f"{path}: an over-training directory, not a results directory: report it alone "
+            f"(bertgeom report {path}), or use its checkpoints' results ({path}/checkpoints/step-N)"
+        )
     if not (path / "heads.parquet").is_file() or not (path / "manifest.json").is_file():
         raise InputError(
             f"{path}: not a results directory (no manifest.json or heads.parquet); "
@@ -81,12 +100,16 @@ def read_results(path: Path) -> Results:
 
 
 def draw_sections(
-    results: Results, progress: Callable[[str], None] | None = None
+    results: Results,
+    progress: Callable[[str], None] | None = None,
+    functions: Sequence[tuple[Callable[[Results], Section], str]] | None = None,
 ) -> tuple[list[Section], dict[str, str]]:
-    """Every section of the report, and the reason for each that could not be drawn (such a
-    section holds one line saying so instead of failing the whole report)."""
+    """Every section of the report (``functions``: each section's function and id, by default
+    ``SECTIONS``), and the reason for each that could not be drawn (such a section holds one
+    line saying so instead of failing the whole report)."""
     sections, problems = [], {}
-    for function, section_id in zip(SECTIONS, SECTION_IDS, strict=True):
+    pairs = functions if functions is not None else list(zip(SECTIONS, SECTION_IDS, strict=True))
+    for function, section_id in pairs:
         if progress is not None:
             progress(section_id)
         section, problem = draw_section(function, section_id, results)
@@ -109,6 +132,38 @@ def draw_section(
             Missing(f"This section could not be drawn from the results ({problem}).")
         )
         return section, problem
+
+
+def draw_over_training_sections(
+    data: OverTraining, progress: Callable[[str], None] | None = None
+) -> tuple[list[Section], dict[str, str]]:
+    """The sections of an over-training directory's report: those of its last checkpoint's
+    results directory, the overview saying so, and the over-training section after the
+    findings."""
+    step = data.last_step
+    epoch = data.training.loc[data.training["step"] == step, "epoch"].iloc[0]
+    note = Paragraph(
+        f"An analysis over training ({data.path.name}): the over-training section follows "
+        f"every checkpoint; every other section shows the last checkpoint, step {step} (epoch "
+        f"{epoch:.3g}), from its results directory checkpoints/step-{step} (step 0 is the "
+        "untrained model, so there is no separate control)."
+    )
+
+    def overview_of_last(results: Results) -> Section:
+        section = overview(results)
+        section.blocks.insert(0, note)
+        return section
+
+    functions: list[tuple[Callable[[Results], Section], str]] = []
+    for function, section_id in zip(SECTIONS, SECTION_IDS, strict=True):
+        if section_id == ReportSection.OVERVIEW:
+            function = overview_of_last
+        functions.append((function, section_id))
+    functions.insert(
+        OVER_TRAINING_SECTION_IDS.index(ReportSection.OVER_TRAINING),
+        (lambda _: over_training(data), ReportSection.OVER_TRAINING),
+    )
+    return draw_sections(data.last, progress, functions)
 
 
 def render_html(results: Results, sections: list[Section]) -> str:
@@ -155,8 +210,9 @@ def build_report(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write the report of ``results_dir`` to ``out_path`` (default ``results_dir/report.html``)
-    atomically and return its path; ``progress(section_id)`` is called before each section.
+    """Write the report of ``results_dir`` (a results directory, or an over-training directory:
+    ``report.training``) to ``out_path`` (default ``results_dir/report.html``) atomically and
+    return its path; ``progress(section_id)`` is called before each section.
     An existing ``out_path`` is replaced only when it is a bertgeom page (or ``overwrite``)."""
     return build_report_summary(results_dir, out_path, progress, overwrite=overwrite).path
 
@@ -170,9 +226,26 @@ def build_report_summary(
 ) -> ReportSummary:
     """``build_report``, returning what was built."""
     out = output_path(out_path, Path(results_dir) / "report.html", overwrite)
+    if is_over_training(results_dir):
+        data = read_over_training(results_dir, read_results)
+        sections, problems = draw_over_training_sections(data, progress)
+        return write_page(out, render_over_training_html(data, sections), sections, problems)
     results = read_results(results_dir)
     sections, problems = draw_sections(results, progress)
     return write_page(out, render_html(results, sections), sections, problems)
+
+
+def render_over_training_html(data: OverTraining, sections: list[Section]) -> str:
+    """The HTML of an over-training directory's report."""
+    model = data.last.manifest.get("model", {})
+    name = Path(str(data.record.get("model") or model.get("path") or "model")).name
+    steps = sorted(data.training["step"].unique())
+    return render_page(
+        f"bertgeom report over training: {name}",
+        f"{subtitle(data.last)}; {len(steps)} checkpoints, steps {steps[0]} to {steps[-1]}",
+        sections,
+        data.path.name,
+    )
 
 
 PAGE_MARKER = b'<meta name="generator" content="bertgeom'

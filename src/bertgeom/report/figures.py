@@ -231,11 +231,11 @@ def lines(
         axis.tick_params(labelsize=7)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
-    _shared_legend(figure, axes)
+    shared_legend(figure, axes)
     return embed(figure)
 
 
-def _shared_legend(figure: Figure, axes: list[Axes]) -> None:
+def shared_legend(figure: Figure, axes: list[Axes]) -> None:
     handles: dict[str, Artist] = {}
     for axis in axes:
         for handle, name in zip(*axis.get_legend_handles_labels(), strict=True):
@@ -277,7 +277,7 @@ def histograms(
         axis.set_xlabel(xlabel, fontsize=8)
         axis.set_ylabel("density", fontsize=8)
         axis.tick_params(labelsize=7)
-    _shared_legend(figure, axes)
+    shared_legend(figure, axes)
     return embed(figure)
 
 
@@ -303,7 +303,7 @@ def scatters(
         axis.set_xlabel(labels[0], fontsize=7)
         axis.set_ylabel(labels[1], fontsize=7)
         axis.tick_params(labelsize=6)
-    _shared_legend(figure, axes)
+    shared_legend(figure, axes)
     return embed(figure)
 
 
