@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -56,7 +56,7 @@ class OverTraining:
 @dataclass(frozen=True)
 class Milestone:
     """The first checkpoint at which ``what`` meets ``rule``: its step and epoch (None:
-    never), the value there and the final value."""
+    never), the value there and the final value; and the step from which it holds for good."""
 
     what: str
     rule: str
@@ -64,6 +64,8 @@ class Milestone:
     epoch: float | None
     value: float
     final: float
+    held: int | None = None
+    """The step from which the rule holds at every later checkpoint (None: not at the last)."""
 
 
 def is_over_training(path: Path) -> bool:
@@ -138,7 +140,7 @@ def last_layer_curve(
     table = layer_curves(training, metric, point, label)
     if table.empty:
         return pd.Series(dtype=float)
-    layer = max(column[0] for column in table.columns)
+    layer = max(column[0] for column in column_pairs(table))
     return table[(layer, point)].astype(float)
 
 
@@ -161,92 +163,137 @@ def gate_mix_curves(training: pd.DataFrame, label: str = "all") -> pd.DataFrame:
     return table.sort_index().sort_index(axis=1).fillna(0.0)
 
 
-def first_reaching(curve: pd.Series, fraction: float = REACH_FRACTION) -> int | None:
-    """The first step (the index) at which ``curve`` reaches ``fraction`` of its final (last)
-    value; None when the final value is not positive or the curve has no finite value."""
+def column_pairs(table: pd.DataFrame) -> list[tuple[int, str]]:
+    """The ``(layer, point)`` or ``(layer, gate)`` columns of a curves table."""
+    return [(int(layer), str(name)) for layer, name in cast(list[tuple[Any, Any]], table.columns)]
+
+
+def of_layer(table: pd.DataFrame, layer: int) -> pd.DataFrame:
+    """The ``step x point`` or ``step x gate`` columns of one layer of a curves table."""
+    return cast(pd.DataFrame, table[layer])
+
+
+def reaching(curve: pd.Series, fraction: float = REACH_FRACTION) -> pd.Series:
+    """``step -> bool``: where ``curve`` is at ``fraction`` of its final (last finite) value or
+    above; empty when the final value is not positive or the curve has no finite value."""
     values = curve.dropna().sort_index()
     if values.empty or not values.iloc[-1] > 0:
+        return pd.Series(dtype=bool)
+    return values >= fraction * values.iloc[-1]
+
+
+def within(curve: pd.Series, tolerance: float = WITHIN_TOLERANCE) -> pd.Series:
+    """``step -> bool``: where ``curve`` is within ``tolerance`` (relative) of its final value,
+    from above or below; empty when the curve has no finite value."""
+    values = curve.dropna().sort_index()
+    if values.empty:
+        return pd.Series(dtype=bool)
+    return (values - values.iloc[-1]).abs() <= tolerance * abs(values.iloc[-1])
+
+
+def settled(mix: pd.DataFrame, tolerance: float = GATE_TOLERANCE) -> pd.Series:
+    """``step -> bool``: where the shares (``step x gate``) are within ``tolerance`` of the
+    last row's in total-variation distance."""
+    if mix.empty:
+        return pd.Series(dtype=bool)
+    mix = mix.sort_index().fillna(0.0)
+    distance = (mix - mix.iloc[-1]).abs().sum(axis=1) / 2
+    return distance <= tolerance + 1e-12
+
+
+def first_step(meets: pd.Series) -> int | None:
+    """The first step at which the rule is met (None: never)."""
+    met = meets[meets.astype(bool)]
+    return int(met.index[0]) if not met.empty else None
+
+
+def held_step(meets: pd.Series) -> int | None:
+    """The step from which the rule is met at every later checkpoint (None: not at the last)."""
+    if meets.empty or not bool(meets.iloc[-1]):
         return None
-    reached = values[values >= fraction * values.iloc[-1]]
-    return int(reached.index[0])
+    failed = meets[~meets.astype(bool)]
+    later = meets.index if failed.empty else meets.index[meets.index > failed.index[-1]]
+    return int(later[0])
+
+
+def first_reaching(curve: pd.Series, fraction: float = REACH_FRACTION) -> int | None:
+    """The first step at which ``curve`` reaches ``fraction`` of its final value (``reaching``)."""
+    return first_step(reaching(curve, fraction))
 
 
 def first_within(curve: pd.Series, tolerance: float = WITHIN_TOLERANCE) -> int | None:
-    """The first step at which ``curve`` is within ``tolerance`` (relative) of its final value,
-    from above or below; None when the curve has no finite value."""
-    values = curve.dropna().sort_index()
-    if values.empty:
-        return None
-    final = values.iloc[-1]
-    close = values[(values - final).abs() <= tolerance * abs(final)]
-    return int(close.index[0])
+    """The first step at which ``curve`` is within ``tolerance`` of its final value."""
+    return first_step(within(curve, tolerance))
 
 
 def first_settled(mix: pd.DataFrame, tolerance: float = GATE_TOLERANCE) -> int | None:
-    """The first step (row) whose shares (``step x gate``) are within ``tolerance`` of the last
-    row's in total-variation distance; None without rows."""
-    if mix.empty:
-        return None
-    mix = mix.sort_index().fillna(0.0)
-    distance = (mix - mix.iloc[-1]).abs().sum(axis=1) / 2
-    return int(distance[distance <= tolerance + 1e-12].index[0])
+    """The first step whose gate mix is within ``tolerance`` of the final one (``settled``)."""
+    return first_step(settled(mix, tolerance))
 
 
 def milestones(training: pd.DataFrame) -> list[Milestone]:
     """When, over the checkpoints, validation macro-F1, the last layer's token cone index,
     its ``[CLS]`` probe accuracy and silhouette and its gate mix come close to their final
-    values (each that the table holds)."""
+    values (each that the table holds): first, and for good."""
     epochs = checkpoint_table(training)["epoch"]
     found: list[Milestone] = []
 
-    def add(what: str, rule: str, curve: pd.Series, step: int | None) -> None:
+    def add(what: str, rule: str, curve: pd.Series, meets: pd.Series) -> None:
         values = curve.dropna()
         if values.empty:
             return
+        step = first_step(meets)
         epoch = float(epochs.get(step, math.nan)) if step is not None else None
         value = float(values.get(step, math.nan)) if step is not None else math.nan
-        found.append(Milestone(what, rule, step, epoch, value, float(values.iloc[-1])))
+        final = float(values.iloc[-1])
+        found.append(Milestone(what, rule, step, epoch, value, final, held_step(meets)))
 
     reach = f"to {REACH_FRACTION:.0%} of its final value"
     f1 = checkpoint_table(training)["validation_macro_f1"]
-    add("validation macro-F1", reach, f1, first_reaching(f1))
+    add("validation macro-F1", reach, f1, reaching(f1))
     cone = last_layer_curve(training, Metric.CONE_NORMALIZED_MEAN)
-    within = f"within {WITHIN_TOLERANCE:.0%} of its final value"
-    add("last layer's token cone index I/n", within, cone, first_within(cone))
+    close = f"within {WITHIN_TOLERANCE:.0%} of its final value"
+    add("last layer's token cone index I/n", close, cone, within(cone))
     for metric, what in (
         (Metric.CLS_PROBE_ACCURACY, "last layer's [CLS] probe accuracy"),
         (Metric.CLS_SILHOUETTE, "last layer's [CLS] silhouette"),
     ):
         curve = last_layer_curve(training, metric)
-        add(what, reach, curve, first_reaching(curve))
+        add(what, reach, curve, reaching(curve))
     mix = gate_mix_curves(training)
     if not mix.empty:
-        layer = max(column[0] for column in mix.columns)
-        last_mix = mix[layer]
+        last_mix = of_layer(mix, max(layer for layer, _ in column_pairs(mix)))
         dominant = last_mix.iloc[-1].idxmax()
         add(
             "last layer's gate mix",
             f"within {GATE_TOLERANCE:g} of its final mix in total variation (value: the share "
             f"of {dominant}, its final most common gate)",
             last_mix[dominant],
-            first_settled(last_mix),
+            settled(last_mix),
         )
     return found
 
 
-def order_sentence(found: list[Milestone]) -> str | None:
+def order_sentence(found: list[Milestone], held: bool = False) -> str | None:
     """Which milestone came first, and in what order the others followed (ties: at the same
-    checkpoint); None with fewer than two reached."""
-    reached = sorted((m for m in found if m.step is not None), key=lambda m: m.step or 0)
+    checkpoint), by their first steps (``held``: by the steps from which they hold for good);
+    None with fewer than two."""
+
+    def step(milestone: Milestone) -> int | None:
+        return milestone.held if held else milestone.step
+
+    reached = sorted((m for m in found if step(m) is not None), key=lambda m: step(m) or 0)
     if len(reached) < 2:
         return None
     groups: list[list[Milestone]] = []
     for milestone in reached:
-        if groups and groups[-1][0].step == milestone.step:
+        if groups and step(groups[-1][0]) == step(milestone):
             groups[-1].append(milestone)
         else:
             groups.append([milestone])
-    phrases = [" and ".join(m.what for m in group) + f" (step {group[0].step})" for group in groups]
+    phrases = [
+        " and ".join(m.what for m in group) + f" (step {step(group[0])})" for group in groups
+    ]
     if len(groups) == 1:
         return f"All came at the same checkpoint: {phrases[0]}."
     first = phrases[0][0].upper() + phrases[0][1:]

@@ -28,10 +28,12 @@ from bertgeom.report.training import (
     Milestone,
     OverTraining,
     checkpoint_table,
+    column_pairs,
     gate_mix_curves,
     last_layer_curve,
     layer_curves,
     milestones,
+    of_layer,
     order_sentence,
 )
 
@@ -65,9 +67,11 @@ def over_training(data: OverTraining) -> Section:
     )
     found = milestones(training)
     sentences = [_sentence(milestone) for milestone in found]
-    order = order_sentence(found)
+    order, held = order_sentence(found), order_sentence(found, held=True)
     if order is not None:
         sentences.append(order)
+    if held is not None and held != order:
+        sentences.append(f"Counting from when each holds for good: {held[0].lower()}{held[1:]}")
     if sentences:
         section.blocks.append(Bullets(sentences))
         section.blocks.append(_milestone_table(found))
@@ -87,9 +91,14 @@ def _sentence(milestone: Milestone) -> str:
         return (
             f"The {milestone.what} never came {milestone.rule} (final value {milestone.final:.3g})."
         )
+    held = (
+        f"; it fell back, and holds from step {milestone.held} on"
+        if milestone.held is not None and milestone.held != milestone.step
+        else ""
+    )
     return (
         f"The {milestone.what} came {milestone.rule} at step {milestone.step} (epoch "
-        f"{milestone.epoch:.3g}): {milestone.value:.3g}, final {milestone.final:.3g}."
+        f"{milestone.epoch:.3g}): {milestone.value:.3g}, final {milestone.final:.3g}{held}."
     )
 
 
@@ -99,6 +108,7 @@ def _milestone_table(found: list[Milestone]) -> Table:
             "curve": [m.what for m in found],
             "rule": [m.rule for m in found],
             "first step": pd.Series([m.step for m in found], dtype=object),
+            "holds from step": pd.Series([m.held for m in found], dtype=object),
             "epoch": [m.epoch for m in found],
             "value then": [m.value for m in found],
             "final value": [m.final for m in found],
@@ -107,7 +117,7 @@ def _milestone_table(found: list[Milestone]) -> Table:
     return Table.from_frame(
         frame,
         "The milestones of training: the first checkpoint at which each curve meets its rule "
-        "(a dash: never).",
+        "(a dash: never), and the one from which it meets it at every later checkpoint.",
         digits=3,
     )
 
@@ -165,7 +175,7 @@ def _accuracy_figure(checkpoints: pd.DataFrame) -> Figure | Missing:
 def _layer_series(
     table: pd.DataFrame, point: str
 ) -> dict[str, tuple[list[float], list[float], str | None]]:
-    layers = sorted(layer for layer, at in table.columns if at == point)
+    layers = sorted(layer for layer, at in column_pairs(table) if at == point)
     chosen = evenly(layers, MAX_LAYER_PANELS)
     trained = [layer for layer in chosen if layer >= 0]
     palette = colormaps["viridis"]
@@ -188,7 +198,7 @@ def _cone_figure(training: pd.DataFrame) -> Figure | Missing:
     table = layer_curves(training, Metric.CONE_NORMALIZED_MEAN)
     if table.empty:
         return Missing(f"No cone index over training (no layers rows): {GLOBAL_HINT}.")
-    points = [point for point in STREAM_POINTS if any(at == point for _, at in table.columns)]
+    points = [point for point in STREAM_POINTS if any(at == point for _, at in column_pairs(table))]
     panels = [(point, _layer_series(table, point)) for point in points]
     return Figure(
         step_lines(panels, "I/n"),
@@ -218,12 +228,13 @@ def _gate_figure(training: pd.DataFrame) -> Figure | Missing:
     mix = gate_mix_curves(training)
     if mix.empty:
         return Missing("No gate shares over training in training.parquet.")
-    layers = evenly(sorted({layer for layer, _ in mix.columns}), MAX_GATE_PANELS)
-    present = {str(gate) for _, gate in mix.columns}
+    layers = evenly(sorted({layer for layer, _ in column_pairs(mix)}), MAX_GATE_PANELS)
+    present = {gate for _, gate in column_pairs(mix)}
     order = [gate for gate in figures.GATE_COLORS if gate in present]
     order += sorted(present - set(order))
     panels = [
-        (f"layer {layer}", mix[layer].reindex(columns=order, fill_value=0.0)) for layer in layers
+        (f"layer {layer}", of_layer(mix, layer).reindex(columns=order, fill_value=0.0))
+        for layer in layers
     ]
     return Figure(
         stacked_steps(panels),

@@ -35,14 +35,19 @@ from bertgeom.report.training import (
     checkpoint_table,
     first_reaching,
     first_settled,
+    first_step,
     first_within,
     gate_mix_curves,
+    held_step,
     is_over_training,
     last_layer_curve,
     layer_curves,
     milestones,
     order_sentence,
+    reaching,
     read_over_training,
+    settled,
+    within,
 )
 
 
@@ -52,7 +57,7 @@ def curve(values: list[float], steps: list[int] | None = None) -> pd.Series:
 
 def test_first_reaching_is_the_first_step_at_the_fraction_of_the_final_value() -> None:
     assert first_reaching(curve([0.1, 0.5, 0.89, 0.95, 0.9, 1.0])) == 4  # 0.95 >= 0.9
-    assert first_reaching(curve([0.1, 0.5, 0.89, 0.95, 0.9, 1.0]), 0.5) == 2  # 0.5 of 1.0
+    assert first_reaching(curve([0.1, 0.5, 0.89, 0.95, 0.9, 1.0]), 0.5) == 1  # 0.5 of 1.0
     assert first_reaching(curve([0.2, 0.8]), 0.9) == 1
     assert first_reaching(curve([1.0, 0.2, 1.0])) == 0  # already there at the start
     # NaN ignored (no loss at step 0), the order is the steps', not the rows'
@@ -64,7 +69,8 @@ def test_first_reaching_is_the_first_step_at_the_fraction_of_the_final_value() -
 
 def test_first_within_comes_from_above_or_below() -> None:
     falling = curve([1.0, 0.6, 0.34, 0.32, 0.3])  # within 10 % of 0.3: 0.27..0.33
-    assert first_within(falling) == 8
+    assert first_within(falling) == 4
+    assert first_within(falling, 0.01) == 8
     rising = curve([0.1, 0.2, 0.28, 0.3, 0.3])
     assert first_within(rising) == 2
     assert first_within(rising, 0.5) == 1  # 0.15..0.45
@@ -85,10 +91,41 @@ def test_first_settled_is_the_first_mix_close_to_the_last_in_total_variation() -
     assert first_settled(pd.DataFrame()) is None
 
 
+def test_first_and_held_steps_of_a_curve_that_falls_back() -> None:
+    # as the [CLS] probe of a real run: high on the random initial weights, down as the cone
+    # collapses, then up for good (90 % of the final 0.88: 0.792)
+    probe = curve([0.84, 0.85, 0.47, 0.66, 0.87, 0.88])
+    meets = reaching(probe)
+    assert meets.tolist() == [True, True, False, False, True, True]
+    assert first_step(meets) == 0 and held_step(meets) == 8
+    assert held_step(within(curve([0.3, 0.3, 0.9, 0.3]))) == 4  # steps 0, 1, 2, 4
+    assert held_step(reaching(curve([0.5, 1.0]))) == 1
+    assert held_step(pd.Series([True, False], index=[0, 1])) is None
+    assert first_step(pd.Series(dtype=bool)) is None and held_step(pd.Series(dtype=bool)) is None
+    mix = pd.DataFrame({"open": [0.0, 1.0, 0.0], "closed": [1.0, 0.0, 1.0]}, index=[0, 1, 2])
+    assert settled(mix).tolist() == [True, False, True] and held_step(settled(mix)) == 2
+    # in the section: the sentence says so, and a second order counts from the held steps
+    training = training_table()
+    dip = (training["metric"] == "cls.probe_accuracy") & (training["layer"] == LAYERS - 1)
+    values = dict(zip(STEPS, [0.95, 0.95, 0.3, 0.3, 0.4, 0.95, 1.0, 1.0], strict=True))
+    training.loc[dip, "value"] = training.loc[dip, "step"].map(values)
+    found = {m.what: m for m in milestones(training)}
+    probe_milestone = found["last layer's [CLS] probe accuracy"]
+    assert (probe_milestone.step, probe_milestone.held) == (0, 16)
+    assert order_sentence(list(found.values())).startswith(
+        "Last layer's [CLS] probe accuracy (step 0)"
+    )
+    assert order_sentence(list(found.values()), held=True).startswith(
+        "Last layer's gate mix (step 4) came first, then last layer's token cone index I/n "
+        "(step 8), then last layer's [CLS] probe accuracy (step 16)"
+    )
+
+
 def test_the_milestones_of_planted_curves() -> None:
     training = training_table()
     found = milestones(training)
     assert {m.what: m.step for m in found} == PLANTED
+    assert {m.what: m.held for m in found} == PLANTED  # none falls back
     cone = next(m for m in found if "cone" in m.what)
     assert cone.value == pytest.approx(0.86) and cone.final == pytest.approx(LAST_CONE[-1])
     assert cone.epoch == pytest.approx(8 / 16)
