@@ -3,7 +3,6 @@ same ablation done by weight surgery (an independent computation)."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from bertgeom.capture.ablation_plan import ablation_plan
 from bertgeom.capture.head_editor import HeadEditor
 from bertgeom.capture.input_batch import InputBatch
 from bertgeom.capture.loading import LoadedModel, load_model
+from bertgeom.capture.tests.surgery import head_output_means, surgery
 from bertgeom.capture.tests.tiny_models import VOCABULARY, sentences, tokenizer
 from bertgeom.errors import InputError
 from bertgeom.measures.ablation import Ablation
@@ -157,41 +157,6 @@ def random_classifier(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     return load_model(directory)
 
 
-def _surgery(
-    loaded: LoadedModel, layer: int, heads: list[int], bias: torch.Tensor
-) -> torch.nn.Module:
-    """A copy whose heads' value vectors are the constant ``bias`` (their slices of it):
-    ``Z_h = A 1 bias_h = bias_h``, zero or the mean without any hook."""
-    model = copy.deepcopy(loaded.model)
-    size = loaded.head_size
-    value = model.bert.encoder.layer[layer].attention.self.value
-    with torch.no_grad():
-        for head in heads:
-            part = slice(head * size, (head + 1) * size)
-            value.weight[part] = 0.0
-            value.bias[part] = bias[part]
-    return model
-
-
-def _head_output_means(loaded: LoadedModel, batch: InputBatch) -> list[torch.Tensor]:
-    """Each layer's ``Z`` averaged over the valid tokens, read by a plain hook."""
-    means: list[torch.Tensor] = []
-    valid = batch.encoding["attention_mask"].bool()
-
-    def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        means.append(args[0][valid].double().mean(0).float())
-
-    handles = [
-        layer.attention.output.dense.register_forward_pre_hook(hook)
-        for layer in loaded.model.bert.encoder.layer
-    ]
-    with torch.inference_mode():
-        loaded.model(**batch.encoding)
-    for handle in handles:
-        handle.remove()
-    return means
-
-
 def test_every_ablation_equals_weight_surgery(random_classifier: LoadedModel) -> None:
     """Through ``run_ablation`` (replayed layers, the last layer on [CLS] alone, sdpa in the
     ablated passes): the mean true-class log-probability of every head and block ablation
@@ -202,14 +167,14 @@ def test_every_ablation_equals_weight_surgery(random_classifier: LoadedModel) ->
     table = run_ablation(
         loaded, lambda: _batches(loaded, texts, labels, 5), ("zero", "mean")
     ).accumulator.result()
-    means = _head_output_means(loaded, batch)
+    means = head_output_means(loaded, batch)
     true = torch.tensor([("x", "y", "z").index(label) for label in labels])
     for layer in range(3):
         for head in (*range(4), -1):
             heads = list(range(4)) if head == -1 else [head]
             for mode, bias in (("zero", torch.zeros(32)), ("mean", means[layer])):
                 with torch.inference_mode():
-                    logits = _surgery(loaded, layer, heads, bias)(**batch.encoding).logits
+                    logits = surgery(loaded, layer, heads, bias)(**batch.encoding).logits
                 log_p = torch.log_softmax(logits.double(), -1)[torch.arange(12), true].mean()
                 got = _value(table, layer, head, mode, "true_log_probability")
                 assert got == pytest.approx(float(log_p), abs=1e-4), (layer, head, mode)

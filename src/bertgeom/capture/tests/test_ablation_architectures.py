@@ -10,7 +10,6 @@ log-probability for every head and every layer's whole block.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from bertgeom.capture.ablation import run_ablation
-from bertgeom.capture.adapters import encoder_layers, linear, submodule
 from bertgeom.capture.input_batch import InputBatch
 from bertgeom.capture.loading import LoadedModel, load_model
+from bertgeom.capture.tests.surgery import head_output_means, surgery
 from bertgeom.capture.tests.tiny_models import texts_for, tiny_model, tiny_tokenizer
 
 ABLATED = ("roberta", "distilbert", "electra", "esm", "esm-absolute", "mpnet", "deberta-v2")
@@ -65,41 +64,6 @@ def _batches(loaded: LoadedModel, texts: list[str], size: int) -> Iterator[Input
         )
 
 
-def _head_output_means(loaded: LoadedModel, batch: InputBatch) -> list[torch.Tensor]:
-    """Each layer's ``Z`` (the input of ``W_O``) averaged over the valid tokens."""
-    means: list[torch.Tensor] = []
-    valid = batch.encoding["attention_mask"].bool()
-
-    def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        means.append(args[0][valid].double().mean(0).float())
-
-    handles = [
-        submodule(layer, loaded.adapter.output_projection).register_forward_pre_hook(hook)
-        for layer in encoder_layers(loaded.encoder, loaded.adapter)
-    ]
-    with torch.inference_mode():
-        loaded.model(**batch.encoding)
-    for handle in handles:
-        handle.remove()
-    return means
-
-
-def _surgery(
-    loaded: LoadedModel, layer: int, heads: list[int], bias: torch.Tensor
-) -> torch.nn.Module:
-    """A copy whose heads' value vectors are the constant ``bias`` (their slices of it)."""
-    model = copy.deepcopy(loaded.model)
-    value = linear(encoder_layers(model.base_model, loaded.adapter)[layer], loaded.adapter.value)
-    assert value.bias is not None
-    size = loaded.head_size
-    with torch.no_grad():
-        for head in heads:
-            part = slice(head * size, (head + 1) * size)
-            value.weight[part] = 0.0
-            value.bias[part] = bias[part]
-    return model
-
-
 @pytest.mark.parametrize("architecture", ABLATED)
 def test_every_ablation_equals_weight_surgery(architecture: str, tmp_path: Path) -> None:
     loaded = _classifier(architecture, tmp_path / "model")
@@ -107,7 +71,7 @@ def test_every_ablation_equals_weight_surgery(architecture: str, tmp_path: Path)
     batch = next(_batches(loaded, texts, INPUTS))
     table = run_ablation(loaded, lambda: _batches(loaded, texts, 5), ("zero", "mean"))
     result = table.accumulator.result()
-    means = _head_output_means(loaded, batch)
+    means = head_output_means(loaded, batch)
     true = torch.tensor([index % len(CLASSES) for index in range(INPUTS)])
     width = loaded.n_heads * loaded.head_size
     effects = []
@@ -116,7 +80,7 @@ def test_every_ablation_equals_weight_surgery(architecture: str, tmp_path: Path)
             heads = list(range(loaded.n_heads)) if head == -1 else [head]
             for mode, bias in (("zero", torch.zeros(width)), ("mean", means[layer])):
                 with torch.inference_mode():
-                    logits = _surgery(loaded, layer, heads, bias)(**batch.encoding).logits
+                    logits = surgery(loaded, layer, heads, bias)(**batch.encoding).logits
                 log_p = torch.log_softmax(logits.double(), -1)[torch.arange(INPUTS), true]
                 rows = result.query(
                     "layer == @layer and head == @head and mode == @mode and `class` == 'all' "
