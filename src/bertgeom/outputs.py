@@ -115,9 +115,12 @@ def _check_parents(path: Path) -> None:
             return
 
 
-def _check_not_an_input(path: Path, inputs: Iterable[Path | None], option: str) -> None:
-    """Refuse an output that is one of the inputs, or a directory that holds one."""
+def _check_not_an_input(path: Path, inputs: Iterable[Path | None], option: str) -> bool:
+    """Refuse an output that is one of the inputs, or a directory that holds one; whether it
+    lies inside an input directory (where ``--overwrite`` may not replace what is there: a
+    model's checkpoint is part of the model)."""
     target = _resolved(path)
+    inside = False
     for given in inputs:
         if given is None or str(given) == "-":
             continue
@@ -129,6 +132,8 @@ def _check_not_an_input(path: Path, inputs: Iterable[Path | None], option: str) 
                 f"{option} {path}: holds an input ({given}), which writing it would destroy; "
                 "choose another path"
             )
+        inside = inside or source in target.parents
+    return inside
 
 
 def check_output_directory(
@@ -144,17 +149,22 @@ def check_output_directory(
     directory holding one, never a file, never under a file."""
     path = Path(path)
     _check_parents(path)
-    _check_not_an_input(path, inputs, option)
+    inside_input = _check_not_an_input(path, inputs, option)
     if not path.exists() and not path.is_symlink():
         return
     if not path.is_dir():
         raise InputError(f"{option} {path}: exists and is not a directory")
-    if overwrite or not any(path.iterdir()) or kind.recognises(path):
+    if (overwrite and not inside_input) or not any(path.iterdir()) or kind.recognises(path):
         return
     foreign = kind.foreign(path)
     held = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
     why = f"holds {held}" if foreign else f"has no {' or '.join(kind.markers)}"
     article = "an" if kind.name[0] in "aeiou" else "a"
+    if inside_input:
+        raise InputError(
+            f"{option} {path}: not {article} {kind.name} bertgeom wrote ({why}), inside an "
+            "input, which replacing it would damage (even with --overwrite); choose a new path"
+        )
     raise InputError(
         f"{option} {path}: not {article} {kind.name} bertgeom wrote ({why}); choose a new path, "
         "or pass --overwrite to replace it"
@@ -174,7 +184,7 @@ def check_output_file(
     input, never a directory, never under a file."""
     path = Path(path)
     _check_parents(path)
-    _check_not_an_input(path, inputs, option)
+    inside_input = _check_not_an_input(path, inputs, option)
     if path.is_dir():
         raise InputError(f"{option} {path}: is a directory; give a file name")
     if not path.exists():
@@ -183,8 +193,13 @@ def check_output_file(
         raise InputError(f"{option} {path}: exists and is not a regular file")
     with path.open("rb") as handle:
         head = handle.read(4096)
-    if overwrite or not head or (recognise is not None and recognise(head)):
+    if (overwrite and not inside_input) or not head or (recognise is not None and recognise(head)):
         return
+    if inside_input:
+        raise InputError(
+            f"{option} {path}: exists inside an input and is not an output bertgeom wrote, so "
+            "replacing it would damage the input (even with --overwrite); choose a new path"
+        )
     raise InputError(
         f"{option} {path}: exists and is not an output bertgeom wrote; choose a new path, or "
         "pass --overwrite to replace it"

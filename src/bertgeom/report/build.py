@@ -225,7 +225,7 @@ def build_report_summary(
     overwrite: bool = False,
 ) -> ReportSummary:
     """``build_report``, returning what was built."""
-    out = output_path(out_path, Path(results_dir) / "report.html", overwrite)
+    out = output_path(out_path, Path(results_dir) / "report.html", overwrite, [Path(results_dir)])
     if is_over_training(results_dir):
         data = read_over_training(results_dir, read_results)
         sections, problems = draw_over_training_sections(data, progress)
@@ -252,11 +252,14 @@ PAGE_MARKER = b'<meta name="generator" content="bertgeom'
 """In the head of every page bertgeom writes (``templates/report.html.j2``)."""
 
 
-def output_path(out_path: Path | None, default: Path, overwrite: bool = False) -> Path:
-    """``out_path`` or ``default``, refused when it is a directory or a file that is not a
-    bertgeom page (unless ``overwrite``): ``bertgeom.outputs.check_output_file``."""
+def output_path(
+    out_path: Path | None, default: Path, overwrite: bool = False, inputs: Sequence[Path] = ()
+) -> Path:
+    """``out_path`` or ``default``, refused when it is a directory, one of the results
+    directories ``inputs`` read or a file inside them that is not a bertgeom page, or a file
+    elsewhere that is not one (unless ``overwrite``): ``bertgeom.outputs.check_output_file``."""
     out = Path(out_path) if out_path is not None else default
-    check_output_file(out, recognise=contains(PAGE_MARKER), overwrite=overwrite)
+    check_output_file(out, recognise=contains(PAGE_MARKER), inputs=inputs, overwrite=overwrite)
     return out
 
 

@@ -56,7 +56,7 @@ def build_comparison(
     """Write the comparison of ``a_dir`` and ``b_dir`` to ``out_path`` (default
     :func:`default_output`) atomically; ``progress(section_id)`` is called before each
     section."""
-    out = output_path(out_path, default_output(a_dir, b_dir), overwrite)
+    out = output_path(out_path, default_output(a_dir, b_dir), overwrite, [Path(a_dir), Path(b_dir)])
     a, b = read_results(a_dir), read_results(b_dir)
     labels = side_labels(a, b)
     sections, problems = compare_sections(a, b, labels, progress)

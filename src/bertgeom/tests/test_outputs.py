@@ -106,3 +106,25 @@ def test_an_existing_file_is_replaced_only_when_recognised(tmp_path: Path) -> No
     check_output_file(genomes, overwrite=True)
     (tmp_path / "empty.tsv").write_text("")
     check_output_file(tmp_path / "empty.tsv")
+
+
+def test_what_lies_inside_an_input_is_replaced_only_when_recognised(tmp_path: Path) -> None:
+    """A model's checkpoint, or a table of the results a report reads, is part of that input:
+    ``--overwrite`` may not replace it (an earlier output of the same kind inside may go)."""
+    model = tmp_path / "model"
+    checkpoint = model / "checkpoints" / "step-0"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "config.json").write_text("{}")
+    with pytest.raises(InputError, match=r"inside an input.*even with --overwrite"):
+        check_output_directory(checkpoint, RESULTS, inputs=[model], overwrite=True)
+    check_output_directory(model / "analysis", RESULTS, inputs=[model], overwrite=True)
+    check_output_directory(results_directory(model / "old"), RESULTS, inputs=[model])
+    check_output_directory(checkpoint, RESULTS, overwrite=True)  # not an input: the user's call
+    results = results_directory(tmp_path / "results")
+    page = starts_with(b"<!DOCTYPE html>")
+    with pytest.raises(InputError, match=r"inside an input.*even with --overwrite"):
+        check_output_file(
+            results / "heads.parquet", recognise=page, inputs=[results], overwrite=True
+        )
+    (results / "report.html").write_text("<!DOCTYPE html><p>an earlier report</p>")
+    check_output_file(results / "report.html", recognise=page, inputs=[results], overwrite=True)
