@@ -74,9 +74,15 @@ def baseline_predictor(
     model, threshold = fit_baseline(dataset, CLASSES)
 
     def predict(sequences: list[str]) -> tuple[list[str], list[str]]:
-        changes, placements = sequence_evidence(sequences)
+        evidence = sequence_evidence(sequences, check)
         checked = checked_calls(
-            model.predict_proba(sequences), changes, model.classes_, threshold, check, placements
+            model.predict_proba(sequences),
+            evidence.changes,
+            model.classes_,
+            threshold,
+            check,
+            evidence.placements,
+            evidence.defining,
         )
         return checked.argmax, checked.called
 

@@ -3,7 +3,8 @@
 Each fold of :data:`bertgeom.model.lineages.DEFAULT_FOLDS` trains a BERT (the demo's recipe:
 ``small`` preset, 15 epochs unless ``--epochs``) and the k-mer logistic regression on the same
 rows, without the fold's held-out lineages, then calls every held-out genome as ``bertgeom
-predict`` does (whole genome aligned, placed on the clade tree, the ``unassigned`` rule).
+predict`` does (whole genome aligned, placed on the clade tree, the ``unassigned`` rule), and its
+spike alone and a window of that spike (40-80 %), each aligned again as a spike-only input.
 Writes ``lineages.tsv``, ``lineages.json`` and ``lineages.md`` (the tables of BENCHMARKS.md).
 
     python benchmarks/lineages.py --out bench-output [--preset small] [--epochs 15] [--workers 3]
@@ -31,12 +32,12 @@ def markdown(table: pd.DataFrame, seconds: float, options: TrainingOptions) -> s
         f"{options.epochs or 'the preset default'} epochs, seed {options.seed}; "
         f"{seconds:.0f} s in all.",
         "",
-        "| fold | held-out group | expected | n | called so (BERT / LR) | unassigned (BERT / LR) "
-        "| another class (BERT / LR) | arg-max right (BERT / LR) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| fold | held-out group | input | expected | n | called so (BERT / LR) "
+        "| unassigned (BERT / LR) | another class (BERT / LR) | arg-max right (BERT / LR) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     with_tree = table[table["rule"] == "clade tree"]
-    for (fold, group), rows in with_tree.groupby(["fold", "group"], sort=False):
+    for (fold, group, kind), rows in with_tree.groupby(["fold", "group", "input"], sort=False):
         bert = rows[rows["model"] == "bert"].iloc[0]
         lr = rows[rows["model"] == "kmer_logistic_regression"].iloc[0]
 
@@ -49,21 +50,23 @@ def markdown(table: pd.DataFrame, seconds: float, options: TrainingOptions) -> s
             return ", ".join(parts) or "0"
 
         lines.append(
-            f"| {fold} | {group} | {bert['expected']} | {bert['n']} | "
+            f"| {fold} | {group} | {kind} | {bert['expected']} | {bert['n']} | "
             f"{bert['called_expected']} / {lr['called_expected']} | "
             f"{withheld(bert)} / {withheld(lr)} | {bert['called_other']} / {lr['called_other']} "
             f"| {bert['argmax_expected']} / {lr['argmax_expected']} |"
         )
     lines += [
         "",
-        "| model | `unassigned` rule | held-out genomes of the classes | called their class | "
-        "unassigned | arg-max right | outside genomes (21C, all folds) | unassigned |",
-        "|---|---|---|---|---|---|---|---|",
+        "| input | model | `unassigned` rule | held-out genomes of the classes | called their "
+        "class | unassigned | another class | arg-max right | outside genomes (21C, all folds) "
+        "| unassigned |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summarise(table).itertuples():
         lines.append(
-            f"| {row.model} | {row.rule} | {row.held_out_n} | {row.held_out_called_class:.3f} | "
-            f"{row.held_out_unassigned:.3f} | {row.held_out_argmax_right:.3f} | "
+            f"| {row.input} | {row.model} | {row.rule} | {row.held_out_n} | "
+            f"{row.held_out_called_class:.3f} | {row.held_out_unassigned:.3f} | "
+            f"{row.held_out_wrong:.3f} | {row.held_out_argmax_right:.3f} | "
             f"{row.outside_n} | {row.outside_unassigned:.3f} |"
         )
     return "\n".join(lines) + "\n"

@@ -85,7 +85,7 @@ def stage_profile(fasta: Path) -> dict[str, float]:
     now = timed("read the FASTA", now)
     spikes = [extract_spike(record.record_id, record.sequence) for record in records]
     now = timed("align, cut the spike, QC, read the clade sites", now)
-    changes, placements = spike_evidence(spikes)
+    evidence = spike_evidence(spikes, classifier.change_check)
     now = timed("changes and clade placement", now)
     settings = classifier.settings
     probabilities = predict_probabilities(
@@ -99,11 +99,12 @@ def stage_profile(fasta: Path) -> dict[str, float]:
     usable = [index for index, spike in enumerate(spikes) if spike.usable]
     checked_calls(
         probabilities,
-        [changes[i] for i in usable],
+        [evidence.changes[i] for i in usable],
         settings.classes,
         settings.unassigned_threshold,
         classifier.change_check,
-        [placements[i] for i in usable],
+        [evidence.placements[i] for i in usable],
+        [evidence.defining[i] for i in usable],
     )
     timed("the unassigned rule", now)
     assert np.isfinite(probabilities).all()

@@ -17,6 +17,7 @@ from bertgeom.cli.main import app
 from bertgeom.genomics.fasta import read_fasta, write_fasta
 from bertgeom.genomics.mutations import CLASSES, Mutation, apply_mutations, mutation_profiles
 from bertgeom.genomics.reference import SPIKE_END, SPIKE_START, data_path, reference_genome
+from bertgeom.genomics.spike import extract_spike
 from bertgeom.genomics.synthetic import synthesize_table
 from bertgeom.results.store import load_results
 
@@ -163,6 +164,52 @@ def test_predict_withholds_a_lineage_outside_the_classes(tmp_path: Path) -> None
 
 
 EPSILON = ("G21600T", "G22018T", "T22917G", "A23403G")  # S13I, W152C, L452R, D614G
+
+
+def _real_spike(label: str, clade: str) -> str:
+    """The spike of the first embedded genome of ``label`` on ``clade``, cut by alignment."""
+    labels = pd.read_csv(data_path("labels.tsv"), sep="\t", dtype=str)
+    row = labels[(labels["label"] == label) & (labels["nextstrain_clade_computed"] == clade)]
+    name = row["record_name"].iloc[0]
+    record = next(r for r in read_fasta(data_path(row["file"].iloc[0])) if r.record_id == name)
+    return extract_spike(name, record.sequence).sequence
+
+
+def test_predict_calls_spikes_alone_and_fragments_by_their_defining_changes(
+    tmp_path: Path,
+) -> None:
+    """Spike-only inputs, end to end with the shipped model: a real Delta spike given seven
+    changes no Delta spike carried (a new sublineage, which the change check alone withheld)
+    and a real Omicron spike are called their class on their defining changes, which the tree's
+    few S sites cannot tell; the first half of the Delta spike too; a reference spike with one
+    Gamma marker is not called Gamma."""
+    delta = _real_spike("Delta", "21J")
+    private = delta
+    for offset in range(600, 800, 30):  # the first base of seven codons from 201 on
+        base = "A" if private[offset] != "A" else "C"
+        private = private[:offset] + base + private[offset + 1 :]
+    spike_only = apply_mutations([Mutation.parse("G25088T")]).sequence  # V1176F alone
+    fasta = tmp_path / "spikes.fa"
+    write_fasta(
+        [
+            ("delta_new", private),
+            ("omicron", _real_spike("Omicron", "22B")),
+            ("delta_half", delta[: len(delta) // 2]),
+            ("one_marker", spike_only),
+        ],
+        fasta,
+    )
+    out = tmp_path / "calls.tsv"
+    code, output = run("predict", "--fasta", fasta, "--out", out)
+    assert code == 0, output
+    calls = pd.read_csv(out, sep="\t", keep_default_na=False).set_index("record_id")
+    assert set(calls["input_kind"]) == {"spike"}
+    for record, label in (("delta_new", "Delta"), ("omicron", "Omicron"), ("delta_half", "Delta")):
+        assert calls.loc[record, "predicted_class"] == label, calls.loc[record].to_dict()
+        assert calls.loc[record, "defining_class"] == label
+    assert calls.loc["delta_new", "unexpected_changes"] != ""  # it still lists them
+    assert calls.loc["one_marker", "defining_class"] == "pre-VOC"
+    assert calls.loc["one_marker", "predicted_class"] in ("pre-VOC", "unassigned")
 
 
 @pytest.mark.parametrize(

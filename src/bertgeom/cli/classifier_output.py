@@ -51,16 +51,19 @@ def _lineage_table(table: pd.DataFrame) -> Table:
     from bertgeom.model.lineage_tables import REASONS
 
     view = Table(
-        title="leave-lineage-out: held-out genomes, as predict calls them (BERT | k-mer LR)"
+        title="leave-lineage-out: held-out genomes and their spikes, as predict calls them "
+        "(BERT | k-mer LR)"
     )
-    for column in ("fold", "group", "expected", "n", "called so", "unassigned", "other class"):
-        view.add_column(column, justify="left" if column in ("fold", "group") else "right")
+    columns = ("fold", "group", "input", "expected", "n", "called so", "unassigned", "other class")
+    for column in columns:
+        view.add_column(column, justify="left" if column in columns[:3] else "right")
     with_tree = table[table["rule"] == "clade tree"]
-    for (fold, group), rows in with_tree.groupby(["fold", "group"], sort=False):
+    for (fold, group, kind), rows in with_tree.groupby(["fold", "group", "input"], sort=False):
         models = list(rows.itertuples())
         view.add_row(
             str(fold),
             str(group),
+            str(kind),
             str(models[0].expected),
             str(models[0].n),
             " | ".join(str(row.called_expected) for row in models),

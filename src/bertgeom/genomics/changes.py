@@ -11,7 +11,8 @@ skipped: missing data is not a change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from functools import cache
 
 import numpy as np
@@ -33,6 +34,7 @@ GENETIC_CODE: dict[str, str] = {
 
 _DELETED = ord("-")
 _MISSING = ord("N")
+_READ = np.frombuffer(b"ACGT-", dtype=np.uint8)
 
 
 @cache
@@ -108,3 +110,38 @@ def definition_changes(label: str) -> tuple[str, ...]:
 def sequence_changes(sequences: Sequence[str]) -> list[tuple[str, ...]]:
     """The changes of each sequence (a genome or a spike), aligned as any input is."""
     return [spike_changes(extract_spike("sequence", sequence)) for sequence in sequences]
+
+
+_AMINO_ACID_CHANGE = re.compile(r"^[A-Z*](\d+)[A-Z*]$")
+_DELETION_CHANGE = re.compile(r"^del(\d+)-(\d+)$")
+_INSERTION_CHANGE = re.compile(r"^ins(\d+):")
+
+
+def change_span(name: str) -> tuple[int, int]:
+    """The reference positions ``(first, last)`` (1-based, inclusive) a change's name reads:
+    its codon (``L452R``), its deleted run (``del21765-21770``) or the two positions around an
+    insertion (``ins22204:GAG``)."""
+    if match := _AMINO_ACID_CHANGE.match(name):
+        first = SPIKE_START + 3 * (int(match[1]) - 1)
+        return first, first + 2
+    if match := _DELETION_CHANGE.match(name):
+        return int(match[1]), int(match[2])
+    if match := _INSERTION_CHANGE.match(name):
+        return int(match[1]), int(match[1]) + 1
+    raise ValueError(f"not a change name: {name!r}")
+
+
+def unread_changes(spike: SpikeRecord, names: Iterable[str]) -> frozenset[str]:
+    """Those of ``names`` the spike cannot tell present or absent: some position of the change's
+    span (:func:`change_span`) is not called (``N``, or outside what the input covers). A
+    deleted position is read (a deletion there says the change is absent, or is the change)."""
+    if not spike.usable or not spike.sequence:
+        return frozenset(names)
+    missing = aligned_bases(spike) == _MISSING
+    unread = set()
+    for name in names:
+        first, last = change_span(name)
+        window = missing[max(first - SPIKE_START, 0) : max(last - SPIKE_START + 1, 0)]
+        if window.size == 0 or window.any():
+            unread.add(name)
+    return frozenset(unread)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bertgeom.errors import ModelError
+from bertgeom.model.defining_changes import defining_changes
 
 CHANGE_CHECK_FILE = "change_check.json"
 
@@ -51,12 +52,14 @@ def no_change_check_note(directory: Path) -> str:
 
 @dataclass(frozen=True)
 class ChangeCheck:
-    """Per class: the expected changes and the calibration counts of unexpected changes."""
+    """Per class: the expected changes, the calibration counts of unexpected changes and the
+    defining changes (:mod:`bertgeom.model.defining_changes`; empty in models saved before)."""
 
     expected: Mapping[str, frozenset[str]]
     calibration: Mapping[str, tuple[int, ...]]
     alpha: float = 0.05
     min_frequency: float = 0.02
+    defining: Mapping[str, frozenset[str]] = field(default_factory=dict)
     pooled: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +90,7 @@ class ChangeCheck:
             "min_frequency": self.min_frequency,
             "expected": {label: sorted(changes) for label, changes in self.expected.items()},
             "calibration": {label: list(counts) for label, counts in self.calibration.items()},
+            "defining": {label: sorted(changes) for label, changes in self.defining.items()},
         }
 
     @classmethod
@@ -99,6 +103,7 @@ class ChangeCheck:
             },
             alpha=float(data["alpha"]),
             min_frequency=float(data["min_frequency"]),
+            defining={label: frozenset(names) for label, names in data.get("defining", {}).items()},
         )
 
     def save(self, directory: Path) -> None:
@@ -136,7 +141,8 @@ def fit_change_check(
 ) -> ChangeCheck:
     """Fit the check on real spikes' changes (see the module docstring).
 
-    ``definitions`` gives the changes of the classes without real training spikes.
+    ``definitions`` gives the changes of the classes without real training spikes: what they
+    expect and what defines them (:mod:`bertgeom.model.defining_changes`).
     """
     counts: dict[str, Counter[str]] = {label: Counter() for label in classes}
     sizes: Counter[str] = Counter(train_labels)
@@ -156,9 +162,14 @@ def fit_change_check(
         calibration[label].append(sum(change not in without for change in changes))
     for changes, label in zip(validation_changes, validation_labels, strict=True):
         calibration[label].append(sum(change not in expected[label] for change in changes))
+    observed = defining_changes(train_changes, train_labels)
     return ChangeCheck(
         expected=expected,
         calibration={label: tuple(values) for label, values in calibration.items()},
         alpha=alpha,
         min_frequency=min_frequency,
+        defining={
+            label: observed[label] if sizes[label] else frozenset(definitions.get(label, ()))
+            for label in classes
+        },
     )

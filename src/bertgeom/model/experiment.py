@@ -33,14 +33,15 @@ def calls(
     probabilities = predict_probabilities(
         classifier.model, classifier.tokenizer, sequences, settings.k, settings.stride, batch_size
     )
-    changes, placements = sequence_evidence(sequences)
+    evidence = sequence_evidence(sequences, classifier.change_check)
     checked = checked_calls(
         probabilities,
-        changes,
+        evidence.changes,
         settings.classes,
         settings.unassigned_threshold,
         classifier.change_check,
-        placements,
+        evidence.placements,
+        evidence.defining,
     )
     return checked.argmax, checked.called, checked.best
 

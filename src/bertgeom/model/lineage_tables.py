@@ -10,10 +10,22 @@ import numpy as np
 import pandas as pd
 
 from bertgeom.atomic import atomic_file
-from bertgeom.model.predict import UNASSIGNED, Calls
+from bertgeom.model.predict import DEFINING_DISAGREES, UNASSIGNED, Calls
 
-REASONS = ("clade_outside_classes", "clade_disagrees", "low_probability", "unexpected_changes")
+QC_FAILED = "qc_failed"
+"""An input that fails QC (``predict`` gives it a status and no call)."""
+REASONS = (
+    "clade_outside_classes",
+    "clade_disagrees",
+    DEFINING_DISAGREES,
+    "low_probability",
+    "unexpected_changes",
+    QC_FAILED,
+)
 """Why a call was withheld (``unassigned``): one ``unassigned_<reason>`` count each."""
+INPUT_KINDS = ("genome", "spike", "partial spike")
+"""How each held-out genome is called: whole, its spike alone (cut from the genome's
+alignment, aligned again as a spike-only input), and a window of that spike."""
 RULES = ("clade tree", "changes only")
 """The ``unassigned`` rule of each row: ``predict``'s (the clade tree first), or the probability
 and change check alone (the rule before the tree, kept to show what the tree changes)."""
@@ -36,20 +48,22 @@ def count_outcomes(calls: Calls, expected: str) -> dict[str, int]:
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model and rule: the held-out groups of the eight classes and the outside ones,
-    pooled."""
+    """Per input kind, model and rule: the held-out groups of the eight classes and the outside
+    ones, pooled."""
     parts = []
-    for (model, rule), rows in table.groupby(["model", "rule"], sort=False):
+    for (kind, model, rule), rows in table.groupby(["input", "model", "rule"], sort=False):
         inside = rows[rows["held_out"] & (rows["expected"] != UNASSIGNED)]
         outside = rows[rows["expected"] == UNASSIGNED]
         unassigned = inside[[f"unassigned_{reason}" for reason in REASONS]].to_numpy().sum()
         parts.append(
             {
+                "input": kind,
                 "model": model,
                 "rule": rule,
                 "held_out_n": int(inside["n"].sum()),
                 "held_out_called_class": float(inside["called_expected"].sum() / inside["n"].sum()),
                 "held_out_unassigned": float(unassigned / inside["n"].sum()),
+                "held_out_wrong": float(inside["called_other"].sum() / inside["n"].sum()),
                 "held_out_argmax_right": float(inside["argmax_expected"].sum() / inside["n"].sum()),
                 "outside_n": int(outside["n"].sum()),
                 "outside_unassigned": float(outside["called_expected"].sum() / outside["n"].sum())

@@ -30,17 +30,20 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from itertools import product
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bertgeom.genomics.clades import CladeTree, clade_tree
 from bertgeom.genomics.mutations import CLASSES
-from bertgeom.model.baseline import fit_baseline
+from bertgeom.genomics.spike import SpikeRecord, extract_spike
+from bertgeom.model.baseline import KmerLogisticRegression, fit_baseline
 from bertgeom.model.evaluate import predict_probabilities
 from bertgeom.model.lineage_folds import (
     DEFAULT_FOLDS,
@@ -53,9 +56,9 @@ from bertgeom.model.lineage_folds import (
     fold_dataset,
     group_members,
 )
-from bertgeom.model.lineage_tables import RULES, count_outcomes
-from bertgeom.model.predict import checked_calls, spike_evidence
-from bertgeom.model.storage import load_classifier
+from bertgeom.model.lineage_tables import INPUT_KINDS, QC_FAILED, RULES, count_outcomes
+from bertgeom.model.predict import UNASSIGNED, Calls, checked_calls, spike_evidence
+from bertgeom.model.storage import Classifier, load_classifier
 from bertgeom.model.train import ProgressCallback, TrainingOptions, train_classifier
 
 
@@ -117,58 +120,130 @@ class _FoldJob:
         with tempfile.TemporaryDirectory(prefix="bertgeom-lineage-") as directory:
             train_classifier(dataset, Path(directory), self.options, progress)
             classifier = load_classifier(Path(directory))
-        settings = classifier.settings
-        baseline, baseline_threshold = fit_baseline(dataset, CLASSES)
-        rows: list[dict[str, object]] = []
-        for group in (*fold.groups, *self.never_trained):
-            agreeing = group in fold.groups
-            members = [g for g in group_members(genomes, group, tree, agreeing) if g.spike.usable]
-            if not members:
-                continue
-            expected = expected_call(group, tree)
-            sequences = [g.spike.sequence for g in members]
-            changes, placements = spike_evidence([g.spike for g in members])
-            models = {
-                "bert": (
-                    predict_probabilities(
-                        classifier.model,
-                        classifier.tokenizer,
-                        sequences,
-                        settings.k,
-                        settings.stride,
-                    ),
-                    settings.classes,
-                    settings.unassigned_threshold,
-                ),
-                "kmer_logistic_regression": (
-                    baseline.predict_proba(sequences),
-                    tuple(baseline.classes_),
-                    baseline_threshold,
-                ),
-            }
-            for (name, (probabilities, classes, threshold)), rule in product(models.items(), RULES):
-                tree_placements = placements if rule == "clade tree" else None
-                calls = checked_calls(
-                    probabilities,
-                    changes,
-                    classes,
-                    threshold,
-                    classifier.change_check,
-                    tree_placements,
-                )
-                rows.append(
-                    {
-                        "fold": fold.name,
-                        "group": group.name,
-                        "held_out": group in fold.groups,
-                        "model": name,
-                        "rule": rule,
-                        "expected": expected,
-                        "n": len(members),
-                        **count_outcomes(calls, expected),
-                    }
-                )
-        return rows
+        baseline = fit_baseline(dataset, CLASSES)
+        return fold_rows(fold, classifier, baseline, genomes, tree, self.never_trained)
+
+
+def fold_rows(
+    fold: Fold,
+    classifier: Classifier,
+    baseline: tuple[KmerLogisticRegression, float],
+    genomes: Sequence[EmbeddedGenome],
+    tree: CladeTree,
+    never_trained: Sequence[LineageGroup] = NEVER_TRAINED,
+) -> list[dict[str, object]]:
+    """Call every genome of the fold's groups and of ``never_trained`` as each input kind
+    (:data:`INPUT_KINDS`), by the fold's BERT and baseline, under each rule: one row per
+    (group, input, model, rule)."""
+    rows: list[dict[str, object]] = []
+    for group in (*fold.groups, *never_trained):
+        agreeing = group in fold.groups
+        members = [g for g in group_members(genomes, group, tree, agreeing) if g.spike.usable]
+        if not members:
+            continue
+        expected = expected_call(group, tree)
+        for kind in INPUT_KINDS:
+            spikes = input_spikes(members, kind)
+            for model, calls in kind_calls(classifier, baseline, spikes).items():
+                for rule, checked in calls.items():
+                    rows.append(
+                        {
+                            "fold": fold.name,
+                            "group": group.name,
+                            "held_out": agreeing,
+                            "input": kind,
+                            "model": model,
+                            "rule": rule,
+                            "expected": expected,
+                            "n": len(members),
+                            **count_outcomes(checked, expected),
+                        }
+                    )
+    return rows
+
+
+def input_spikes(members: Sequence[EmbeddedGenome], kind: str) -> list[SpikeRecord]:
+    """The members as ``kind`` inputs: the spike of the whole genome's alignment (``genome``),
+    that spike alone, aligned again as a spike-only input (``spike``), or a window of it
+    (``partial spike``: 40-80 % of the spike, placed at random, seeded by the record id)."""
+    if kind == "genome":
+        return [g.spike for g in members]
+    if kind == "spike":
+        return [extract_spike(g.record_id, g.spike.sequence) for g in members]
+    windows = []
+    for g in members:
+        sequence = g.spike.sequence.strip("N")
+        random = np.random.default_rng(zlib.crc32(g.record_id.encode()))
+        length = int(len(sequence) * random.uniform(0.4, 0.8))
+        start = int(random.integers(0, len(sequence) - length + 1))
+        windows.append(extract_spike(g.record_id, sequence[start : start + length]))
+    return windows
+
+
+def kind_calls(
+    classifier: Classifier,
+    baseline: tuple[KmerLogisticRegression, float],
+    spikes: Sequence[SpikeRecord],
+) -> dict[str, dict[str, Calls]]:
+    """Per model (``bert``, ``kmer_logistic_regression``) and rule, the calls of ``spikes``
+    as ``predict`` makes them (an unusable spike is called with no evidence: pre-VOC's
+    reference-like calls never happen to unusable inputs, which predict gives no call)."""
+    settings = classifier.settings
+    usable = [spike for spike in spikes if spike.usable]
+    sequences = [spike.sequence for spike in usable]
+    evidence = spike_evidence(usable, classifier.change_check)
+    lr, lr_threshold = baseline
+    models = {
+        "bert": (
+            predict_probabilities(
+                classifier.model, classifier.tokenizer, sequences, settings.k, settings.stride
+            ),
+            settings.classes,
+            settings.unassigned_threshold,
+        ),
+        "kmer_logistic_regression": (
+            lr.predict_proba(sequences),
+            tuple(lr.classes_),
+            lr_threshold,
+        ),
+    }
+    calls: dict[str, dict[str, Calls]] = {}
+    for name, (probabilities, classes, threshold) in models.items():
+        calls[name] = {}
+        for rule in RULES:
+            tree_rule = rule == "clade tree"
+            checked = checked_calls(
+                probabilities,
+                evidence.changes,
+                classes,
+                threshold,
+                classifier.change_check,
+                evidence.placements if tree_rule else None,
+                evidence.defining if tree_rule else None,
+            )
+            calls[name][rule] = with_unusable(checked, spikes)
+    return calls
+
+
+def with_unusable(calls: Calls, spikes: Sequence[SpikeRecord]) -> Calls:
+    """``calls`` of the usable ``spikes`` spread over all of them, each unusable one (a hard QC
+    failure, which ``predict`` gives no call) withheld for :data:`QC_FAILED`."""
+    if all(spike.usable for spike in spikes):
+        return calls
+    rows = iter(range(len(calls.argmax)))
+    index = [next(rows) if spike.usable else -1 for spike in spikes]
+
+    def spread(values: Sequence[Any], missing: object) -> list[Any]:
+        return [values[i] if i >= 0 else missing for i in index]
+
+    return Calls(
+        argmax=spread(calls.argmax, ""),
+        called=spread(calls.called, UNASSIGNED),
+        best=np.array(spread(list(calls.best), np.nan), dtype=float),
+        reasons=spread(calls.reasons, QC_FAILED),
+        unexpected=spread(calls.unexpected, ()),
+        p_values=np.array(spread(list(calls.p_values), np.nan), dtype=float),
+    )
 
 
 def _run_fold_in_worker(

@@ -24,12 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bertgeom.genomics.changes import spike_changes
+from bertgeom.genomics.changes import spike_changes, unread_changes
 from bertgeom.genomics.clades import OUTSIDE_CLASSES, Placement, clade_tree
 from bertgeom.genomics.fasta import FastaRecord
 from bertgeom.genomics.parallel import Pending, SpikeExtractor, spike_extractor
 from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
 from bertgeom.model.change_check import ChangeCheck
+from bertgeom.model.defining_changes import DefiningCall, defining_call
 from bertgeom.model.evaluate import predict_probabilities
 from bertgeom.model.storage import Classifier
 
@@ -38,6 +39,7 @@ LOW_PROBABILITY = "low_probability"
 UNEXPECTED_CHANGES = "unexpected_changes"
 CLADE_OUTSIDE_CLASSES = "clade_outside_classes"
 CLADE_DISAGREES = "clade_disagrees"
+DEFINING_DISAGREES = "defining_changes_disagree"
 BASE_COLUMNS = (
     "record_id",
     "status",
@@ -52,6 +54,7 @@ BASE_COLUMNS = (
     "clade",
     "clade_class",
     "clade_support",
+    "defining_class",
     "unexpected_changes",
     "changes_p_value",
 )
@@ -89,9 +92,11 @@ def checked_calls(
     threshold: float,
     check: ChangeCheck | None,
     placements: Sequence[Placement | None] | None = None,
+    defining: Sequence[DefiningCall | None] | None = None,
 ) -> Calls:
-    """The arg-max calls, withheld by the clade tree where the placement tells the class, else
-    by a low probability (first) or unexpected changes (then); see the module docstring."""
+    """The arg-max calls, kept or withheld by the clade tree where the placement tells the
+    class, else by the defining changes where they tell it, else withheld for a low
+    probability (first) or unexpected changes (then); see the module docstring."""
     argmax, called, best = call_classes(probabilities, classes, threshold)
     reasons = [LOW_PROBABILITY if call == UNASSIGNED else "" for call in called]
     unexpected: list[tuple[str, ...]] = []
@@ -113,27 +118,51 @@ def checked_calls(
                     else CLADE_DISAGREES
                 )
                 called[row], reasons[row] = UNASSIGNED, reason
+        elif (told := _told(defining, row)) and told != label:
+            called[row], reasons[row] = UNASSIGNED, DEFINING_DISAGREES
+        elif told and check is not None and check.defining.get(told):
+            called[row], reasons[row] = label, ""
         elif check is not None and p_values[row] < check.alpha and not reasons[row]:
             called[row], reasons[row] = UNASSIGNED, UNEXPECTED_CHANGES
     return Calls(argmax, called, best, reasons, unexpected, p_values)
 
 
-def spike_evidence(
-    spikes: Sequence[SpikeRecord],
-) -> tuple[list[tuple[str, ...]], list[Placement | None]]:
-    """Each spike's changes and its clade placement (``None`` without aligned sites)."""
+def _told(defining: Sequence[DefiningCall | None] | None, row: int) -> str:
+    call = defining[row] if defining is not None else None
+    return call.label if call is not None else ""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the calls of ``n`` spikes are checked against: each spike's ``changes``, its clade
+    ``placements`` (``None`` without aligned sites) and its ``defining`` call (``None`` when
+    the model has no defining changes)."""
+
+    changes: list[tuple[str, ...]]
+    placements: list[Placement | None]
+    defining: list[DefiningCall | None]
+
+
+def spike_evidence(spikes: Sequence[SpikeRecord], check: ChangeCheck | None = None) -> Evidence:
+    """The :class:`Evidence` of ``spikes``; defining calls need ``check``'s defining changes."""
     tree = clade_tree()
     placements = [
         tree.place(spike.clade_bases) if len(spike.clade_bases) else None for spike in spikes
     ]
-    return [spike_changes(spike) for spike in spikes], placements
+    changes = [spike_changes(spike) for spike in spikes]
+    defining: list[DefiningCall | None] = [None] * len(spikes)
+    if check is not None and check.defining:
+        names = frozenset().union(*check.defining.values())
+        defining = [
+            defining_call(carried, unread_changes(spike, names), check.defining)
+            for spike, carried in zip(spikes, changes, strict=True)
+        ]
+    return Evidence(changes, placements, defining)
 
 
-def sequence_evidence(
-    sequences: Sequence[str],
-) -> tuple[list[tuple[str, ...]], list[Placement | None]]:
+def sequence_evidence(sequences: Sequence[str], check: ChangeCheck | None = None) -> Evidence:
     """:func:`spike_evidence` of sequences (genomes or spikes), each aligned as any input is."""
-    return spike_evidence([extract_spike("sequence", sequence) for sequence in sequences])
+    return spike_evidence([extract_spike("sequence", s) for s in sequences], check)
 
 
 def with_change_alpha(classifier: Classifier, alpha: float | None) -> Classifier:
@@ -213,19 +242,22 @@ def classify_spikes(
     table["clade"] = ""
     table["clade_class"] = ""
     table["clade_support"] = np.nan
+    table["defining_class"] = ""
     table["unexpected_changes"] = ""
     table["changes_p_value"] = np.nan
     full = np.full((len(spikes), len(settings.classes)), np.nan)
     if usable:
         full[usable] = probabilities
-        changes, placements = spike_evidence([spikes[index] for index in usable])
+        evidence = spike_evidence([spikes[index] for index in usable], classifier.change_check)
+        placements = evidence.placements
         calls = checked_calls(
             probabilities,
-            changes,
+            evidence.changes,
             settings.classes,
             settings.unassigned_threshold,
             classifier.change_check,
             placements,
+            evidence.defining,
         )
         table.loc[usable, "predicted_class"] = calls.called
         table.loc[usable, "probability"] = calls.best
@@ -235,6 +267,7 @@ def classify_spikes(
         table.loc[usable, "clade_support"] = [
             round(p.support, 4) if p else np.nan for p in placements
         ]
+        table.loc[usable, "defining_class"] = [d.label if d else "" for d in evidence.defining]
         table.loc[usable, "unexpected_changes"] = [",".join(u) for u in calls.unexpected]
         table.loc[usable, "changes_p_value"] = np.round(calls.p_values, 4)
     for column, label in enumerate(settings.classes):

@@ -40,6 +40,7 @@ from bertgeom.genomics.kmers import DEFAULT_K, DEFAULT_STRIDE
 from bertgeom.genomics.mutations import CLASSES
 from bertgeom.model.augmentation import mask_tokens, soft_targets, window_tokens
 from bertgeom.model.change_check import ChangeCheck, fit_change_check
+from bertgeom.model.defining_changes import defining_changes
 from bertgeom.model.dropout import with_fast_dropout
 from bertgeom.model.evaluate import (
     calibrate_unassigned_threshold,
@@ -144,18 +145,39 @@ class TrainingReport:
 
 
 def fit_dataset_change_check(dataset: pd.DataFrame, classes: tuple[str, ...]) -> ChangeCheck:
-    """The change check (:mod:`bertgeom.model.change_check`) of a split dataset's real spikes;
-    the classes without real training spikes expect their public definitions."""
+    """The change check (:mod:`bertgeom.model.change_check`) of a split dataset's real spikes.
+
+    A class without real training spikes expects and is defined by its public definition
+    (Lambda, Mu) or, where it has none (a class a leave-lineage-out fold holds out whole), by
+    the changes of at least 80 % of its synthetic training spikes, which were drawn from what
+    the dataset knows of it.
+    """
     real = dataset[(dataset["source"] == "real") & dataset["label"].isin(classes)]
     train, validation = real[real["split"] == "train"], real[real["split"] == "validation"]
+    definitions = {}
+    for label in sorted(set(classes) - set(train["label"])):
+        definitions[label] = definition_changes(label) or _synthetic_core(dataset, label)
     return fit_change_check(
         sequence_changes(list(train["sequence"])),
         list(train["label"]),
         sequence_changes(list(validation["sequence"])),
         list(validation["label"]),
-        {label: definition_changes(label) for label in classes},
+        definitions,
         classes,
     )
+
+
+def _synthetic_core(dataset: pd.DataFrame, label: str, at_most: int = 200) -> tuple[str, ...]:
+    """The changes of at least 80 % of (up to ``at_most``) synthetic training spikes of
+    ``label``; empty without any."""
+    rows = dataset[
+        (dataset["source"] != "real") & (dataset["label"] == label) & (dataset["split"] == "train")
+    ]
+    sequences = list(rows["sequence"][:at_most])
+    if not sequences:
+        return ()
+    core = defining_changes(sequence_changes(sequences), [label] * len(sequences))[label]
+    return tuple(sorted(core))
 
 
 def train_classifier(

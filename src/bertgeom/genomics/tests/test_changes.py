@@ -7,10 +7,12 @@ from hypothesis import strategies as st
 
 from bertgeom.genomics.changes import (
     GENETIC_CODE,
+    change_span,
     definition_changes,
     edited_spike_changes,
     sequence_changes,
     spike_changes,
+    unread_changes,
 )
 from bertgeom.genomics.fasta import read_fasta
 from bertgeom.genomics.mutations import Mutation, apply_mutations
@@ -100,3 +102,25 @@ def test_definitions_of_the_synthetic_only_classes() -> None:
     assert "L452Q" in lambda_changes and "F490S" in lambda_changes
     assert definition_changes("Alpha") == ()  # profiled from real data, no definition rows
     assert "ins21990:TAC" in definition_changes("Mu")
+
+
+def test_change_spans() -> None:
+    assert change_span("L452R") == (SPIKE_START + 3 * 451, SPIKE_START + 3 * 451 + 2)
+    assert change_span("del21765-21770") == (21765, 21770)
+    assert change_span("ins22204:GAG") == (22204, 22205)
+
+
+def test_unread_changes_are_those_with_an_uncalled_position() -> None:
+    """A codon with an N, or outside a fragment, is unread; a deleted codon is read (absent)."""
+    names = ("L452R", "D614G", "V1176F", "del21765-21770", "Y145D")
+    edited = apply_mutations([Mutation.parse("del21765-21770"), Mutation.parse("A23403G")])
+    sequence = edited.sequence
+    codon_452 = SPIKE_START + 3 * 451 - SPIKE_START - 6  # shifted left by the 6-base deletion
+    with_n = sequence[:codon_452] + "N" + sequence[codon_452 + 1 :]
+    whole = extract_spike("whole", with_n)
+    assert unread_changes(whole, names) == {"L452R"}
+    assert {"D614G", "del21765-21770"} <= set(spike_changes(whole))
+    half = extract_spike("half", sequence[: len(sequence) // 2])
+    assert half.usable
+    assert unread_changes(half, names) == {"V1176F"}
+    assert unread_changes(extract_spike("empty", ""), names) == set(names)

@@ -27,9 +27,10 @@ def test_same_seed_same_spikes_other_seed_other_spikes() -> None:
     [("Alpha", "A23063T"), ("Delta", "T22917G"), ("Lambda", "T22917A"), ("Mu", "ins21990:TAC")],
 )
 def test_core_markers_are_carried(label: str, marker: str) -> None:
-    table = synthesize_table(40, seed=3, classes=(label,))
+    # Each core mutation is dropped with probability 0.1, so about 90 % carry it.
+    table = synthesize_table(300, seed=3, classes=(label,))
     share = np.mean([marker in mutations.split(",") for mutations in table["mutations"]])
-    assert share > 0.9
+    assert 0.85 < share < 0.95
 
 
 def test_other_classes_markers_appear_as_background() -> None:

@@ -3,16 +3,19 @@ checked against brute-force counts, and the order of the rules that withhold a c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bertgeom.genomics.clades import OUTSIDE_CLASSES, Placement
-from bertgeom.model.change_check import ChangeCheck, fit_change_check
+from bertgeom.model.change_check import CHANGE_CHECK_FILE, ChangeCheck, fit_change_check
+from bertgeom.model.defining_changes import DefiningCall
 from bertgeom.model.predict import (
     CLADE_DISAGREES,
     CLADE_OUTSIDE_CLASSES,
+    DEFINING_DISAGREES,
     LOW_PROBABILITY,
     UNASSIGNED,
     UNEXPECTED_CHANGES,
@@ -118,3 +121,38 @@ def test_the_clade_tree_decides_where_it_tells_the_class() -> None:
         LOW_PROBABILITY,
     ]
     assert calls.unexpected[0] == ("Q1", "Q2")  # kept as information
+
+
+def test_defining_changes_decide_where_the_tree_does_not() -> None:
+    """Where the tree tells nothing, defining changes that tell the called class keep it
+    (whatever its probability or changes), ones that tell another class withhold it, and a
+    class told by defining nothing (pre-VOC: by the absence of every other class's changes)
+    leaves the call to the probability and the change check. The tree still comes first."""
+    check = ChangeCheck(
+        expected={"A": frozenset(), "B": frozenset()},
+        calibration={"A": tuple([0] * 40), "B": tuple([0] * 40)},
+        defining={"A": frozenset({"M1", "M2"}), "B": frozenset()},
+    )
+
+    def told(label: str) -> DefiningCall:
+        return DefiningCall(label, (label,), 0, 2)
+
+    probabilities = np.array([[0.55, 0.45], [0.99, 0.01], [0.01, 0.99], [0.01, 0.99], [0.9, 0.1]])
+    changes = [("Q1", "Q2"), (), (), ("Q1",), ()]
+    defining = [told("A"), told("B"), told("B"), told("B"), told("B")]
+    placements = [None, None, None, None, Placement("X", "A", 0, 1, 0, 1, ("X",))]
+    calls = checked_calls(probabilities, changes, ("A", "B"), 0.7, check, placements, defining)
+    assert calls.called == ["A", UNASSIGNED, "B", UNASSIGNED, "A"]
+    assert calls.reasons == ["", DEFINING_DISAGREES, "", UNEXPECTED_CHANGES, ""]
+
+
+def test_json_round_trip_keeps_defining_changes_and_reads_older_files(tmp_path: Path) -> None:
+    changes, labels = planted()
+    check = fit_change_check(changes, labels, [], [], {"B": ("Z9",)}, ("A", "B"))
+    assert check.defining["B"] == frozenset({"Z9"})  # no real spikes: its definition
+    check.save(tmp_path)
+    assert ChangeCheck.load(tmp_path) == check
+    older = json.loads((tmp_path / CHANGE_CHECK_FILE).read_text())
+    del older["defining"]
+    (tmp_path / CHANGE_CHECK_FILE).write_text(json.dumps(older))
+    assert ChangeCheck.load(tmp_path).defining == {}  # type: ignore[union-attr]

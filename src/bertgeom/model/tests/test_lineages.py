@@ -19,7 +19,7 @@ from bertgeom.model.lineage_folds import (
     fold_dataset,
     group_members,
 )
-from bertgeom.model.lineage_tables import summarise
+from bertgeom.model.lineage_tables import INPUT_KINDS, summarise
 from bertgeom.model.lineages import leave_lineage_out
 from bertgeom.model.train import TrainingOptions
 
@@ -84,8 +84,12 @@ def test_one_fold_end_to_end_with_the_tiny_preset() -> None:
     assert (table[outcome_columns].sum(axis=1) == table["n"]).all()  # every genome counted once
     assert set(table["group"]) == {g.name for g in (*fold.groups, *NEVER_TRAINED)}
     assert set(table["rule"]) == {"clade tree", "changes only"}
+    assert set(table["input"]) == set(INPUT_KINDS)  # genomes, their spikes, windows of them
     summary = summarise(table)
-    assert len(summary) == 4 and set(summary["model"]) == {"bert", "kmer_logistic_regression"}
+    assert len(summary) == 4 * len(INPUT_KINDS) and set(summary["model"]) == {
+        "bert",
+        "kmer_logistic_regression",
+    }
     assert (summary["held_out_n"] == 183 + 104).all()
 
 
