@@ -354,3 +354,22 @@ def test_console_script_is_main_and_exits_cleanly() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert "analyze" in completed.stdout
+
+
+def test_predict_withholds_spikes_of_lineages_outside_the_classes(tmp_path: Path) -> None:
+    """The open set for spikes alone, end to end with the shipped model: spikes made from the
+    published changes of nine lineages outside the eight (Iota, Eta, Kappa, Theta, Epsilon,
+    which the tree lists; B.1.620, B.1.1.318, A.23.1, C.36.3, which it does not) are all
+    withheld, each with its reason."""
+    from bertgeom.model.lineage_folds import outside_definition_spikes
+
+    spikes = outside_definition_spikes()
+    fasta = tmp_path / "outside.fa"
+    write_fasta([(name.split()[0], sequence) for name, sequence in spikes], fasta)
+    out = tmp_path / "calls.tsv"
+    code, output = run("predict", "--fasta", fasta, "--out", out)
+    assert code == 0, output
+    calls = pd.read_csv(out, sep="\t", keep_default_na=False)
+    assert len(calls) == len(spikes) == 9
+    assert (calls["predicted_class"] == "unassigned").all(), calls.to_dict("records")
+    assert (calls["unassigned_reason"] != "").all()

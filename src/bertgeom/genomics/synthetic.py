@@ -3,11 +3,13 @@
 Each spike is the reference spike edited with (1) the class's core mutations (frequency >= 0.9
 in the profile), each dropped with probability 0.1, as sequencing gaps and reversions do, so that
 no single marker is necessary, (2) its accessory mutations, each drawn with its profile
-frequency, (3) background noise: random substitutions and in-frame deletions anywhere, and other
-classes' markers (including the convergent ones E484K, P681H, T478K, N501Y, L452R, K417N, P681R,
-which occur outside their variants), so that a model must learn combinations rather than single
-markers, and (4) runs of ``N`` like amplicon drop-outs and incomplete ends. Lambda and Mu come
-only from their public definitions: they are synthetic.
+frequency, (3) background noise: random substitutions, in-frame deletions and insertions
+anywhere, and other classes' markers (including the convergent ones E484K, P681H, T478K, N501Y,
+L452R, K417N, P681R, which occur outside their variants), so that a model must learn
+combinations rather than single markers, (4) sometimes a partial constellation of one other
+class: one to three of its core mutations (a pre-VOC spike with E484K and V1176F is not Gamma,
+which has twelve), and (5) runs of ``N`` like amplicon drop-outs and incomplete ends. Lambda and
+Mu come only from their public definitions: they are synthetic.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class GeneratorSettings:
     background_deletion_probability: float = 0.3
     convergent_marker_rate: float = 0.06
     foreign_marker_rate: float = 0.015
+    partial_constellation_probability: float = 0.25
+    partial_constellation_size: tuple[int, int] = (1, 3)
+    background_insertion_probability: float = 0.15
     n_run_probability: float = 0.35
     n_run_length: tuple[int, int] = (30, 400)
     incomplete_end_probability: float = 0.1
@@ -63,11 +68,23 @@ class ParsedProfiles:
     def __init__(self, profiles: pd.DataFrame | None = None) -> None:
         self.profiles = mutation_profiles() if profiles is None else profiles
         self._parsed: dict[str, tuple[list[tuple[Mutation, float]], list[Mutation]]] = {}
+        self._cores: dict[str, dict[str, list[Mutation]]] = {}
 
     @classmethod
     def of(cls, profiles: pd.DataFrame | ParsedProfiles | None) -> ParsedProfiles:
         """``profiles`` itself when already parsed, else the parsed form of the table."""
         return profiles if isinstance(profiles, ParsedProfiles) else cls(profiles)
+
+    def cores(self, core_frequency: float) -> dict[str, list[Mutation]]:
+        """Each class's core mutations (frequency >= ``core_frequency``), in table order."""
+        key = f"cores@{core_frequency}"
+        if key not in self._cores:
+            core = self.profiles[self.profiles["frequency"] >= core_frequency]
+            self._cores[key] = {
+                str(label): [Mutation.parse(name) for name in rows.mutation]
+                for label, rows in core.groupby("class", sort=False)
+            }
+        return self._cores[key]
 
     def mutations(self, label: str) -> tuple[list[tuple[Mutation, float]], list[Mutation]]:
         """The class's own (mutation, frequency) list and every other class's markers."""
@@ -99,7 +116,8 @@ def draw_mutations(
 ) -> list[Mutation]:
     """Draw one synthetic spike's mutation set for class ``label`` from ``profiles`` (default:
     the embedded ones; :func:`bertgeom.genomics.profiles.profiles_from_spikes` makes others)."""
-    own, foreign = ParsedProfiles.of(profiles).mutations(label)
+    parsed = ParsedProfiles.of(profiles)
+    own, foreign = parsed.mutations(label)
     chosen: list[Mutation] = []
     for mutation, frequency in own:
         core = frequency >= settings.core_frequency
@@ -112,6 +130,11 @@ def draw_mutations(
     for mutation in foreign:
         if rng.random() < settings.foreign_marker_rate:
             _add_if_free(chosen, mutation)
+    # Draws only when enabled, so that a setting of 0 gives the spikes drawn before it existed.
+    if settings.partial_constellation_probability and (
+        rng.random() < settings.partial_constellation_probability
+    ):
+        _add_partial_constellation(chosen, label, rng, settings, parsed)
     spike = reference_spike()
     for _ in range(rng.poisson(settings.background_substitutions)):
         offset = int(rng.integers(0, len(spike)))
@@ -127,7 +150,40 @@ def draw_mutations(
         start = SPIKE_START + 3 * int(rng.integers(1, len(spike) // 3 - 4))
         end = start + 3 * int(rng.integers(1, 4)) - 1
         _add_if_free(chosen, Mutation(f"del{start}-{end}", "del", start, end))
+    if settings.background_insertion_probability and (
+        rng.random() < settings.background_insertion_probability
+    ):
+        # An in-frame insertion of 1-4 codons anywhere: a real lineage's insertion (25C's 12
+        # bases near the start) shifts the phase of every later 9-base stride as Mu's TAC
+        # does, and without these a model learnt that shift as Mu.
+        after = SPIKE_START + 3 * int(rng.integers(1, len(spike) // 3 - 4)) - 1
+        bases = "".join(rng.choice(list("ACGT"), size=3 * int(rng.integers(1, 5))))
+        _add_if_free(chosen, Mutation(f"ins{after}:{bases}", "ins", after, after, bases))
     return chosen
+
+
+def _add_partial_constellation(
+    chosen: list[Mutation],
+    label: str,
+    rng: np.random.Generator,
+    settings: GeneratorSettings,
+    profiles: ParsedProfiles,
+) -> None:
+    """Add one to three core mutations of one other class that ``label``'s profile lacks."""
+    own = {mutation.name for mutation, _ in profiles.mutations(label)[0]}
+    others = {
+        other: [m for m in mutations if m.name not in own]
+        for other, mutations in profiles.cores(settings.core_frequency).items()
+        if other != label
+    }
+    others = {other: mutations for other, mutations in others.items() if mutations}
+    if not others:
+        return
+    donor = others[sorted(others)[int(rng.integers(0, len(others)))]]
+    low, high = settings.partial_constellation_size
+    size = min(int(rng.integers(low, high + 1)), len(donor))
+    for index in rng.choice(len(donor), size=size, replace=False):
+        _add_if_free(chosen, donor[int(index)])
 
 
 def mask_with_n(sequence: str, rng: np.random.Generator, settings: GeneratorSettings) -> str:

@@ -11,8 +11,14 @@ import pandas as pd
 
 from bertgeom.genomics.clades import OUTSIDE_CLASSES, CladeTree
 from bertgeom.genomics.dataset import embedded_aligned, split_dataset, synthetic_spikes
-from bertgeom.genomics.mutations import CLASSES, mutation_profiles
+from bertgeom.genomics.mutations import (
+    CLASSES,
+    amino_acid_mutations,
+    apply_mutations,
+    mutation_profiles,
+)
 from bertgeom.genomics.profiles import profiles_from_spikes
+from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.spike import SpikeRecord
 from bertgeom.model.predict import UNASSIGNED
 
@@ -168,3 +174,22 @@ def fold_dataset(
     # A fold's test set is its held-out lineages: the few rows split off as test train too.
     dataset.loc[dataset["split"] == "test", "split"] = "train"
     return dataset
+
+
+OUTSIDE_DEFINITIONS = "outside: public definitions (Iota, Eta, Kappa, Theta, B.1.427, ...)"
+"""The group name of :func:`outside_definition_spikes` in leave-lineage-out tables."""
+
+
+def outside_definition_spikes() -> list[tuple[str, str]]:
+    """``(lineage, spike sequence)`` of each lineage of ``outside_lineages.tsv``: the
+    reference spike with the lineage's published spike changes, none of the eight classes
+    (Iota, Eta, Kappa, Theta and Epsilon, which the clade tree lists, and B.1.620, B.1.1.318,
+    A.23.1 and C.36.3, which it does not)."""
+    table = pd.read_csv(data_path("outside_lineages.tsv"), sep="\t", dtype=str)
+    spikes = []
+    for row in table.itertuples(index=False):
+        mutations = [
+            m for name in str(row.spike_changes).split() for m in amino_acid_mutations(name)
+        ]
+        spikes.append((f"{row.lineage} ({row.name})", apply_mutations(mutations).sequence))
+    return spikes

@@ -48,6 +48,7 @@ from bertgeom.model.evaluate import predict_probabilities
 from bertgeom.model.lineage_folds import (
     DEFAULT_FOLDS,
     NEVER_TRAINED,
+    OUTSIDE_DEFINITIONS,
     EmbeddedGenome,
     Fold,
     LineageGroup,
@@ -55,6 +56,7 @@ from bertgeom.model.lineage_folds import (
     expected_call,
     fold_dataset,
     group_members,
+    outside_definition_spikes,
 )
 from bertgeom.model.lineage_tables import INPUT_KINDS, QC_FAILED, RULES, count_outcomes
 from bertgeom.model.predict import UNASSIGNED, Calls, checked_calls, spike_evidence
@@ -159,7 +161,34 @@ def fold_rows(
                             **count_outcomes(checked, expected),
                         }
                     )
+    outside = [extract_spike(name, sequence) for name, sequence in outside_definition_spikes()]
+    for kind in INPUT_KINDS[1:]:
+        spikes = outside if kind == "spike" else [_window(spike) for spike in outside]
+        for model, calls in kind_calls(classifier, baseline, spikes).items():
+            for rule, checked in calls.items():
+                rows.append(
+                    {
+                        "fold": fold.name,
+                        "group": OUTSIDE_DEFINITIONS,
+                        "held_out": False,
+                        "input": kind,
+                        "model": model,
+                        "rule": rule,
+                        "expected": UNASSIGNED,
+                        "n": len(spikes),
+                        **count_outcomes(checked, UNASSIGNED),
+                    }
+                )
     return rows
+
+
+def _window(spike: SpikeRecord) -> SpikeRecord:
+    """A window of 40-80 % of ``spike``, placed at random, seeded by its record id."""
+    sequence = spike.sequence.strip("N")
+    random = np.random.default_rng(zlib.crc32(spike.record_id.encode()))
+    length = int(len(sequence) * random.uniform(0.4, 0.8))
+    start = int(random.integers(0, len(sequence) - length + 1))
+    return extract_spike(spike.record_id, sequence[start : start + length])
 
 
 def input_spikes(members: Sequence[EmbeddedGenome], kind: str) -> list[SpikeRecord]:
@@ -170,14 +199,7 @@ def input_spikes(members: Sequence[EmbeddedGenome], kind: str) -> list[SpikeReco
         return [g.spike for g in members]
     if kind == "spike":
         return [extract_spike(g.record_id, g.spike.sequence) for g in members]
-    windows = []
-    for g in members:
-        sequence = g.spike.sequence.strip("N")
-        random = np.random.default_rng(zlib.crc32(g.record_id.encode()))
-        length = int(len(sequence) * random.uniform(0.4, 0.8))
-        start = int(random.integers(0, len(sequence) - length + 1))
-        windows.append(extract_spike(g.record_id, sequence[start : start + length]))
-    return windows
+    return [_window(g.spike) for g in members]
 
 
 def kind_calls(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +17,7 @@ from bertgeom.genomics.changes import (
     unread_changes,
 )
 from bertgeom.genomics.fasta import read_fasta
-from bertgeom.genomics.mutations import Mutation, apply_mutations
+from bertgeom.genomics.mutations import Mutation, amino_acid_mutations, apply_mutations
 from bertgeom.genomics.reference import SPIKE_START, data_path, reference_spike
 from bertgeom.genomics.spike import extract_spike
 
@@ -124,3 +126,28 @@ def test_unread_changes_are_those_with_an_uncalled_position() -> None:
     assert half.usable
     assert unread_changes(half, names) == {"V1176F"}
     assert unread_changes(extract_spike("empty", ""), names) == set(names)
+
+
+def test_amino_acid_changes_are_made_as_written() -> None:
+    """Each outside lineage's written spike changes, made on the reference and read back off
+    an alignment, are exactly its substitutions and its deletions (codon-numbered there)."""
+    table = pd.read_csv(data_path("outside_lineages.tsv"), sep="\t", dtype=str)
+    for row in table.itertuples(index=False):
+        names = str(row.spike_changes).split()
+        mutations = [m for name in names for m in amino_acid_mutations(name)]
+        read = spike_changes(extract_spike(str(row.lineage), apply_mutations(mutations).sequence))
+        substitutions = [n for n in names if not n.startswith("del")]
+        assert [c for c in read if not c.startswith("del")] == substitutions, row.lineage
+        deleted_codons = sum(
+            int(n[3:].split("-")[-1]) - int(n[3:].split("-")[0]) + 1
+            for n in names
+            if n.startswith("del")
+        )
+        read_deleted = sum(
+            int(c[3:].split("-")[1]) - int(c[3:].split("-")[0]) + 1
+            for c in read
+            if c.startswith("del")
+        )
+        assert read_deleted == 3 * deleted_codons, row.lineage
+    with pytest.raises(ValueError, match="the reference has D"):
+        amino_acid_mutations("E614G")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertgeom.genomics.mutations import CLASSES, Mutation, apply_mutations
+from bertgeom.genomics.mutations import CLASSES, Mutation, apply_mutations, mutation_profiles
 from bertgeom.genomics.reference import SPIKE_START, reference_spike
 from bertgeom.genomics.spike import extract_spike
 from bertgeom.genomics.synthetic import GeneratorSettings, synthesize, synthesize_table
@@ -82,3 +82,40 @@ def test_outliers_are_recombinants_or_novel_lineages() -> None:
     assert all("pre-VOC" not in kind for kind in kinds)
     table = synthesize_table(2, seed=1, outliers=5)
     assert (table["label"] == OUTLIER).sum() == 5
+
+
+def test_partial_constellations_are_one_to_three_changes_of_one_other_class() -> None:
+    """With only partial constellations as noise, every pre-VOC spike carries, beyond its own
+    profile's mutations, one to three core mutations of a single other class."""
+    settings = GeneratorSettings(
+        partial_constellation_probability=1.0,
+        convergent_marker_rate=0.0,
+        foreign_marker_rate=0.0,
+        background_substitutions=0.0,
+        background_deletion_probability=0.0,
+        background_insertion_probability=0.0,
+    )
+    profiles = mutation_profiles()
+    own = set(profiles.loc[profiles["class"] == "pre-VOC", "mutation"])
+    core = profiles[profiles["frequency"] >= settings.core_frequency]
+    cores = {label: set(rows["mutation"]) for label, rows in core.groupby("class")}
+    table = synthesize_table(60, seed=6, classes=("pre-VOC",), settings=settings)
+    donors, carriers = set(), 0
+    for mutations in table["mutations"]:
+        extra = set(mutations.split(",")) - own - {""}
+        assert len(extra) <= 3, extra
+        carriers += bool(extra)  # one that falls on a mutation already drawn is skipped
+        donor = [label for label, names in cores.items() if extra <= names and label != "pre-VOC"]
+        assert donor, extra
+        if len(donor) == 1:
+            donors.update(donor)
+    assert carriers >= 55
+    assert len(donors) >= 4  # the donor class varies
+
+
+def test_background_insertions_are_in_frame() -> None:
+    settings = GeneratorSettings(background_insertion_probability=1.0)
+    table = synthesize_table(30, seed=7, classes=("Alpha",), settings=settings)
+    insertions = [m for row in table["mutations"] for m in row.split(",") if m.startswith("ins")]
+    assert len(insertions) >= 25  # a few fall on another mutation and are skipped
+    assert all(len(m.split(":")[1]) % 3 == 0 for m in insertions)
