@@ -108,35 +108,3 @@ def apply_mutations(mutations: list[Mutation]) -> EditedSpike:
     return EditedSpike(
         "".join(sequence_parts), np.concatenate(position_parts), np.concatenate(insertion_parts)
     )
-
-
-_AMINO_ACID_CHANGE = re.compile(r"^([A-Z])(\d+)([A-Z])$")
-_CODON_DELETION = re.compile(r"^del(\d+)(?:-(\d+))?$")
-
-
-def amino_acid_mutations(name: str) -> list[Mutation]:
-    """Nucleotide mutations that make the spike change ``name`` on the reference: ``E484K``
-    (the codon of the new amino acid nearest the reference codon, fewest bases changed, then
-    the first in ``TCAG`` order) or ``del69-70`` / ``del144`` (whole codons, 1-based)."""
-    from bertgeom.genomics.changes import GENETIC_CODE
-
-    reference = reference_spike()
-    if match := _CODON_DELETION.match(name):
-        first, last = int(match[1]), int(match[2] or match[1])
-        start, end = SPIKE_START + 3 * (first - 1), SPIKE_START + 3 * last - 1
-        return [Mutation(f"del{start}-{end}", "del", start, end)]
-    match = _AMINO_ACID_CHANGE.match(name)
-    if not match:
-        raise ValueError(f"not an amino-acid change: {name!r}")
-    codon = int(match[2])
-    original = reference[3 * (codon - 1) : 3 * codon]
-    if GENETIC_CODE[original] != match[1]:
-        raise ValueError(f"{name}: the reference has {GENETIC_CODE[original]} at codon {codon}")
-    candidates = [c for c, amino in GENETIC_CODE.items() if amino == match[3]]
-    best = min(candidates, key=lambda c: sum(a != b for a, b in zip(c, original, strict=True)))
-    mutations = []
-    for index, (old, new) in enumerate(zip(original, best, strict=True)):
-        if old != new:
-            position = SPIKE_START + 3 * (codon - 1) + index
-            mutations.append(Mutation(f"{old}{position}{new}", "sub", position, position, new))
-    return mutations

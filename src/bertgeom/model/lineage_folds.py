@@ -9,14 +9,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bertgeom.genomics.changes import amino_acid_mutations
 from bertgeom.genomics.clades import OUTSIDE_CLASSES, CladeTree
 from bertgeom.genomics.dataset import embedded_aligned, split_dataset, synthetic_spikes
-from bertgeom.genomics.mutations import (
-    CLASSES,
-    amino_acid_mutations,
-    apply_mutations,
-    mutation_profiles,
-)
+from bertgeom.genomics.mutations import CLASSES, apply_mutations, mutation_profiles
 from bertgeom.genomics.profiles import profiles_from_spikes
 from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.spike import SpikeRecord

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from bertgeom.genomics.changes import (
     GENETIC_CODE,
+    amino_acid_mutations,
     change_span,
     definition_changes,
     edited_spike_changes,
@@ -17,7 +18,7 @@ from bertgeom.genomics.changes import (
     unread_changes,
 )
 from bertgeom.genomics.fasta import read_fasta
-from bertgeom.genomics.mutations import Mutation, amino_acid_mutations, apply_mutations
+from bertgeom.genomics.mutations import Mutation, apply_mutations
 from bertgeom.genomics.reference import SPIKE_START, data_path, reference_spike
 from bertgeom.genomics.spike import extract_spike
 
