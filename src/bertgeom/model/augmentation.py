@@ -29,11 +29,14 @@ def mask_tokens(
     special_ids: list[int],
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Replace each content token by ``[MASK]`` with ``probability`` (augmentation).
+    """Replace each content token by ``mask_id`` with ``probability`` (augmentation).
 
     Hiding random k-mers during training makes the model read several markers of a class instead
     of one: a real Alpha spike without the 69-70 and 144 deletions was called pre-VOC by a model
-    trained without it.
+    trained without it. Training hides them with ``[UNK]``, what a k-mer the vocabulary never
+    saw (a private change, a new tail) reads as in use, where ``[MASK]`` never occurs: models
+    that hid with ``[MASK]`` called held-out 20C spikes Alpha (0.99) and Beta for one isolated
+    ``[UNK]`` at their last token.
     """
     if probability <= 0:
         return input_ids

@@ -304,7 +304,7 @@ def train_classifier(
                 input_ids = mask_tokens(
                     windowed,
                     options.token_mask_probability,
-                    tokenizer.mask_token_id,
+                    tokenizer.unk_token_id,  # what a private change reads as: module docstring
                     tokenizer.all_special_ids,
                     generator,
                 )
