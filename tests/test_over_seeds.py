@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from analysis_reference import assert_same_table
+from analysis_reference import assert_same_table, one_thread
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -38,13 +38,15 @@ def run(*arguments: str | Path | int) -> tuple[int, str]:
 def seeded(
     tmp_path_factory: pytest.TempPathFactory, tiny_dataset: tuple[pd.DataFrame, pd.DataFrame]
 ) -> tuple[Path, Path]:
-    """The tiny recipe trained under seeds 0 and 1 by ``train --seeds``; its dataset."""
+    """The tiny recipe trained under seeds 0 and 1 by ``train --seeds``; its dataset. One
+    torch thread, as in the tests (another thread count sums in another order)."""
     root = tmp_path_factory.mktemp("seeded")
     save_dataset(*tiny_dataset, root / "data")
     seeds = ",".join(map(str, SEEDS))
-    code, output = run(
-        "train", "--data", root / "data", *RECIPE, "--seeds", seeds, "--out", root / "models"
-    )
+    with one_thread():
+        code, output = run(
+            "train", "--data", root / "data", *RECIPE, "--seeds", seeds, "--out", root / "models"
+        )
     assert code == 0, output
     assert "trained tiny under 2 seeds" in output
     return root / "models", root / "data"
@@ -104,7 +106,8 @@ def test_over_seeds_refuses_what_is_not_a_directory_of_seeds(
     text = tmp_path / "inputs.txt"
     text.write_text("acgt\n")
     out = tmp_path / "out"
-    code, output = run("analyze", "--model", tiny_model, "--over-seeds", "--text", text, "--out", out)
+    arguments = ("--model", tiny_model, "--over-seeds", "--text", text, "--out", out)
+    code, output = run("analyze", *arguments)
     assert code != 0 and "has no seeds.json" in output and "train --seeds" in output
     assert len(output.strip().splitlines()) == 1, output
     code, output = run(
