@@ -174,6 +174,14 @@ def test_analysis_over_seeds_equals_separate_analyses_and_hand_statistics(
         checked += 1
     assert checked == len(per_seed[0]) > 10
     assert {"cone_index", "gate_mix", "trained_minus_control"} <= set(table["finding"])
+    # --like repeats it from one seed's results, here over the same models
+    again = tmp_path / "again"
+    code, output = run(
+        "analyze", "--like", out / "seeds" / "seed-0", "--model", models, "--over-seeds",
+        "--out", again,
+    )  # fmt: skip
+    assert code == 0, output
+    assert_same_table(pd.read_parquet(again / "seeds.parquet"), table, "seeds")
     # an earlier over-seeds output may be replaced; a results directory may not
     code, output = run("analyze", "--model", models, "--over-seeds", *options, "--out", out)
     assert code == 0, output

@@ -173,8 +173,6 @@ def analyze(
         inputs = [Path(model) if model else None, like, text, fasta, data, labels]
         if over_training and over_seeds:
             raise InputError("--over-training and --over-seeds: choose one")
-        if over_seeds and like is not None:
-            raise InputError("--over-seeds with --like: give --model DIR and the inputs")
         kind = OVER_TRAINING if over_training else OVER_SEEDS if over_seeds else RESULTS
         check_output_directory(out, kind, inputs=inputs, overwrite=overwrite)
         if over_training and control is not None:
@@ -226,7 +224,7 @@ def analyze(
             control_seed=control_seed,
         )
         if like is not None:
-            _repeat(ctx, like, model, spec, out, options, overwrite, over_training)
+            _repeat(ctx, like, model, spec, out, options, overwrite, over_training, over_seeds)
             return
         assert model is not None and spec is not None
         if over_training:
@@ -266,10 +264,12 @@ def _repeat(
     options: AnalysisOptions,
     overwrite: bool,
     over_training: bool = False,
+    over_seeds: bool = False,
 ) -> None:
     """``--like``: the plan of ``like``'s manifest, changed by the options given on the
     command line (``analysis.like``); with ``over_training``, run on every checkpoint of
-    the plan's model."""
+    the plan's model; with ``over_seeds``, on every model of the seeds directory given by
+    ``--model``."""
     from dataclasses import replace
 
     from bertgeom.analysis.like import plan_from_results
@@ -293,11 +293,11 @@ def _repeat(
     plan = plan.with_changes(model=model, spec=spec, **changes)
     check_output_directory(
         out,
-        OVER_TRAINING if over_training else RESULTS,
+        OVER_TRAINING if over_training else OVER_SEEDS if over_seeds else RESULTS,
         inputs=[Path(plan.model), plan.spec.path, plan.spec.labels, like],
         overwrite=overwrite,
     )
-    run = run_over_training if over_training else run_analysis
+    run = run_over_training if over_training else run_over_seeds if over_seeds else run_analysis
     run(
         plan.model,
         plan.spec,
