@@ -96,14 +96,13 @@ def headline_values(summary: Summary, control: Summary | None = None) -> pd.Data
     """The headline numbers of one model (module docstring), with ``control`` the findings
     of its untrained control when the analysis ran one."""
     rows: list[Row] = []
-    rows += _per_layer(
-        CONE_INDEX, summary.cone[["I/n"]].rename(columns={"I/n": str(Metric.CONE_NORMALIZED_MEAN)})
-    )
+    cone = summary.cone[["I/n"]].rename(columns={"I/n": str(Metric.CONE_NORMALIZED_MEAN)})
+    rows += _per_layer(CONE_INDEX, cone)
     rows += _per_layer(SEPARABILITY, summary.separability)
     found = summary.separation
     if found is not None:
         layer = float("nan") if found.layer is None else float(found.layer)
-        rows.append((SEPARATION_LAYER, NO_LAYER, found.metric, CATEGORICAL, layer))
+        rows.append((SEPARATION_LAYER, NO_LAYER, str(found.metric), CATEGORICAL, layer))
     rows += _per_layer(GATE_MIX, summary.gate_mix)
     rows += _ablation(summary)
     rows += _key_masking(summary)
