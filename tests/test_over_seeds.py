@@ -234,3 +234,23 @@ def hand_headlines(
     for layer, value in (cone(layers) - untrained).items():
         found[("trained_minus_control", int(layer), "cone.normalized_mean")] = float(value)
     return found
+
+
+def test_other_train_options_apply_to_every_seed(seeded: tuple[Path, Path], tmp_path: Path) -> None:
+    _, data = seeded
+    out = tmp_path / "models"
+    train = ("train", "--data", data, *RECIPE, "--checkpoint-schedule", "0,epochs")
+    code, output = run(*train, "--seeds", "3,5", "--out", out)
+    assert code == 0, output
+    for seed in (3, 5):
+        steps = sorted(path.name for path in (out / f"seed-{seed}" / "checkpoints").iterdir())
+        assert steps == ["step-0", "step-6"]
+    record = json.loads((out / "seeds.json").read_text())
+    assert [model["checkpoints"] for model in record["models"]] == [2, 2]
+    assert record["options"]["checkpoints"] == "0,epochs"
+    # a directory of seeds may be replaced by another; a model directory may not
+    code, output = run(*train, "--seeds", "3", "--out", out)
+    assert code == 0, output
+    assert sorted(path.name for path in out.iterdir()) == ["seed-3", "seeds.json"]
+    code, output = run(*train, "--seeds", "3", "--out", out / "seed-3")
+    assert code != 0 and "not a directory of models over seeds" in output
