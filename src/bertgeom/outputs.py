@@ -67,6 +67,11 @@ OVER_TRAINING = DirectoryKind(
     ("training.parquet", "training.json"),
     ("training.json", "training*.parquet", "checkpoints", "*.html"),
 )
+OVER_SEEDS = DirectoryKind(
+    "over-seeds results directory",
+    ("seeds.parquet", "seeds.json"),
+    ("seeds.json", "seeds*.parquet", "seeds", "*.html"),
+)
 DATASET = DirectoryKind(
     "dataset directory",
     ("real.parquet", "synthetic.parquet", "dataset.parquet", "outside.parquet"),
@@ -88,6 +93,11 @@ MODEL = DirectoryKind(
         "checkpoint.json",
         "checkpoints",
     ),
+)
+SEED_MODELS = DirectoryKind(
+    "directory of models over seeds",
+    ("seeds.json",),
+    ("seeds.json", "seed-*"),
 )
 EVALUATION = DirectoryKind(
     "evaluation directory",

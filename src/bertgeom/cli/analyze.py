@@ -26,8 +26,9 @@ from bertgeom.cli.common import (
     start_up,
     user_errors,
 )
+from bertgeom.cli.seeds import run_over_seeds
 from bertgeom.errors import InputError
-from bertgeom.outputs import OVER_TRAINING, RESULTS, check_output_directory
+from bertgeom.outputs import OVER_SEEDS, OVER_TRAINING, RESULTS, check_output_directory
 
 if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
     from bertgeom.analysis import AnalysisOptions, InputSpec
@@ -154,6 +155,15 @@ def analyze(
             "and OUT/training.parquet (all their heads and layers rows, by step).",
         ),
     ] = False,
+    over_seeds: Annotated[
+        bool,
+        typer.Option(
+            "--over-seeds",
+            help="Analyse every model of a directory from 'bertgeom train --seeds' the same way: "
+            "OUT/seeds/seed-N (a results directory each) and OUT/seeds.parquet (each headline "
+            "number's mean, spread and agreement across the seeds).",
+        ),
+    ] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Analyse a BERT-family model on inputs: gates, subspaces, cone index -> a results folder."""
@@ -161,7 +171,9 @@ def analyze(
         if model is None and like is None:
             raise InputError("give --model (or --like RESULTS to repeat an analysis)")
         inputs = [Path(model) if model else None, like, text, fasta, data, labels]
-        kind = OVER_TRAINING if over_training else RESULTS
+        if over_training and over_seeds:
+            raise InputError("--over-training and --over-seeds: choose one")
+        kind = OVER_TRAINING if over_training else OVER_SEEDS if over_seeds else RESULTS
         check_output_directory(out, kind, inputs=inputs, overwrite=overwrite)
         if over_training and control is not None:
             raise InputError(
@@ -212,11 +224,14 @@ def analyze(
             control_seed=control_seed,
         )
         if like is not None:
-            _repeat(ctx, like, model, spec, out, options, overwrite, over_training)
+            _repeat(ctx, like, model, spec, out, options, overwrite, over_training, over_seeds)
             return
         assert model is not None and spec is not None
         if over_training:
             run_over_training(model, spec, out, options, overwrite=overwrite)
+            return
+        if over_seeds:
+            run_over_seeds(model, spec, out, options, overwrite=overwrite)
             return
         run_analysis(model, spec, out, options, overwrite=overwrite)
 
@@ -249,10 +264,12 @@ def _repeat(
     options: AnalysisOptions,
     overwrite: bool,
     over_training: bool = False,
+    over_seeds: bool = False,
 ) -> None:
     """``--like``: the plan of ``like``'s manifest, changed by the options given on the
     command line (``analysis.like``); with ``over_training``, run on every checkpoint of
-    the plan's model."""
+    the plan's model; with ``over_seeds``, on every model of the seeds directory given by
+    ``--model``."""
     from dataclasses import replace
 
     from bertgeom.analysis.like import plan_from_results
@@ -276,11 +293,11 @@ def _repeat(
     plan = plan.with_changes(model=model, spec=spec, **changes)
     check_output_directory(
         out,
-        OVER_TRAINING if over_training else RESULTS,
+        OVER_TRAINING if over_training else OVER_SEEDS if over_seeds else RESULTS,
         inputs=[Path(plan.model), plan.spec.path, plan.spec.labels, like],
         overwrite=overwrite,
     )
-    run = run_over_training if over_training else run_analysis
+    run = run_over_training if over_training else run_over_seeds if over_seeds else run_analysis
     run(
         plan.model,
         plan.spec,

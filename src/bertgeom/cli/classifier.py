@@ -31,6 +31,7 @@ from bertgeom.cli.common import (
     start_up,
     user_errors,
 )
+from bertgeom.cli.seeds import checked_seeds, train_seeds
 from bertgeom.outputs import (
     EVALUATION,
     MODEL,
@@ -151,6 +152,7 @@ def predict(
 
 
 def train(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Directory for the trained model.")],
     data: Annotated[
         Path | None,
@@ -186,11 +188,21 @@ def train(
             "end); default 0,log,epochs.",
         ),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            help="Train the same recipe once per seed (comma-separated, e.g. 0,1,2), each "
+            "into OUT/seed-N, with OUT/seeds.json (for 'analyze --over-seeds'); not with --seed.",
+        ),
+    ] = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Train a BERT variant classifier from scratch (best validation checkpoint kept)."""
     with user_errors():
-        check_output_directory(out, MODEL, inputs=[data], overwrite=overwrite)
+        chosen = checked_seeds(ctx, seeds, out, data, overwrite) if seeds is not None else None
+        if chosen is None:
+            check_output_directory(out, MODEL, inputs=[data], overwrite=overwrite)
         with start_up():
             from bertgeom.model.train import TrainingOptions
             from bertgeom.model.training_checkpoints import DEFAULT_SCHEDULE
@@ -199,6 +211,9 @@ def train(
         options = TrainingOptions(
             preset, epochs, batch_size, learning_rate, seed, checkpoints=schedule
         )
+        if chosen is not None:
+            train_seeds(chosen, out, options, lambda s: prepared_dataset(data, s)[0], training_bar)
+            return
         dataset, _ = prepared_dataset(data, seed)
         report = train_with_progress(dataset, out, options)
         best = report.history[report.best_epoch - 1]["validation_macro_f1"]

@@ -3,6 +3,8 @@
 report (``pipeline.demo``). Progress goes to a listener (``pipeline.options``); ``bertgeom.cli``
 draws it as progress bars and lines.
 
-Importing this package or ``pipeline.options`` is light; ``pipeline.steps`` and
-``pipeline.demo`` import torch.
+The same recipe under several seeds (``pipeline.seeds``) and the analysis across them
+(``pipeline.over_seeds``) are here too. Importing this package or ``pipeline.options`` is
+light; ``pipeline.steps``, ``pipeline.demo``, ``pipeline.seeds`` and ``pipeline.over_seeds``
+import torch.
 """
