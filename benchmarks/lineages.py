@@ -58,8 +58,8 @@ def markdown(table: pd.DataFrame, seconds: float, options: TrainingOptions) -> s
     lines += [
         "",
         "| input | model | `unassigned` rule | held-out genomes of the classes | called their "
-        "class | unassigned | another class | arg-max right | outside genomes (21C, all folds) "
-        "| unassigned |",
+        "class | unassigned | another class | arg-max right | outside (21C; for spikes, also the "
+        "defined lineages; all folds) | unassigned |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summarise(table).itertuples():
