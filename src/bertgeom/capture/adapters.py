@@ -36,7 +36,9 @@ class ArchitectureAdapter:
     ``nn.Linear`` (d, H dk), whose *input* is the concatenated head outputs),
     ``multihead_output`` (module whose output is ``LayerNorm(W_O z + b_O + x)``).
     ``position_offset_from_pad``: the architecture numbers positions from ``pad_token_id + 1``
-    (RoBERTa), so its longest input is ``max_position_embeddings - pad_token_id - 1``.
+    (RoBERTa), so its longest input is ``max_position_embeddings - pad_token_id - 1``;
+    ``padding_idx``: the padding index it numbers from whatever the config's ``pad_token_id``
+    (MPNet's embeddings hard-code 1), ``None`` to read ``pad_token_id``.
 
     ``heads``: the top-level modules of transformers' task heads of the architecture (masked-LM,
     next-sentence, token and sequence classification, question answering) and its pooler.
@@ -96,6 +98,7 @@ class ArchitectureAdapter:
     output_projection: str
     multihead_output: str
     position_offset_from_pad: bool = False
+    padding_idx: int | None = None
     heads: tuple[str, ...] = ()
     optional_pooler: bool = False
     attention_norm: str | None = None

@@ -140,8 +140,10 @@ _MPNET = ArchitectureAdapter(
     output_projection="attention.attn.o",
     # MPNetAttention: LayerNorm(dropout(W_O z + b_O) + x), post-LayerNorm as BERT.
     multihead_output="attention",
-    # MPNetEmbeddings numbers positions from padding_idx + 1 (padding_idx is 1, as pad_token_id).
+    # MPNetEmbeddings numbers positions from padding_idx + 1, its padding_idx fixed at 1
+    # whatever the config's pad_token_id.
     position_offset_from_pad=True,
+    padding_idx=1,
     heads=("lm_head", "classifier", "qa_outputs", "pooler"),
     optional_pooler=True,
     attention_flag="output_attentions",

@@ -160,7 +160,10 @@ def _max_tokens(
     """The longest input the model takes (positions, and the tokenizer's own maximum)."""
     positions = int(getattr(config, "max_position_embeddings", 512))
     if adapter.position_offset_from_pad:
-        positions -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+        padding = adapter.padding_idx
+        if padding is None:
+            padding = int(getattr(config, "pad_token_id", 1) or 0)
+        positions -= padding + 1
     if tokenizer is not None and 0 < int(tokenizer.model_max_length) < _UNLIMITED:
         positions = min(positions, int(tokenizer.model_max_length))
     return positions

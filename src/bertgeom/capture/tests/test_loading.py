@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import GPT2Config, GPT2Model
 
 from bertgeom.capture import loading
@@ -95,3 +96,26 @@ def test_loading_with_another_kernel_is_refused(
     monkeypatch.setattr(loading, "ATTENTION_IMPLEMENTATION", "sdpa")
     with pytest.raises(ModelError, match="no attention probabilities"):
         load_model(model_directories["distilbert"])
+
+
+def test_mpnet_numbers_positions_from_its_fixed_padding_index(tmp_path: Path) -> None:
+    """MPNet's embeddings number positions from 2 whatever the config's ``pad_token_id``, so
+    its longest input is ``max_position_embeddings - 2`` even with ``pad_token_id`` 0 (reading
+    the config's would allow one position more, and the last would index past the table)."""
+    from transformers import MPNetConfig, MPNetModel
+
+    config = MPNetConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=42,
+        pad_token_id=0,
+    )
+    MPNetModel(config).save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
+    assert loaded.max_tokens == 40
+    ids = (torch.arange(40) % 38 + 2).unsqueeze(0)  # 40 tokens, none of them id 1 (padding)
+    with torch.no_grad():
+        loaded.model(input_ids=ids, attention_mask=torch.ones_like(ids))  # the longest input runs
