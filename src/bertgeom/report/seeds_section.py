@@ -7,6 +7,7 @@ min to max, seeds, agreement), and the cone index per layer of each seed as a fi
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pandas as pd
 
@@ -51,6 +52,8 @@ FINDING_NAMES: dict[str, str] = {
 """What each finding of ``seeds.parquet`` is, in words (``report.across_seeds``)."""
 _EMBEDDING_FINDINGS = {CONE_INDEX, SEPARABILITY, TRAINED_MINUS_CONTROL}
 """Findings whose layer -1 is the embeddings (for the others it is the model's number)."""
+_ROUNDING = 1e-9
+"""A standard deviation at most this fraction of |mean| is shown as 0 (summation rounding)."""
 _SEED_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
 
 
@@ -76,9 +79,10 @@ def over_seeds(data: OverSeeds) -> Section:
     section.blocks.append(
         Paragraph(
             f"{int((~failing).sum())} of {len(table)} headline numbers hold across the seeds; "
-            f"{int(failing.sum())} {DOES_NOT_HOLD} (fewer than {AGREEMENT_FLOOR:.0%} of the "
-            "seeds agree: have the sign of the mean, or give the modal layer; or, for a "
-            "number, its standard deviation exceeds its |mean|)."
+            f"{int(failing.sum())} do not (marked '{DOES_NOT_HOLD}'): fewer than "
+            f"{Fraction(AGREEMENT_FLOOR).limit_denominator(10)} of the seeds agree (have the sign "
+            "of the mean, or give the modal layer) or, for a number, its standard deviation "
+            "exceeds its |mean|."
         )
     )
     if failing.any():
@@ -116,6 +120,8 @@ def summary_cells(row: pd.Series) -> tuple[str, str, str]:
         span = "-" if math.isnan(low) else f"{int(low)} to {int(high)}"
         return value, span, agreeing
     mean, std = float(row["mean"]), float(row["std"])
+    if std <= _ROUNDING * abs(mean):
+        std = 0.0  # the same value in every seed, up to rounding
     value = _number(mean) if math.isnan(std) else f"{mean:.3g} ± {std:.2g}"
     span = "-" if math.isnan(low) else f"{low:.3g} to {high:.3g}"
     return value, span, agreeing

@@ -27,7 +27,7 @@ from bertgeom.report.over_seeds import (
     read_over_seeds,
 )
 from bertgeom.report.seeds_section import DOES_NOT_HOLD, FINDING_NAMES, HOLDS, over_seeds, where
-from bertgeom.report.tests.fabricated import write_fabricated_results
+from bertgeom.report.tests.fabricated import EMBEDDING_CONE, write_fabricated_results
 from bertgeom.report.tests.fabricated_seeds import (
     HOLDING,
     NOT_HOLDING,
@@ -96,6 +96,12 @@ def test_the_planted_numbers_are_marked(seeded: Path) -> None:
         assert _cells(table, *key)[-1] == DOES_NOT_HOLD
     for key in HOLDING:
         assert _cells(table, *key)[-1] == HOLDS
+    # the same value in every seed: a std of 0, not of the rounding of the mean
+    assert _cells(table, "cone_index", -1, "cone.normalized_mean")[1:4] == [
+        "embeddings",
+        "cone.normalized_mean",
+        f"{EMBEDDING_CONE[False]:.3g} ± 0",
+    ]
     cone = _cells(table, "cone_index", 0, "cone.normalized_mean")
     assert cone[3:7] == ["-0.05 ± 0.3", "-0.25 to 0.3", "3", "2/3"]
     costliest = _cells(table, "ablation.costliest_layer", -1, "zero")
