@@ -1,7 +1,8 @@
 """The names of ``bertgeom.names`` are the names the code writes and the report draws: every
 ``Metric`` (and every name of the gate and spike-domain families) is in the metric column of
 the stored reference results, and every ``ReportSection`` is a section of a built report (the
-over-training section: of an over-training directory's report)."""
+over-training section: of an over-training directory's report; the over-seeds section: of an
+over-seeds directory's)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from bertgeom.names import (
 )
 from bertgeom.report.build import build_report_summary, draw_sections, render_html
 from bertgeom.report.tests.fabricated import write_fabricated_results
+from bertgeom.report.tests.fabricated_seeds import write_fabricated_over_seeds
 from bertgeom.report.tests.fabricated_training import write_fabricated_over_training
 from bertgeom.results.store import load_results
 
@@ -60,16 +62,26 @@ def test_the_metric_families_are_the_names_written(stored_metrics: set[str]) -> 
 
 
 def test_every_report_section_is_drawn(tmp_path: Path) -> None:
-    # a results directory's report: every section but the over-training one, in order
+    # a results directory's report: every section but the over-training and over-seeds ones
     results = load_results(write_fabricated_results(tmp_path / "results", control=False))
     sections, problems = draw_sections(results)
     assert problems == {}
-    single = [s.value for s in ReportSection if s != ReportSection.OVER_TRAINING]
+    over = (ReportSection.OVER_TRAINING, ReportSection.OVER_SEEDS)
+    single = [s.value for s in ReportSection if s not in over]
     assert [section.id for section in sections] == single
     html = render_html(results, sections)
     assert re.findall(r'<section id="([^"]+)">', html) == single
-    # an over-training directory's report: every section, in order
+    # an over-training directory's report: every section but the over-seeds one, in order
     summary = build_report_summary(write_fabricated_over_training(tmp_path / "over"))
     assert summary.problems == {}
     html = summary.path.read_text()
-    assert re.findall(r'<section id="([^"]+)">', html) == [s.value for s in ReportSection]
+    training = [s.value for s in ReportSection if s != ReportSection.OVER_SEEDS]
+    assert re.findall(r'<section id="([^"]+)">', html) == training
+    # an over-seeds directory's report: every section but the over-training one, in order
+    summary = build_report_summary(write_fabricated_over_seeds(tmp_path / "seeds"))
+    assert summary.problems == {}
+    html = summary.path.read_text()
+    seeds = [s.value for s in ReportSection if s != ReportSection.OVER_TRAINING]
+    assert re.findall(r'<section id="([^"]+)">', html) == seeds
+    # every section is in one of the three
+    assert set(single) | set(training) | set(seeds) == {s.value for s in ReportSection}

@@ -6,6 +6,7 @@ gives."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 from bertgeom.cli.main import app
 from bertgeom.genomics.dataset import save_dataset
 from bertgeom.report.across_seeds import SEEDS_SCHEMA
+from bertgeom.report.build import OVER_SEEDS_SECTION_IDS
 from bertgeom.results.store import Results, load_results
 
 runner = CliRunner()
@@ -189,6 +191,15 @@ def test_analysis_over_seeds_equals_separate_analyses_and_hand_statistics(
         "analyze", "--model", models, "--over-seeds", *options, "--out", tmp_path / "separate-0"
     )
     assert code != 0 and "not an over-seeds results directory" in output
+    # its report: the over-seeds section, then the first seed's sections
+    code, output = run("report", out)
+    assert code == 0 and "warning" not in output, output
+    html = (out / "report.html").read_text()
+    assert re.findall(r'<section id="([^"]+)">', html) == list(OVER_SEEDS_SECTION_IDS)
+    start, end = html.index('<section id="over-seeds">'), html.index('<section id="overview">')
+    assert "2 seeds of one recipe (seeds 0, 1)" in html[start:end]
+    assert html[start:end].count("<figure>") == 1
+    assert "every other section shows the first seed, seed 0" in html
 
 
 def hand_headlines(

@@ -1,4 +1,4 @@
-"""``bertgeom report`` end to end on a real analysis and on an over-training directory,
+"""``bertgeom report`` end to end on a real analysis, an over-training and an over-seeds directory,
 ``bertgeom report A B`` on two results directories, and their one-line errors."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from bertgeom.cli.main import app
-from bertgeom.report.build import OVER_TRAINING_SECTION_IDS, SECTION_IDS
+from bertgeom.report.build import OVER_SEEDS_SECTION_IDS, OVER_TRAINING_SECTION_IDS, SECTION_IDS
 from bertgeom.report.tests.analysed import analyse_tiny_classifier
 from bertgeom.report.tests.fabricated import write_fabricated_results
+from bertgeom.report.tests.fabricated_seeds import write_fabricated_over_seeds
 from bertgeom.report.tests.fabricated_training import write_fabricated_over_training
 
 runner = CliRunner()
@@ -110,5 +111,24 @@ def test_report_of_an_over_training_directory(results: Path, tmp_path: Path) -> 
     for arguments in ([over, results], [results, over]):
         code, output = run(*arguments)
         assert code == 1 and "an over-training directory, not a results directory" in output
+        assert output.strip().count("\n") == 0, output
+    assert not list(results.glob("compare-*"))
+
+
+def test_report_of_an_over_seeds_directory(results: Path, tmp_path: Path) -> None:
+    seeds = write_fabricated_over_seeds(tmp_path / "seeds")
+    code, output = run(seeds)
+    assert code == 0, output
+    default = seeds / "report.html"
+    assert default.is_file() and f"-> {default}" in output and "warning" not in output
+    html = default.read_text()
+    assert all(f'<section id="{section}">' in html for section in OVER_SEEDS_SECTION_IDS)
+    assert '<section id="over-training">' not in html
+    code, output = run(seeds)  # its own report is replaced, and the directory stays one
+    assert code == 0, output
+    # an over-seeds directory is not one side of a comparison
+    for arguments in ([seeds, results], [results, seeds]):
+        code, output = run(*arguments)
+        assert code == 1 and "an over-seeds directory, not a results directory" in output
         assert output.strip().count("\n") == 0, output
     assert not list(results.glob("compare-*"))

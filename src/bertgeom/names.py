@@ -126,10 +126,12 @@ def spike_domain(slug: str, statistic: str) -> str:
 class ReportSection(StrEnum):
     """The ids of the report's sections (``<section id=...>``), in report order: the findings
     first, the folded metadata last. ``OVER_TRAINING`` is in the report of an over-training
-    directory only (``analyze --over-training``); a results directory's report has the others."""
+    directory only (``analyze --over-training``), ``OVER_SEEDS`` in that of an over-seeds
+    directory only (``analyze --over-seeds``); a results directory's report has the others."""
 
     FINDINGS = "findings"
     OVER_TRAINING = "over-training"
+    OVER_SEEDS = "over-seeds"
     OVERVIEW = "overview"
     CLASSIFIER = "classifier"
     GATES = "gates"

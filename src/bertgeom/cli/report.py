@@ -16,7 +16,8 @@ def report(
         Path,
         typer.Argument(
             help="Results directory written by 'bertgeom analyze', or an over-training "
-            "directory written by 'bertgeom analyze --over-training'."
+            "(over-seeds) directory written by 'bertgeom analyze --over-training' "
+            "('--over-seeds')."
         ),
     ],
     other: Annotated[

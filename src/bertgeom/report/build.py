@@ -1,6 +1,7 @@
-"""Build the self-contained HTML report of a results directory (``bertgeom report``), or of an
+"""Build the self-contained HTML report of a results directory (``bertgeom report``), of an
 over-training directory (``analyze --over-training``: the last checkpoint's results and the
-over-training section).
+over-training section), or of an over-seeds directory (``analyze --over-seeds``: the first
+seed's results and the over-seeds section).
 
 The report is one file: figures are embedded PNGs, the CSS is inline, there is no script and
 no link to anything outside the file, so it opens offline and can be mailed as it is.
@@ -25,7 +26,9 @@ from bertgeom.report.content import Missing, Paragraph, Section
 from bertgeom.report.findings_section import findings
 from bertgeom.report.global_sections import cone, distribution, separability
 from bertgeom.report.manifest_sections import metadata, overview
+from bertgeom.report.over_seeds import OverSeeds, is_over_seeds, read_over_seeds
 from bertgeom.report.sections import attention_maps, classifier, gates, subspace
+from bertgeom.report.seeds_section import over_seeds
 from bertgeom.report.spike_section import spike
 from bertgeom.report.training import OverTraining, is_over_training, read_over_training
 from bertgeom.report.training_section import over_training
@@ -47,12 +50,21 @@ SECTIONS: tuple[Callable[[Results], Section], ...] = (
 """The report's sections, in order (the findings first, the folded metadata last); each reads
 only what it needs from the results."""
 SECTION_IDS: tuple[str, ...] = tuple(
-    section for section in ReportSection if section != ReportSection.OVER_TRAINING
+    section
+    for section in ReportSection
+    if section not in (ReportSection.OVER_TRAINING, ReportSection.OVER_SEEDS)
 )
 """The id of each of ``SECTIONS``, in the same order."""
-OVER_TRAINING_SECTION_IDS: tuple[str, ...] = tuple(ReportSection)
+OVER_TRAINING_SECTION_IDS: tuple[str, ...] = tuple(
+    section for section in ReportSection if section != ReportSection.OVER_SEEDS
+)
 """The sections of the report of an over-training directory: ``SECTION_IDS`` with the
 over-training section after the findings (``ReportSection``'s order)."""
+OVER_SEEDS_SECTION_IDS: tuple[str, ...] = tuple(
+    section for section in ReportSection if section != ReportSection.OVER_TRAINING
+)
+"""The sections of the report of an over-seeds directory: ``SECTION_IDS`` with the
+over-seeds section after the findings (``ReportSection``'s order)."""
 _DRAW_ERRORS = (KeyError, ValueError, IndexError, TypeError, AttributeError)
 
 
@@ -71,7 +83,9 @@ class ReportSummary:
 
 def section_ids(path: Path) -> tuple[str, ...]:
     """The ids of the sections of the report of ``path``, in order."""
-    return OVER_TRAINING_SECTION_IDS if is_over_training(path) else SECTION_IDS
+    if is_over_training(path):
+        return OVER_TRAINING_SECTION_IDS
+    return OVER_SEEDS_SECTION_IDS if is_over_seeds(path) else SECTION_IDS
 
 
 def read_results(path: Path) -> Results:
@@ -85,6 +99,11 @@ def read_results(path: Path) -> Results:
         raise InputError(
             f"{path}: an over-training directory, not a results directory: report it alone "
             f"(bertgeom report {path}), or use its checkpoints' results ({path}/checkpoints/step-N)"
+        )
+    if is_over_seeds(path):
+        raise InputError(
+            f"{path}: an over-seeds directory, not a results directory: report it alone "
+            f"(bertgeom report {path}), or use its seeds' results ({path}/seeds/seed-N)"
         )
     if not (path / "heads.parquet").is_file() or not (path / "manifest.json").is_file():
         raise InputError(
@@ -166,6 +185,35 @@ def draw_over_training_sections(
     return draw_sections(data.last, progress, functions)
 
 
+def draw_over_seeds_sections(
+    data: OverSeeds, progress: Callable[[str], None] | None = None
+) -> tuple[list[Section], dict[str, str]]:
+    """The sections of an over-seeds directory's report: those of its first seed's results
+    directory, the overview saying so, and the over-seeds section after the findings."""
+    seed = data.first_seed
+    note = Paragraph(
+        f"An analysis over seeds ({data.path.name}): the over-seeds section compares all "
+        f"{len(data.seeds)} seeds; every other section shows the first seed, seed {seed}, from "
+        f"its results directory {data.first_directory}."
+    )
+
+    def overview_of_first(results: Results) -> Section:
+        section = overview(results)
+        section.blocks.insert(0, note)
+        return section
+
+    functions: list[tuple[Callable[[Results], Section], str]] = []
+    for function, section_id in zip(SECTIONS, SECTION_IDS, strict=True):
+        if section_id == ReportSection.OVERVIEW:
+            function = overview_of_first
+        functions.append((function, section_id))
+    functions.insert(
+        OVER_SEEDS_SECTION_IDS.index(ReportSection.OVER_SEEDS),
+        (lambda _: over_seeds(data), ReportSection.OVER_SEEDS),
+    )
+    return draw_sections(data.first, progress, functions)
+
+
 def render_html(results: Results, sections: list[Section]) -> str:
     """The report's HTML (autoescaped: text from the results cannot inject markup)."""
     model = results.manifest.get("model", {})
@@ -210,9 +258,10 @@ def build_report(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write the report of ``results_dir`` (a results directory, or an over-training directory:
-    ``report.training``) to ``out_path`` (default ``results_dir/report.html``) atomically and
-    return its path; ``progress(section_id)`` is called before each section.
+    """Write the report of ``results_dir`` (a results directory, an over-training directory:
+    ``report.training``, or an over-seeds directory: ``report.over_seeds``) to ``out_path``
+    (default ``results_dir/report.html``) atomically and return its path;
+    ``progress(section_id)`` is called before each section.
     An existing ``out_path`` is replaced only when it is a bertgeom page (or ``overwrite``)."""
     return build_report_summary(results_dir, out_path, progress, overwrite=overwrite).path
 
@@ -230,6 +279,10 @@ def build_report_summary(
         data = read_over_training(results_dir, read_results)
         sections, problems = draw_over_training_sections(data, progress)
         return write_page(out, render_over_training_html(data, sections), sections, problems)
+    if is_over_seeds(results_dir):
+        seeds = read_over_seeds(results_dir, read_results)
+        sections, problems = draw_over_seeds_sections(seeds, progress)
+        return write_page(out, render_over_seeds_html(seeds, sections), sections, problems)
     results = read_results(results_dir)
     sections, problems = draw_sections(results, progress)
     return write_page(out, render_html(results, sections), sections, problems)
@@ -243,6 +296,19 @@ def render_over_training_html(data: OverTraining, sections: list[Section]) -> st
     return render_page(
         f"bertgeom report over training: {name}",
         f"{subtitle(data.last)}; {len(steps)} checkpoints, steps {steps[0]} to {steps[-1]}",
+        sections,
+        data.path.name,
+    )
+
+
+def render_over_seeds_html(data: OverSeeds, sections: list[Section]) -> str:
+    """The HTML of an over-seeds directory's report."""
+    model = data.first.manifest.get("model", {})
+    name = Path(str(data.record.get("models") or model.get("path") or "model")).name
+    seeds = ", ".join(str(seed) for seed in data.seeds)
+    return render_page(
+        f"bertgeom report over seeds: {name}",
+        f"{subtitle(data.first)}; {len(data.seeds)} seeds ({seeds})",
         sections,
         data.path.name,
     )
