@@ -11,6 +11,7 @@ from bertgeom.genomics.mutations import CLASSES
 from bertgeom.model.lineage_folds import (
     DEFAULT_FOLDS,
     NEVER_TRAINED,
+    OUTSIDE_DEFINITIONS,
     EmbeddedGenome,
     Fold,
     LineageGroup,
@@ -82,7 +83,11 @@ def test_one_fold_end_to_end_with_the_tiny_preset() -> None:
     assert set(table["model"]) == {"bert", "kmer_logistic_regression"}
     outcome_columns = [c for c in table.columns if c.startswith(("called_", "unassigned_"))]
     assert (table[outcome_columns].sum(axis=1) == table["n"]).all()  # every genome counted once
-    assert set(table["group"]) == {g.name for g in (*fold.groups, *NEVER_TRAINED)}
+    groups = {g.name for g in (*fold.groups, *NEVER_TRAINED)}
+    assert set(table["group"]) == groups | {OUTSIDE_DEFINITIONS}
+    defined = table[table["group"] == OUTSIDE_DEFINITIONS]
+    assert set(defined["input"]) == {"spike", "partial spike"} and (defined["n"] == 9).all()
+    assert (defined["expected"] == "unassigned").all() and not defined["held_out"].any()
     assert set(table["rule"]) == {"clade tree", "changes only"}
     assert set(table["input"]) == set(INPUT_KINDS)  # genomes, their spikes, windows of them
     summary = summarise(table)
