@@ -172,7 +172,7 @@ def fold_dataset(
     return dataset
 
 
-OUTSIDE_DEFINITIONS = "outside: public definitions (Iota, Eta, Kappa, Theta, B.1.427, ...)"
+OUTSIDE_DEFINITIONS = "outside: 9 defined lineages"
 """The group name of :func:`outside_definition_spikes` in leave-lineage-out tables."""
 
 
