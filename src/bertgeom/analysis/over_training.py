@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bertgeom.analysis.executor import Executor, executor_for
-from bertgeom.analysis.measurements import parameters_from_manifest
 from bertgeom.analysis.options import AnalysisOptions, InputSpec, ProgressCallback
-from bertgeom.analysis.run import StageCallback, StartCallback, analyze
+from bertgeom.analysis.run import StageCallback, StartCallback, analyze_in_turn
 from bertgeom.atomic import atomic_directory
 from bertgeom.errors import InputError
 from bertgeom.model.resolve import ModelName, resolve_model
@@ -136,27 +135,30 @@ def analyze_over_training(
         executor = executor_for(options)
     summary = OverTrainingSummary(out)
     timings: dict[str, float] = {}
-    parameters = dict(measurements) if measurements is not None else None
     with atomic_directory(Path(out)) as staging, executor.session():
         tables = _TrainingTables(staging)
-        for index, checkpoint in enumerate(checkpoints):
-            if on_checkpoint is not None:
-                on_checkpoint(checkpoint, index, len(checkpoints))
+
+        def jobs() -> Iterator[tuple[Path, Path]]:
+            for index, checkpoint in enumerate(checkpoints):
+                if on_checkpoint is not None:
+                    on_checkpoint(checkpoint, index, len(checkpoints))
+                yield (
+                    checkpoint.directory,
+                    staging / CHECKPOINTS_DIRECTORY / step_directory(checkpoint.step),
+                )
+
+        analyses = analyze_in_turn(
+            jobs(),
+            spec,
+            options,
+            progress,
+            on_start,
+            on_stage,
+            executor=executor,
+            measurements=measurements,
+        )
+        for checkpoint, one in zip(checkpoints, analyses, strict=True):
             results = staging / CHECKPOINTS_DIRECTORY / step_directory(checkpoint.step)
-            one = analyze(
-                checkpoint.directory,
-                spec,
-                results,
-                options,
-                progress,
-                on_start,
-                on_stage,
-                executor=executor,
-                measurements=parameters,
-            )
-            if parameters is None:
-                manifest = json.loads((results / "manifest.json").read_text())
-                parameters = parameters_from_manifest(manifest["measurements"])
             tables.add(checkpoint, results)
             summary.steps.append(checkpoint.step)
             summary.inputs = one.inputs

@@ -9,8 +9,9 @@ atomically (``analysis.writing``, ``results.store``). ``docs/analysis.md`` shows
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from bertgeom.analysis.measurements import (
     Predictions,
     build_measurements,
     measurement_parameters,
+    parameters_from_manifest,
 )
 from bertgeom.analysis.options import (
     CONTROL_DIRECTORY,
@@ -216,3 +218,39 @@ def _control_step(
         _Callbacks(callbacks.progress),
         run.parameters,
     )
+
+
+def analyze_in_turn(
+    jobs: Iterable[tuple[ModelName, Path]],
+    spec: InputSpec,
+    options: AnalysisOptions,
+    progress: ProgressCallback | None = None,
+    on_start: StartCallback | None = None,
+    on_stage: StageCallback | None = None,
+    *,
+    executor: Executor,
+    measurements: Mapping[str, Any] | None = None,
+) -> Iterator[AnalysisSummary]:
+    """Analyse each ``(model, results directory)`` of ``jobs`` in turn on the same inputs and
+    options, yielding each analysis's summary: the analysis over training (checkpoints) and over
+    seeds (models). The measurement parameters are the first analysis's (or ``measurements``),
+    so that every model is measured with the same ones (bins, thresholds, ...), as
+    ``analyze --like`` repeats them. ``jobs`` is read lazily: a generator may announce each job
+    as it is taken."""
+    parameters = dict(measurements) if measurements is not None else None
+    for model, results in jobs:
+        summary = analyze(
+            model,
+            spec,
+            results,
+            options,
+            progress,
+            on_start,
+            on_stage,
+            executor=executor,
+            measurements=parameters,
+        )
+        if parameters is None:
+            manifest_file = json.loads((results / "manifest.json").read_text())
+            parameters = parameters_from_manifest(manifest_file["measurements"])
+        yield summary

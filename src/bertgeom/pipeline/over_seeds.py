@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bertgeom.analysis.executor import Executor, executor_for
-from bertgeom.analysis.measurements import parameters_from_manifest
 from bertgeom.analysis.options import AnalysisOptions, InputSpec, ProgressCallback
-from bertgeom.analysis.run import StageCallback, StartCallback, analyze
+from bertgeom.analysis.run import StageCallback, StartCallback, analyze_in_turn
 from bertgeom.atomic import atomic_directory
 from bertgeom.model.seed_models import SeedModel, list_seed_models, seed_directory
 from bertgeom.outputs import OVER_SEEDS, check_output_directory
@@ -101,27 +100,27 @@ def analyze_over_seeds(
         executor = executor_for(options)
     summary = OverSeedsSummary(Path(out))
     timings: dict[str, float] = {}
-    parameters = dict(measurements) if measurements is not None else None
     values = []
     with atomic_directory(Path(out)) as staging, executor.session():
-        for index, model in enumerate(seed_models):
-            if on_seed is not None:
-                on_seed(model, index, len(seed_models))
+
+        def jobs() -> Iterator[tuple[Path, Path]]:
+            for index, model in enumerate(seed_models):
+                if on_seed is not None:
+                    on_seed(model, index, len(seed_models))
+                yield model.directory, staging / SEEDS_DIRECTORY / seed_directory(model.seed)
+
+        analyses = analyze_in_turn(
+            jobs(),
+            spec,
+            options,
+            progress,
+            on_start,
+            on_stage,
+            executor=executor,
+            measurements=measurements,
+        )
+        for model, one in zip(seed_models, analyses, strict=True):
             results = staging / SEEDS_DIRECTORY / seed_directory(model.seed)
-            one = analyze(
-                model.directory,
-                spec,
-                results,
-                options,
-                progress,
-                on_start,
-                on_stage,
-                executor=executor,
-                measurements=parameters,
-            )
-            if parameters is None:
-                manifest = json.loads((results / "manifest.json").read_text())
-                parameters = parameters_from_manifest(manifest["measurements"])
             values.append(seed_values(results).assign(seed=model.seed))
             summary.seeds.append(model.seed)
             summary.inputs = one.inputs
