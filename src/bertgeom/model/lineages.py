@@ -138,47 +138,36 @@ def fold_rows(
     (:data:`INPUT_KINDS`), by the fold's BERT and baseline, under each rule: one row per
     (group, input, model, rule)."""
     rows: list[dict[str, object]] = []
-    for group in (*fold.groups, *never_trained):
-        agreeing = group in fold.groups
-        members = [g for g in group_members(genomes, group, tree, agreeing) if g.spike.usable]
-        if not members:
-            continue
-        expected = expected_call(group, tree)
-        for kind in INPUT_KINDS:
-            spikes = input_spikes(members, kind)
-            for model, calls in kind_calls(classifier, baseline, spikes).items():
-                for rule, checked in calls.items():
-                    rows.append(
-                        {
-                            "fold": fold.name,
-                            "group": group.name,
-                            "held_out": agreeing,
-                            "input": kind,
-                            "model": model,
-                            "rule": rule,
-                            "expected": expected,
-                            "n": len(members),
-                            **count_outcomes(checked, expected),
-                        }
-                    )
-    outside = [extract_spike(name, sequence) for name, sequence in outside_definition_spikes()]
-    for kind in INPUT_KINDS[1:]:
-        spikes = outside if kind == "spike" else [_window(spike) for spike in outside]
+
+    def call(
+        group: str, held_out: bool, kind: str, expected: str, spikes: list[SpikeRecord]
+    ) -> None:
         for model, calls in kind_calls(classifier, baseline, spikes).items():
             for rule, checked in calls.items():
                 rows.append(
                     {
                         "fold": fold.name,
-                        "group": OUTSIDE_DEFINITIONS,
-                        "held_out": False,
+                        "group": group,
+                        "held_out": held_out,
                         "input": kind,
                         "model": model,
                         "rule": rule,
-                        "expected": UNASSIGNED,
+                        "expected": expected,
                         "n": len(spikes),
-                        **count_outcomes(checked, UNASSIGNED),
+                        **count_outcomes(checked, expected),
                     }
                 )
+
+    for group in (*fold.groups, *never_trained):
+        agreeing = group in fold.groups
+        members = [g for g in group_members(genomes, group, tree, agreeing) if g.spike.usable]
+        if members:
+            for kind in INPUT_KINDS:
+                spikes = input_spikes(members, kind)
+                call(group.name, agreeing, kind, expected_call(group, tree), spikes)
+    outside = [extract_spike(name, sequence) for name, sequence in outside_definition_spikes()]
+    call(OUTSIDE_DEFINITIONS, False, "spike", UNASSIGNED, outside)
+    call(OUTSIDE_DEFINITIONS, False, "partial spike", UNASSIGNED, [_window(s) for s in outside])
     return rows
 
 
