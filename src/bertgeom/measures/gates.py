@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 
 from bertgeom.measures.cluster import (
+    CLUSTER_SELF_TOLERANCE,
+    CLUSTER_SIMILARITY_POWER,
     DEFAULT_CLUSTER_ROWS,
 )
 from bertgeom.measures.gate_kernel import fused_gate_scores
@@ -169,8 +171,10 @@ def gate_scores(
     ``attn (batch, head, query, key)``, ``tokens`` its :class:`TokenMask` ->
     ``(batch, head, 7)``, computed in float64 for float64 input and in float32 otherwise.
     Inputs with fewer than ``MIN_TOKENS`` real tokens get NaN. The scores are those of the
-    functions above on the batch cut to its longest input (tested, bit for bit but the open
-    score's last bit), computed chunk by chunk by ``gate_kernel.fused_gate_scores``.
+    functions above: on the CPU from the compiled kernel ``gate_native.native_gate_scores``
+    (float64 sums: equal to them within float32 rounding, tested), elsewhere chunk by chunk by
+    ``gate_kernel.fused_gate_scores`` (bit for bit but the open score's last bit, on the batch
+    cut to its longest input).
     """
     if attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
         raise ValueError(f"attn must be (batch, head, query, key), got {tuple(attn.shape)}")
@@ -179,6 +183,19 @@ def gate_scores(
         raise ValueError(f"window must be at least 1, got {window}")
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if attn.device.type == "cpu":
+        # Imported here: numba's import (about 0.4 s) is paid only where gates are scored.
+        from bertgeom.measures.gate_native import native_gate_scores
+
+        return native_gate_scores(
+            attn,
+            tokens,
+            window=window,
+            top_k=top_k,
+            cluster_rows=cluster_rows,
+            power=CLUSTER_SIMILARITY_POWER,
+            self_tolerance=CLUSTER_SELF_TOLERANCE,
+        )
     return fused_gate_scores(
         attn.detach(), tokens, window=window, top_k=top_k, cluster_rows=cluster_rows
     )
