@@ -184,7 +184,8 @@ def _ablate_batch(
 
     An ablation at layer l replays layers 0 .. l-1; at the last layer only ``[CLS]`` (position
     0, which the classification head reads) can change the logits, and every layer before it
-    is replayed, so that pass runs on the first position alone.
+    is replayed, so that pass runs on the first position alone (not where the classifier
+    pools every position: ``ArchitectureAdapter.pools_every_position``).
     """
     encoding = {name: tensor.to(device) for name, tensor in batch.encoding.items()}
     editor.attention_mask = encoding["attention_mask"]
@@ -202,14 +203,18 @@ def _ablate_batch(
         else {}
     )
     first_position = {name: tensor[:, :1] for name, tensor in encoding.items()}
-    last_layer = loaded.n_layers - 1
+    # The last layer on the first position alone: what it computes after the substituted Z
+    # (W_O, residual, LayerNorm, feed-forward) is position by position, so [CLS] is exact;
+    # a classifier pooling every position needs them all.
+    pools = loaded.adapter.pools_every_position
+    first_only = pools is None or not pools(loaded.config)
     with attention_kernel(loaded.model, "sdpa"):
         for ablation in ablations:
             if ablation == BASELINE:
                 continue
             editor.ablation = ablation
             editor.keep = keeps.get(ablation.mode)
-            last = ablation.layer == last_layer
+            last = first_only and ablation.layer == loaded.n_layers - 1
             with editor.replaying(ablation.layer, 1 if last else None):
                 logits = loaded.model(**(first_position if last else encoding)).logits
             part.accumulator.update(ablation, true, logits[rows])

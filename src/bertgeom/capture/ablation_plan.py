@@ -75,8 +75,6 @@ def check_ablation(loaded: LoadedModel, kinds: Sequence[str]) -> list[Ablation]:
             "sequence-classification head"
         )
     if loaded.adapter.no_ablation is not None:
-        # e.g. ALBERT: the ablated passes replay the layers before the ablated one by swapping
-        # them out of the layer list, which a layer module run at every depth does not allow.
         raise InputError(
             f"{loaded.directory}: --ablation is not supported for {loaded.config.model_type} "
             f"models: {loaded.adapter.no_ablation}"

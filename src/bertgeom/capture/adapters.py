@@ -83,6 +83,12 @@ class ArchitectureAdapter:
     multi-head output (ModernBERT's ``mlp_norm``, which reads ``x + W_O z``, a sum no module
     returns), not its output.
 
+    ``pools_every_position``: a check of the config: whether the architecture's sequence
+    classifier pools the last layer's output over every valid position (ModernBERT's
+    ``classifier_pooling = "mean"``) instead of reading the first position alone (``[CLS]``,
+    as BERT's pooler). The head ablation at the last layer then runs every position, not the
+    first alone (``capture.ablation``). None: the first position alone.
+
     ``no_ablation``: why ``--ablation`` is refused for the architecture (None: it runs).
     ``refuse``: a check of the config for variants of the type that are not supported; it
     returns the reason (one line), or None.
@@ -106,6 +112,7 @@ class ArchitectureAdapter:
     attention_flag: str | None = None
     fused_qkv: bool = False
     multihead_output_is_input: bool = False
+    pools_every_position: Callable[[Any], bool] | None = None
     no_ablation: str | None = None
     refuse: Callable[[Any], str | None] | None = None
     caveats: tuple[str, ...] = ()

@@ -119,9 +119,6 @@ _ALBERT = ArchitectureAdapter(
     heads=("predictions", "sop_classifier", "classifier", "qa_outputs", "pooler"),
     optional_pooler=True,
     depths=_albert_depths,
-    # The ablated passes replay the layers before the ablated one by swapping them out of the
-    # layer list, which a layer module run at every depth does not allow.
-    no_ablation="their layers share one module's weights across depth",
     caveats=(
         "one layer's weights run at every depth: each depth is reported as a layer, and the "
         "weight-based subspace measures repeat the shared weights at every depth",
@@ -207,8 +204,9 @@ _MODERNBERT = ArchitectureAdapter(
     # embeddings' own LayerNorm).
     attention_norm="attn_norm",
     fused_qkv=True,
-    no_ablation="the ablated passes are not yet proven for them (a mean-pooling classifier "
-    "reads every position, not [CLS] alone)",
+    # ModernBertForSequenceClassification reads [CLS] ("cls") or the mean over the valid
+    # positions ("mean") of the final_norm'd last layer.
+    pools_every_position=lambda config: getattr(config, "classifier_pooling", "cls") == "mean",
     caveats=(
         "pre-LayerNorm layers (layer 0 has none: its attention reads the embeddings' output): "
         "multihead_output is the residual stream after attention, x + W_O z; the data-based "

@@ -10,14 +10,14 @@ only what they record and how they edit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bertgeom.capture.adapters import projection_output, submodule
+from bertgeom.capture.adapters import projection_output
 from bertgeom.capture.layer_hooks import LAYER, LayerHooks, OutputHook
 from bertgeom.capture.loading import LoadedModel
 from bertgeom.measures.ablation import (
@@ -145,30 +145,44 @@ class HeadEditor:
 
     @contextmanager
     def replaying(self, upto: int, length: int | None = None) -> Iterator[None]:
-        """Within the block, layers ``0 .. upto-1`` return their recorded outputs (cut to the
-        first ``length`` positions when given)."""
-        stack = submodule(self.loaded.encoder, self.loaded.adapter.layers)
-        assert isinstance(stack, nn.ModuleList)
-        originals = [stack[i] for i in range(upto)]
+        """Within the block, the layers at depths ``0 .. upto-1`` return their recorded outputs
+        (cut to the first ``length`` positions when given) without running.
+
+        Each layer module's ``forward`` is replaced, for the block, by one that asks the hooks
+        the depth of the call under way (``LayerHooks.depth_of``) and returns that depth's
+        record if it is below ``upto``: a module run at several depths (ALBERT) is replayed
+        at its depths below ``upto`` and runs at the others. The module's own hooks still
+        fire (they count a shared module's calls); those of the modules below it do not.
+        """
+        recorded = {
+            depth: output if length is None else _first_positions(output, length)
+            for depth, output in self.outputs.items()
+            if depth < upto
+        }
+        replaced: list[tuple[nn.Module, Any]] = []
         try:
-            for i in range(upto):
-                output = self.outputs[i]
-                stack[i] = _Replay(output if length is None else _first_positions(output, length))
+            for module in {id(layer): layer for layer in self.layers[:upto]}.values():
+                replaced.append((module, vars(module).get("forward")))
+                module.forward = self._replayer(module, recorded, upto)
             yield
         finally:
-            for i, original in enumerate(originals):
-                stack[i] = original
+            for module, own in replaced:
+                del module.forward  # the class's forward again, or the module's own below
+                if own is not None:
+                    module.forward = own
 
+    def _replayer(
+        self, module: nn.Module, recorded: dict[int, Any], upto: int
+    ) -> Callable[..., Any]:
+        """``module``'s forward while replaying: the record of its depth below ``upto``, its
+        own forward at the others."""
+        run = module.forward
 
-class _Replay(nn.Module):
-    """Stands in for a layer whose output for this batch is already known."""
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            depth = self._hooks.depth_of(module)
+            return recorded[depth] if depth < upto else run(*args, **kwargs)
 
-    def __init__(self, output: Any) -> None:
-        super().__init__()
-        self.output = output
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.output
+        return forward
 
 
 def _first_positions(value: Any, length: int) -> Any:

@@ -42,8 +42,10 @@ class LayerHooks:
     all removed together (:meth:`remove`, or on leaving the ``with`` block).
 
     The index is the depth. Where one layer module runs at several depths (ALBERT,
-    ``ArchitectureAdapter.depths``) it gets one hook per point, which tells each call its depth
-    by counting the module's calls since the encoder's forward pass began.
+    ``ArchitectureAdapter.depths``) it gets one hook per point, and the depth of each call is
+    the count of the layer module's calls since the encoder's forward pass began (a pre-hook on
+    the layer counts them; the hooks of the modules below it read the count of the layer call
+    under way, so they stay right when a call runs only some of them).
 
     A point is a module path below a layer as the adapter names it (``adapter.value``,
     ``adapter.output_projection``), or :data:`LAYER` for the layer itself. This is the one place
@@ -54,10 +56,32 @@ class LayerHooks:
     def __init__(self, encoder: nn.Module, adapter: ArchitectureAdapter) -> None:
         self.layers = encoder_layers(encoder, adapter)
         self._handles: list[RemovableHandle] = []
+        self._depths: dict[int, Depth] = {}
         self._counters: list[_DepthCounter] = []
-        if len({id(layer) for layer in self.layers}) < len(self.layers):
+        indices: dict[int, list[int]] = {}
+        for index, layer in enumerate(self.layers):
+            indices.setdefault(id(layer), []).append(index)
+        for index, layer in enumerate(self.layers):
+            depths = indices[id(layer)]
+            if len(depths) == 1:
+                self._depths[id(layer)] = index
+            elif id(layer) not in self._depths:
+                # One counter per shared layer module, advanced by a pre-hook on the layer
+                # registered before any point's hook: every hook below the layer reads the
+                # depth of the layer call it runs in, so a call that skips a submodule (a
+                # replayed depth) cannot shift the depths of the others.
+                counter = _DepthCounter(tuple(depths))
+                self._depths[id(layer)] = counter
+                self._counters.append(counter)
+                self._handles.append(layer.register_forward_pre_hook(counter.enter))
+        if self._counters:
             # Shared layers count their calls from the start of each forward pass.
             self._handles.append(encoder.register_forward_pre_hook(self._reset_counters))
+
+    def depth_of(self, layer: nn.Module) -> int:
+        """The depth ``layer`` (one of :attr:`layers`) runs at in its current call: its
+        index, or for a module run at several depths the depth its call counts to."""
+        return _depth(self._depths[id(layer)])
 
     def after(self, point: str, hook: OutputHook) -> None:
         """``hook(index, output)`` after each layer's ``point`` module has run."""
@@ -130,47 +154,47 @@ class LayerHooks:
 
     def _modules(self, point: str) -> list[tuple[Depth, nn.Module]]:
         """``(depth, module)``: the ``point`` module of each distinct layer module, with the
-        depth it runs at (an ``int``), or a :class:`_DepthCounter` when it runs at several
-        (one hook per module: a hook per depth would fire at every depth)."""
-        depths: dict[int, list[int]] = {}
-        for index, layer in enumerate(self.layers):
-            depths.setdefault(id(layer), []).append(index)
-        modules: list[tuple[Depth, nn.Module]] = []
-        for indices in depths.values():
-            layer = self.layers[indices[0]]
-            module = layer if point == LAYER else submodule(layer, point)
-            if len(indices) == 1:
-                modules.append((indices[0], module))
-            else:
-                counter = _DepthCounter(tuple(indices))
-                self._counters.append(counter)
-                modules.append((counter, module))
-        return modules
+        depth it runs at (an ``int``), or its layer's :class:`_DepthCounter` when it runs at
+        several (one hook per module: a hook per depth would fire at every depth)."""
+        distinct = {id(layer): layer for layer in self.layers}
+        return [
+            (self._depths[key], layer if point == LAYER else submodule(layer, point))
+            for key, layer in distinct.items()
+        ]
 
     def _reset_counters(self, module: nn.Module, args: Any) -> None:
         for counter in self._counters:
-            counter.calls = 0
+            counter.reset()
 
 
 class _DepthCounter:
-    """The depth of each call of a module that runs at several depths: its calls within one
-    forward pass of the encoder, in order, are ``depths[0]``, ``depths[1]``, ... (the counts
-    restart with each forward pass of the encoder; a call beyond the last depth is an error,
-    not a guess)."""
+    """The depth of each call of a layer module that runs at several depths: its calls within
+    one forward pass of the encoder, in order, are ``depths[0]``, ``depths[1]``, ... (counted
+    by :meth:`enter`, a pre-hook on the layer; the counts restart with each forward pass of the
+    encoder; a call beyond the last depth is an error, not a guess). The hooks of the layer and
+    of the modules below it read the depth of the call under way (:meth:`depth`)."""
 
     def __init__(self, depths: tuple[int, ...]) -> None:
         self.depths = depths
         self.calls = 0
+        self.current: int | None = None
 
-    def next(self) -> int:
+    def enter(self, module: nn.Module, args: Any) -> None:
         if self.calls >= len(self.depths):
             raise ModelError(
                 f"a shared layer ran more than the {len(self.depths)} times its depths "
                 "allow in one forward pass; its depth is unknown"
             )
-        depth = self.depths[self.calls]
+        self.current = self.depths[self.calls]
         self.calls += 1
-        return depth
+
+    def reset(self) -> None:
+        self.calls, self.current = 0, None
+
+    def depth(self) -> int:
+        if self.current is None:
+            raise ModelError("a module of a shared layer ran outside a call of its layer")
+        return self.current
 
 
 Depth = int | _DepthCounter
@@ -178,7 +202,7 @@ Depth = int | _DepthCounter
 
 
 def _depth(depth: Depth) -> int:
-    return depth if isinstance(depth, int) else depth.next()
+    return depth if isinstance(depth, int) else depth.depth()
 
 
 def _output_hook(hook: OutputHook, depth: Depth) -> Callable[[nn.Module, Any, Any], None]:

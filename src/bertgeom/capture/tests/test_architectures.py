@@ -414,12 +414,33 @@ def test_a_shared_layer_called_beyond_its_depths_is_an_error(
             layer(hidden)  # a third call outside any encoder pass
 
 
-def test_ablation_is_refused_for_shared_layers(tmp_path: Path) -> None:
-    from bertgeom.capture.ablation_plan import check_ablation
+def test_a_hook_below_a_shared_layer_reads_the_depth_of_the_call_under_way(
+    loaded: dict[str, LoadedModel],
+) -> None:
+    """The depth of a call of a module below a shared layer is the count of the *layer's*
+    calls: a layer call that skips its attention (a replayed depth) does not shift the depth
+    the next attention call is told."""
+    model = loaded["albert"]
+    batch = _batch(model, "albert")
+    layer = model.layers()[0]
+    seen: list[int] = []
+    with torch.inference_mode(), LayerHooks(model.encoder, model.adapter) as hooks:
+        hooks.after("attention", lambda index, output: seen.append(index))
+        first = True
 
-    directory = _save(_classifier("albert"), tmp_path / "albert", "albert")
-    with pytest.raises(InputError, match="not supported for albert models: their layers share"):
-        check_ablation(load_model(directory), ["zero"])
+        def skip_first(*args: Any, **kwargs: Any) -> Any:
+            nonlocal first
+            if first:
+                first = False
+                return args[0]
+            return type(layer).forward(layer, *args, **kwargs)
+
+        layer.forward = skip_first
+        try:
+            model.model(**batch)
+        finally:
+            del layer.forward
+    assert seen == [1]
 
 
 def _save(model: PreTrainedModel, directory: Path, architecture: str) -> Path:
@@ -814,10 +835,16 @@ def test_modernbert_fused_projection_is_split_into_query_key_and_value_blocks(
         assert torch.equal(by_view[1, 2], wk[2 * (width // HEADS) : 3 * (width // HEADS)])
 
 
-@pytest.mark.parametrize("architecture", ["modernbert"])
-def test_ablation_is_refused_where_it_is_not_proven(architecture: str, tmp_path: Path) -> None:
+def test_an_architecture_whose_adapter_refuses_ablation_is_refused_by_name(
+    tmp_path: Path,
+) -> None:
+    """``ArchitectureAdapter.no_ablation`` (no supported architecture sets it today: ALBERT's
+    shared layers and ModernBERT's pooling are handled) refuses ``--ablation`` with its reason."""
     from bertgeom.capture.ablation_plan import check_ablation
 
-    directory = _save(_classifier(architecture), tmp_path / architecture, architecture)
-    with pytest.raises(InputError, match=f"not supported for {architecture} models: the ablated"):
-        check_ablation(load_model(directory), ["zero"])
+    directory = _save(_classifier("albert"), tmp_path / "albert", "albert")
+    model = load_model(directory)
+    assert check_ablation(model, ["zero"])  # supported as it is
+    model.adapter = replace(model.adapter, no_ablation="a reason")
+    with pytest.raises(InputError, match="not supported for albert models: a reason"):
+        check_ablation(model, ["zero"])
