@@ -47,6 +47,11 @@ class ArchitectureAdapter:
     the analysis never runs them. Any other weight that does not load refuses the model.
     ``optional_pooler``: the bare model takes ``add_pooling_layer``; without a classification
     head it is loaded without its pooler, which the analysis never runs either.
+    ``never_run``: top-level modules of the bare model itself that the analysis never runs
+    and that released checkpoints may lack (ESM's ``contact_head``, run only by
+    ``predict_contacts``; SaProt's checkpoints have none). Their weights missing from the files
+    do not refuse the model: they keep the values transformers initialises, which nothing
+    reads, and the manifest lists them (``absent_weights``). Present, they load as any other.
 
     ``attention_norm``: pre-LayerNorm layers (ESM): the path of the LayerNorm the layer applies
     to its input before the q/k/v projections (``LN(x)`` is what ``W_q``, ``W_k``, ``W_v``
@@ -107,6 +112,7 @@ class ArchitectureAdapter:
     padding_idx: int | None = None
     heads: tuple[str, ...] = ()
     optional_pooler: bool = False
+    never_run: tuple[str, ...] = ()
     attention_norm: str | None = None
     depths: Callable[[nn.Module], list[nn.Module]] | None = None
     attention_flag: str | None = None

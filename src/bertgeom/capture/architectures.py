@@ -68,9 +68,11 @@ _ESM = replace(
     # Positions are numbered from pad_token_id + 1, as RoBERTa's (absolute positions of
     # Nucleotide Transformer v1; ESM-2's rotary positions count the same way).
     position_offset_from_pad=True,
-    # EsmModel itself holds the contact head (run only by predict_contacts, never here), so its
-    # weights load with the encoder; lm_head is the masked-LM head.
+    # EsmModel itself holds the contact head (run only by predict_contacts, never here): its
+    # weights load with the encoder when the file has them (ESM-2's do, SaProt's do not);
+    # lm_head is the masked-LM head.
     heads=("lm_head", "classifier", "pooler"),
+    never_run=("contact_head",),
     attention_norm="attention.LayerNorm",
     caveats=(
         "pre-LayerNorm layers: multihead_output is the residual stream after attention, "

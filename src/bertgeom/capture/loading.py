@@ -7,7 +7,8 @@ loads exactly or is refused (:mod:`bertgeom.model.checkpoint`). A model with a
 sequence-classification head (the bertgeom classifier, a fine-tuned BERT) is loaded with its
 head so its predictions come out of the same forward pass; the analysis reads its encoder. A
 model without one is loaded as the bare encoder, without its pooler: the weights of heads it
-does not have (a masked-LM head, the pooler) are not loaded, and the manifest lists them.
+does not have (a masked-LM head, the pooler) are not loaded, and the manifest lists them, as it
+lists the weights of modules the analysis never runs that the files lack (ESM's contact head).
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class LoadedModel:
     weights_files: tuple[Path, ...] = ()
     ignored_weights: tuple[str, ...] = ()
     """Weights of the files that belong to heads the model was loaded without (not loaded)."""
+    absent_weights: tuple[str, ...] = ()
+    """Weights of modules the analysis never runs (``ArchitectureAdapter.never_run``: ESM's
+    contact head) that the files lack: transformers' initial values, which nothing reads."""
 
     @property
     def head_size(self) -> int:
@@ -117,14 +121,16 @@ class LoadedModel:
 
     def summary(self) -> dict[str, Any]:
         """What the manifest records about the model: what it is, where it came from (path;
-        hub id, revision and commit; the SHA-256 of its weights files) and the weights of the
-        files that were ignored (heads it was loaded without), and where the architecture's
-        numbers depart from DESIGN's BERT (``caveats``, ``docs/models.md``)."""
+        hub id, revision and commit; the SHA-256 of its weights files), the weights of the
+        files that were ignored (heads it was loaded without) and the weights of modules never
+        run that the files lack, and where the architecture's numbers depart from DESIGN's
+        BERT (``caveats``, ``docs/models.md``)."""
         source = self.source or ResolvedModel(self.directory)
         return {
             **source.to_json(),
             "weights_sha256": {path.name: file_sha256(path) for path in self.weights_files},
             "ignored_weights": list(self.ignored_weights),
+            "absent_weights": list(self.absent_weights),
             "tokenizer": None if self.tokenizer is None else type(self.tokenizer).__name__,
             "model_type": self.config.model_type,
             "architectures": list(getattr(self.config, "architectures", None) or []),
@@ -203,6 +209,7 @@ def load_model(model: ModelName, *, initial_weights_seed: int | None = None) -> 
     adapter = ADAPTERS[str(model_type)]
     options: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
     ignored: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
     with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(directory, **options)
@@ -217,11 +224,12 @@ def load_model(model: ModelName, *, initial_weights_seed: int | None = None) -> 
             {"add_pooling_layer": False} if adapter.optional_pooler and not head else {}
         )
         if initial_weights_seed is None:
-            loaded_model, ignored = load_weights(
+            loaded_model, ignored, absent = load_weights(
                 loader,
                 directory,
                 files,
                 adapter.heads,
+                adapter.never_run,
                 config=config,
                 attn_implementation=ATTENTION_IMPLEMENTATION,
                 trust_remote_code=False,
@@ -264,6 +272,7 @@ def load_model(model: ModelName, *, initial_weights_seed: int | None = None) -> 
         source=source,
         weights_files=files,
         ignored_weights=ignored,
+        absent_weights=absent,
     )
     check_attention_output(loaded)
     return loaded

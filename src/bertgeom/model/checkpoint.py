@@ -11,9 +11,11 @@ after ``from_pretrained``:
   every file present and its header readable (a truncated or corrupt file is named);
 - transformers' own loading information (``output_loading_info``): a weight the model needs
   that is missing from the file or has another shape than the config gives, or a weight of the
-  file that fits no module of the model, refuses it. The one exception: weights of a task head
+  file that fits no module of the model, refuses it. The exceptions: weights of a task head
   or pooler the loaded model does not have (``ArchitectureAdapter.heads``: a masked-LM head
-  beside the encoder), which the analysis never runs; they are returned to be listed;
+  beside the encoder), which the analysis never runs, and missing weights of modules of the
+  bare model the analysis never runs either (``ArchitectureAdapter.never_run``: ESM's contact
+  head); both are returned to be listed;
 - the tokenizer: the directory's own files, a vocabulary of more than the special tokens, and
   token ids the model's embedding has rows for. transformers builds a tokenizer from the config
   alone when the files are missing, one that maps every word to ``[UNK]``: that never loads.
@@ -214,11 +216,13 @@ def load_weights(
     directory: Path,
     files: Sequence[Path],
     heads: Collection[str],
+    never_run: Collection[str] = (),
     **options: Any,
-) -> tuple[PreTrainedModel, tuple[str, ...]]:
+) -> tuple[PreTrainedModel, tuple[str, ...], tuple[str, ...]]:
     """``loader.from_pretrained(directory, **options)``, checked with transformers' loading
-    information: the model and the ignored weights of heads it does not have (sorted);
-    anything else that did not load exactly is one ``ModelError`` line."""
+    information: the model, the ignored weights of heads it does not have and the absent
+    weights of ``never_run`` modules (each sorted); anything else that did not load exactly is
+    one ``ModelError`` line."""
     try:
         model, info = loader.from_pretrained(
             directory,
@@ -237,8 +241,8 @@ def load_weights(
         ) from error
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as error:
         raise ModelError(f"{directory}: cannot load the model ({first_line(error)})") from error
-    ignored = check_loading_info(model, info, directory, files, heads)
-    return model, ignored
+    ignored, absent = check_loading_info(model, info, directory, files, heads, never_run)
+    return model, ignored, absent
 
 
 def check_loading_info(
@@ -247,12 +251,16 @@ def check_loading_info(
     directory: Path,
     files: Sequence[Path],
     heads: Collection[str],
-) -> tuple[str, ...]:
-    """Refuse what ``from_pretrained(..., output_loading_info=True)`` reports as missing,
-    mismatched, unexpected (outside ``heads`` the model lacks) or in error; return the
-    ignored weights of heads, sorted."""
+    never_run: Collection[str] = (),
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Refuse what ``from_pretrained(..., output_loading_info=True)`` reports as missing
+    (outside the ``never_run`` modules), mismatched, unexpected (outside ``heads`` the model
+    lacks) or in error; return the ignored weights of heads and the absent weights of
+    ``never_run`` modules, each sorted."""
     source = files[0].name if len(files) == 1 else f"the {len(files)} shards"
-    missing = sorted(str(name) for name in info.get("missing_keys") or ())
+    reported = sorted(str(name) for name in info.get("missing_keys") or ())
+    absent = [name for name in reported if _below_base(name, model)[0] in never_run]
+    missing = [name for name in reported if name not in set(absent)]
     mismatched = sorted((str(entry[0]), entry[1], entry[2]) for entry in _entries(info))
     unexpected = sorted(str(name) for name in info.get("unexpected_keys") or ())
     own_modules = {name for name, _ in model.named_modules()}
@@ -284,7 +292,7 @@ def check_loading_info(
         raise ModelError(
             f"{directory}: {'; '.join(problems)}; bertgeom measures only weights that loaded"
         )
-    return tuple(ignored)
+    return tuple(ignored), tuple(absent)
 
 
 def _entries(info: dict[str, Any]) -> Iterable[tuple[Any, ...]]:
@@ -305,6 +313,15 @@ def _unused_head(
     if path[0] == prefix and prefix not in own_modules and len(path) > 1:
         path = path[1:]  # a bare encoder: the checkpoint's names may carry the prefix
     return path[0] in heads and path[0] not in own_modules
+
+
+def _below_base(name: str, model: PreTrainedModel) -> list[str]:
+    """The path of weight ``name`` of ``model`` from its base model (without the prefix a
+    model with a head puts before the base model's weights)."""
+    path = name.split(".")
+    prefix = model.base_model_prefix
+    with_head = isinstance(getattr(model, prefix, None), nn.Module)
+    return path[1:] if with_head and path[0] == prefix and len(path) > 1 else path
 
 
 def _missing_parts(missing: Sequence[str], model: PreTrainedModel) -> str:

@@ -204,7 +204,7 @@ def load_classifier(model: ModelName | None = None) -> Classifier:
         tokenizer = load_tokenizer(directory, int(vocab_size) if vocab_size else None)
         if tokenizer is None:
             raise ModelError(missing_tokenizer(directory))
-        classifier, ignored = load_weights(
+        classifier, ignored, _ = load_weights(
             BertForSequenceClassification, directory, files, ADAPTERS["bert"].heads
         )
     if not isinstance(classifier, BertForSequenceClassification):
