@@ -249,7 +249,9 @@ def load_model(model: ModelName, *, initial_weights_seed: int | None = None) -> 
         tokenizer = load_tokenizer(directory, getattr(config, "vocab_size", None))
         if tokenizer is not None:
             check_special_layout(directory, tokenizer)
-    loaded_model.eval()
+    # A half-precision file (fp16, bf16) loads in its own dtype; it is measured in float32, the
+    # upcast exact, so that attention and stream are not rounded to 8-11 bits before any measure.
+    loaded_model.float().eval()
     encoder = loaded_model.base_model
     n_heads = int(config.num_attention_heads)
     loaded = LoadedModel(

@@ -19,6 +19,8 @@ from bertgeom.capture.tests.tiny_models import (
     LAYERS,
     POSITIONS,
     save_tiny_classifier,
+    tiny_model,
+    tiny_tokenizer,
 )
 from bertgeom.errors import ModelError
 
@@ -119,3 +121,17 @@ def test_mpnet_numbers_positions_from_its_fixed_padding_index(tmp_path: Path) ->
     ids = (torch.arange(40) % 38 + 2).unsqueeze(0)  # 40 tokens, none of them id 1 (padding)
     with torch.no_grad():
         loaded.model(input_ids=ids, attention_mask=torch.ones_like(ids))  # the longest input runs
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_are_measured_in_float32(dtype: torch.dtype, tmp_path: Path) -> None:
+    """A file saved in half precision loads in its own dtype; bertgeom upcasts it (exactly), so
+    the forward pass and every measure run in float32."""
+    model = tiny_model("bert").to(dtype)
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer("bert", tmp_path).save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
+    stored = dict(model.named_parameters())
+    for name, parameter in loaded.encoder.named_parameters():
+        assert parameter.dtype == torch.float32, name
+        assert torch.equal(parameter, stored[name].float()), name
