@@ -8,7 +8,7 @@ cache, not fresh memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from bertgeom.measures.grouping import FloatArray, IndexArray
+from bertgeom.measures.token_kernels import add_centred_gram_kernel
 from bertgeom.measures.workspace import scratch
 
 BLOCK_VALUES = 1 << 16
@@ -121,45 +122,68 @@ def add_gram(
     gram: FloatArray, tokens: Tensor, total: FloatArray | None = None, centre: Tensor | None = None
 ) -> None:
     """Add ``sum_i x_i x_i^T`` of the rows of ``tokens (n, d)`` to ``gram`` (float64 ``(d, d)``)
-    in place.
+    in place (``add_grams`` into one)."""
+    add_grams([gram], tokens, total, centre)
+
+
+def add_grams(
+    grams: Sequence[FloatArray],
+    tokens: Tensor,
+    total: FloatArray | None = None,
+    centre: Tensor | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Add ``sum_i x_i x_i^T`` of the rows of ``tokens (n, d)`` to each of ``grams`` (float64
+    ``(d, d)``) in place, the product taken once.
 
     Float64 input: the product itself. Otherwise the product is taken in the input's precision
     (float32 is twice as fast) about a centre m, the float32 mean, and the exact identity
     ``sum x x^T = sum (x - m)(x - m)^T + m u^T + u m^T`` with ``u = s - n m / 2`` (s = sum x,
     in float64) restores it: centring keeps the rounding relative to the spread of the tokens
-    rather than to their mean, which can be large in outlier dimensions. The rank-two term is
-    added in place (no ``d x d`` temporaries: at d = 768 these passes cost more than the
-    product). ``total``: s if already known; ``centre``: m if already known (any m is exact;
-    one near the mean keeps the rounding small).
+    rather than to their mean, which can be large in outlier dimensions. The product and the
+    rank-two term go into each Gram matrix in one pass (``token_kernels``: no ``d x d``
+    temporaries; at d = 768 three torch passes cost more than the product). ``total``: s if
+    already known; ``centre``: m if already known (any m is exact; one near the mean keeps the
+    rounding small); ``overwrite``: ``tokens`` may be centred in place (a copy of the caller's).
     """
-    target = torch.from_numpy(gram)
     x = tokens.detach()
-    if x.shape[0] == 0:
+    n, d = x.shape
+    if n == 0 or not grams:
         return
+    m = u = np.zeros(d)
     if x.dtype == torch.float64:
-        target.add_(_transposed_product(x).cpu())
-        return
-    if centre is None:
-        centre = x.mean(dim=0)
-    centre = centre.to(x.dtype)
-    target.add_(_transposed_product(x - centre).cpu())
-    m = centre.to(torch.float64).cpu()
-    s = x.to(torch.float64).sum(dim=0).cpu() if total is None else torch.from_numpy(total)
-    u = s - (x.shape[0] / 2) * m
-    target.addr_(m, u).addr_(u, m)
+        product = _transposed_product(x)
+    else:
+        s = float64_sum(x) if total is None else np.asarray(total, dtype=np.float64)
+        if centre is None:
+            centre = x.mean(dim=0)
+        centre = centre.to(x.dtype)
+        product = _transposed_product(x.sub_(centre) if overwrite else x - centre)
+        m = centre.to(torch.float64).cpu().numpy()
+        u = s - (n / 2) * m
+    if product.dtype not in (torch.float32, torch.float64):
+        product = product.to(torch.float32)  # exact: the kernel reads float32 or float64
+    for gram in grams:
+        add_centred_gram_kernel(gram, product.cpu().numpy(), m, u)
+
+
+def float64_sum(tokens: Tensor) -> FloatArray:
+    """``sum_i x_i`` of the rows of ``tokens (n, d)`` in float64."""
+    return tokens.detach().to(torch.float64).sum(dim=0).cpu().numpy()
 
 
 def _transposed_product(x: Tensor, block: int = 128) -> Tensor:
-    """``x^T x`` of ``x (n, d)``: the blocks on and above the diagonal, the rest mirrored (about
-    two thirds of the multiplications of one product when d is a few blocks)."""
+    """``x^T x`` of ``x (n, d)`` in a reused buffer (``workspace``: valid until the next call):
+    the blocks on and above the diagonal, the rest mirrored (about two thirds of the
+    multiplications of one product when d is a few blocks)."""
     d = x.shape[1]
+    out = scratch("gram_product", d * d, x.dtype, x.device).view(d, d)
     if d < 2 * block:
-        return x.T @ x
-    out = x.new_empty(d, d)
+        return torch.mm(x.T, x, out=out)
     for start in range(0, d, block):
         stop = min(start + block, d)
-        upper = x[:, start:stop].T @ x[:, start:]
-        out[start:stop, start:] = upper
+        upper = out[start:stop, start:]
+        torch.mm(x[:, start:stop].T, x[:, start:], out=upper)
         out[stop:, start:stop] = upper[:, stop - start :].T
     return out
 
