@@ -29,13 +29,14 @@ from bertgeom.measures.distribution_stats import (
 from bertgeom.measures.grouping import FloatArray, IndexArray, class_groups
 from bertgeom.measures.power_sums import PowerSums
 from bertgeom.measures.token_scan import scan_tokens
-from bertgeom.measures.token_statistics import Binning, add_grams
+from bertgeom.measures.token_statistics import Binning, add_grams, symmetric_gram
 from bertgeom.measures.tokens import valid_or_all
 
 
 @dataclass
 class _StreamState:
-    """Additive statistics of the token vectors of one (layer, point, class)."""
+    """Additive statistics of the token vectors of one (layer, point, class); of the Gram
+    matrix only the upper triangle is kept (``add_grams``; the lower one is zero)."""
 
     tokens: float
     sums: PowerSums
@@ -91,7 +92,7 @@ def merged_states(first: dict[Any, _State], second: dict[Any, _State]) -> dict[A
 
 
 def mean_centre(sums: PowerSums, like: Tensor) -> Tensor | None:
-    """The per-coordinate mean ``s1 / n`` of ``sums`` as a centre for ``add_gram`` (in
+    """The per-coordinate mean ``s1 / n`` of ``sums`` as a centre for ``add_grams`` (in
     ``like``'s precision and device); None when there are no tokens."""
     n = float(np.asarray(sums.n).reshape(-1)[0]) if np.asarray(sums.n).size else 0.0
     if not n > 0:
@@ -220,7 +221,8 @@ class DistributionAccumulator:
         """Long table: ``layer, point, class, metric, value``."""
         rows: list[tuple[object, ...]] = []
         for key, state in self.states_.items():
-            values = summary_values(state.tokens, state.sums, state.gram, self.outlier_factor)
+            gram = None if state.gram is None else symmetric_gram(state.gram)
+            values = summary_values(state.tokens, state.sums, gram, self.outlier_factor)
             rows.extend((*key, f"dist.{name}", value) for name, value in values.items())
         frame = pd.DataFrame(rows, columns=["layer", "point", "class", "metric", "value"])
         frame["value"] = frame["value"].astype(np.float64)

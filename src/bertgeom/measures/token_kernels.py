@@ -1,16 +1,17 @@
 """One pass over the valid token vectors of a batch on the CPU: their float64 power sums, the
 counts of their coordinates in equal-width bins and, for the Gram matrix, a gathered copy; and
-the float64 Gram update from a product about a centre.
+the float64 Gram update (its upper triangle) from a product about a centre.
 
 Why hand-written (numba): in torch each of these is a pass of its own over the tokens (an
 ``index_select`` for the selection, a float64 copy, three powers and five sums, then five
-elementwise steps and a ``bincount`` for the bins; the Gram update three passes over its
-``d x d`` float64 matrix): on MiniLM at one thread (``benchmarks/measure_costs.py``) these
-passes and their calls were about half of the distribution measure's time. Here each row is
+elementwise steps and a ``bincount`` for the bins; the Gram update three passes over both
+triangles of its ``d x d`` float64 matrix): on MiniLM at one thread
+(``benchmarks/measure_costs.py``) these passes and their calls were about half of the
+distribution measure's time. Here each row is
 read from memory once and every statistic made from it while it is in L1.
 
 The statistics are those of ``power_sums.power_sum_table``, ``token_statistics.Binning`` and
-``token_statistics.add_gram`` (tested equal): the same float64 products per value, the bins
+``token_statistics.add_grams`` (tested equal): the same float64 products per value, the bins
 taken in the values' precision with the same operations, only the order of the float64 sums
 differs.
 """
@@ -101,11 +102,11 @@ def add_centred_gram_kernel(
     centre: npt.NDArray[np.float64],
     shift: npt.NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled; tested through add_centred_gram
-    """``gram += product + m u^T + u m^T`` (``m = centre``, ``u = shift``) in float64, one pass
-    in row order (``product`` symmetric: both triangles are read, so that the passes stream)."""
+    """``gram += product + m u^T + u m^T`` (``m = centre``, ``u = shift``) in float64 on and
+    above the diagonal (the entries ``i <= j``; ``product``'s others are not read, ``gram``'s
+    not written), one pass in row order."""
     d = gram.shape[0]
     for i in range(d):
         m_i, u_i = centre[i], shift[i]
-        for j in range(d):
-            # p + (a + b): the same float64 value at (i, j) and (j, i).
+        for j in range(i, d):
             gram[i, j] += np.float64(product[i, j]) + (m_i * shift[j] + u_i * centre[j])

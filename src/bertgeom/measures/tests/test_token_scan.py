@@ -10,7 +10,7 @@ import torch
 
 from bertgeom.measures import token_scan
 from bertgeom.measures.token_scan import scan_tokens
-from bertgeom.measures.token_statistics import Binning, add_grams, gram_matrix
+from bertgeom.measures.token_statistics import Binning, add_grams, gram_matrix, symmetric_gram
 
 EDGES = np.linspace(-10.0, 10.0, 201)
 
@@ -96,17 +96,20 @@ def test_unequal_bins_and_other_dtypes_take_the_torch_kernels() -> None:
     assert half.rows is not None and half.rows.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("d", [16, 300])  # one product; blocks above the diagonal, mirrored
-def test_add_grams_adds_the_float64_product_to_each(d: int) -> None:
+@pytest.mark.parametrize("d", [16, 300])  # one product; block rows from the diagonal
+def test_add_grams_adds_the_upper_float64_product_to_each(d: int) -> None:
     generator = torch.Generator().manual_seed(4)
     tokens = torch.randn(200, d, generator=generator) + torch.linspace(0, 300, d)
     exact = (tokens.double().T @ tokens.double()).numpy()
     first, second = np.ones((d, d)), np.zeros((d, d))
     copy = tokens.clone()
     add_grams([first, second], copy, overwrite=True)
-    np.testing.assert_allclose(second, exact, rtol=1e-6)
-    np.testing.assert_allclose(first - 1.0, exact, rtol=1e-6)
-    np.testing.assert_array_equal(second, second.T)
+    upper = np.triu(np.ones((d, d), dtype=bool))
+    np.testing.assert_allclose(second[upper], exact[upper], rtol=1e-6)
+    np.testing.assert_allclose(first[upper] - 1.0, exact[upper], rtol=1e-6)
+    assert (second[~upper] == 0).all() and (first[~upper] == 1).all()  # left alone
     assert not copy.equal(tokens)  # centred in place, as allowed
-    np.testing.assert_array_equal(gram_matrix(tokens), second)  # no overwrite: same values
-    np.testing.assert_array_equal(gram_matrix(tokens.double()), exact)
+    full = gram_matrix(tokens)  # no overwrite: the same values, made symmetric
+    np.testing.assert_array_equal(full, symmetric_gram(second))
+    np.testing.assert_array_equal(full, full.T)
+    np.testing.assert_allclose(gram_matrix(tokens.double()), exact, rtol=1e-14)
