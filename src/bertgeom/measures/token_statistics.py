@@ -187,21 +187,25 @@ def _upper_product(x: Tensor, block: int = 64) -> Tensor:
 
 
 def head_gram_matrices(
-    head_tokens: Tensor, totals: Tensor | None = None, centres: Tensor | None = None
+    head_tokens: Tensor,
+    totals: Tensor | None = None,
+    centres: Tensor | None = None,
+    overwrite: bool = False,
 ) -> FloatArray:
     """``sum_i z_i z_i^T`` per head of ``head_tokens (head, n, dk)`` (any strides), float64
     ``(head, dk, dk)``: a batched product in the input's precision about each head's centre
     (its mean unless ``centres (head, dk)`` is given), restored exactly in float64 (the identity
-    of ``add_gram``); ``totals (head, dk)``: each head's float64 sum of z if already known."""
+    of ``add_grams``); ``totals (head, dk)``: each head's float64 sum of z if already known;
+    ``overwrite``: ``head_tokens`` may be centred in place (a copy of the caller's)."""
     z = head_tokens.detach()
     if z.dtype == torch.float64 or z.shape[1] == 0:
         z = z.to(torch.float64)
         return (z.transpose(1, 2) @ z).cpu().numpy().copy()
+    total = z.to(torch.float64).sum(dim=1, keepdim=True) if totals is None else totals[:, None]
     centre = (z.mean(dim=1) if centres is None else centres.to(z.dtype))[:, None, :]
-    centred = z - centre  # (head, n, dk)
+    centred = z.sub_(centre) if overwrite else z - centre  # (head, n, dk)
     product = (centred.transpose(1, 2) @ centred).to(torch.float64)
     m = centre.to(torch.float64)  # (head, 1, dk)
-    total = z.to(torch.float64).sum(dim=1, keepdim=True) if totals is None else totals[:, None]
     cross = m.transpose(1, 2) * total.to(torch.float64)  # outer products
     product += cross + cross.transpose(1, 2) - z.shape[1] * (m.transpose(1, 2) * m)
     return product.cpu().numpy().copy()

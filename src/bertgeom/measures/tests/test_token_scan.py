@@ -10,7 +10,13 @@ import torch
 
 from bertgeom.measures import token_scan
 from bertgeom.measures.token_scan import scan_tokens
-from bertgeom.measures.token_statistics import Binning, add_grams, gram_matrix, symmetric_gram
+from bertgeom.measures.token_statistics import (
+    Binning,
+    add_grams,
+    gram_matrix,
+    head_gram_matrices,
+    symmetric_gram,
+)
 
 EDGES = np.linspace(-10.0, 10.0, 201)
 
@@ -113,3 +119,18 @@ def test_add_grams_adds_the_upper_float64_product_to_each(d: int) -> None:
     np.testing.assert_array_equal(full, symmetric_gram(second))
     np.testing.assert_array_equal(full, full.T)
     np.testing.assert_allclose(gram_matrix(tokens.double()), exact, rtol=1e-14)
+
+
+def test_head_gram_matrices_centred_in_place_equal_the_copy() -> None:
+    generator = torch.Generator().manual_seed(5)
+    tokens = torch.randn(60, 3 * 4, generator=generator) + 30.0  # (n, head * dk)
+    per_head = tokens.view(60, 3, 4).transpose(0, 1)  # strided, as the accumulator passes it
+    totals = per_head.double().sum(1)
+    centres = per_head.mean(1)
+    copied = head_gram_matrices(per_head, totals, centres)
+    exact = (per_head.double().transpose(1, 2) @ per_head.double()).numpy()
+    np.testing.assert_allclose(copied, exact, rtol=1e-6)
+    scratch = tokens.clone()
+    in_place = scratch.view(60, 3, 4).transpose(0, 1)
+    np.testing.assert_array_equal(head_gram_matrices(in_place, totals, centres, True), copied)
+    assert not scratch.equal(tokens)  # centred in place, as allowed
