@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bertgeom.capture.projected_subspace_kernels import reduce_kernel
+from bertgeom.capture.projected_subspace_kernels import reduce_kernel, subtract_bias_kernel
 from bertgeom.measures.bilinear_forms import split_heads
 from bertgeom.measures.cone_index import cone_stats_from_unit_sum
 from bertgeom.measures.subspace_data import mean_over_valid
@@ -195,10 +195,12 @@ def _compiled_measures(
     valid: Tensor,
     include_query_bias: bool,
 ) -> dict[str, Tensor]:
-    """``projected_subspace_measures`` on the CPU: every float32 value by the torch path's
-    calls (into reused buffers), the shares, masks and weights in one compiled pass
-    (``reduce_kernel``), the length of the sum of unit selection directions from the ``dk x dk``
-    factor (``||W_k^h^T v|| = ||R_k v||``, float64) rather than the d-wide directions."""
+    """``projected_subspace_measures`` on the CPU: every float32 value as the torch path
+    makes it (into reused buffers), the query bias subtracted and the selection vectors laid
+    out for their weighted sum in one compiled pass (``subtract_bias_kernel``), the shares,
+    masks and weights in another (``reduce_kernel``), the length of the sum of unit selection
+    directions from the ``dk x dk`` factor (``||W_k^h^T v|| = ||R_k v||``, float64) rather
+    than the d-wide directions."""
     batch, seq, width = queries.shape
     dtype, device = queries.dtype, hidden.device
     dk = width // n_heads
@@ -214,16 +216,25 @@ def _compiled_measures(
         product = torch.bmm(vectors, factor, out=buffer("product", n_heads, batch * seq, dk))
         return product.square_().sum(-1).view(n_heads, batch, seq)
 
-    linear_q = per_head(torch.sub(queries, factors.bias_q, out=buffer("linear_q", *queries.shape)))
+    linear_q = buffer("linear_q", batch, seq, width)
+    by_input = buffer("by_input", batch, n_heads, dk, seq)
+    selection_bias = torch.zeros_like(factors.bias_q) if include_query_bias else factors.bias_q
+    subtract_bias_kernel(
+        queries.contiguous().numpy(),
+        factors.bias_q.numpy(),
+        selection_bias.numpy(),
+        linear_q.numpy(),
+        by_input.numpy(),
+    )
     linear_k = per_head(torch.sub(keys, factors.bias_k, out=buffer("linear_k", *keys.shape)))
-    selecting = per_head(queries) if include_query_bias else linear_q
+    selecting = per_head(queries) if include_query_bias else per_head(linear_q)
     shares = np.zeros((2, batch, n_heads))
     share_counts = np.zeros((2, batch, n_heads), dtype=np.int64)
     weights = buffer("weights", batch, n_heads, seq)
     kept = np.zeros((batch, n_heads), dtype=np.int64)
     reduce_kernel(
         hidden.contiguous().numpy(),
-        squared_norms(linear_q, factors.inverse_r_q).numpy(),
+        squared_norms(per_head(linear_q), factors.inverse_r_q).numpy(),
         squared_norms(linear_k, factors.inverse_r_k).numpy(),
         squared_norms(selecting, factors.key_r).numpy(),
         valid.to(torch.bool).numpy(),
@@ -234,8 +245,10 @@ def _compiled_measures(
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         means = np.where(share_counts > 0, shares / np.maximum(share_counts, 1), np.nan)
-    by_token = selecting.transpose(0, 1).reshape(batch, seq, n_heads, dk)
-    summed = torch.einsum("bshk,bhs->bhk", by_token, weights).to(F64)
+    # The product einsum("bshk,bhs->bhk", selecting, weights) makes, on the layout it makes.
+    rows = batch * n_heads
+    summed = torch.bmm(by_input.view(rows, dk, seq), weights.view(rows, seq, 1))
+    summed = summed.view(batch, n_heads, dk).to(F64)
     unit_sum = torch.bmm(summed.transpose(0, 1), bases.key_r).transpose(0, 1)
     cone = cone_stats_from_unit_sum(unit_sum, torch.from_numpy(kept))
     return {

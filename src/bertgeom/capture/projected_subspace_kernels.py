@@ -1,17 +1,21 @@
-"""The per-token reduction of ``projected_subspace`` on the CPU, between its torch products and
-the weighted sum of the selection directions.
+"""The per-token passes of ``projected_subspace`` on the CPU around its torch products: the
+query bias subtracted with the selection vectors laid out for their weighted sum, and the
+reduction of the products' squared norms to the per-input sums and the weights.
 
 Why hand-written (numba): in torch the step from the products' squared norms to the per-input
 shares and the weights was some twenty calls over every padded position (the tokens' squares
 summed, shares divided and masked, NaN tested, summed and counted twice, norms square-rooted,
-inverted, masked, cast). Here it is one pass.
+inverted, masked, cast), and the weighted sum an ``einsum`` that first copied the queries less
+their bias (themselves a copy) into its layout. Here these are two passes
+(``reduce_kernel``, ``subtract_bias_kernel``).
 
-Every float32 value stays the torch call it was, on the same numbers (the products, their
-squared norms, the weighted sum of the selection directions): the statistics are sensitive to
-their last bit. The selection cone's ``I / n`` is near 1 with a spread over inputs of ~1e-3, so
-its standard deviation moves by ~1e-5 relative when the float32 rounding of ``I`` changes at
-all, and the energy shares' by ~1e-6 (measured: products on the valid tokens alone, the
-weighted sum or the products' squares summed in float64, each broke the stored reference).
+Every float32 value stays what the torch path made, on the same numbers (the subtractions, the
+products and their squared norms, the weighted sum: the product ``einsum`` calls, on its
+layout): the statistics are sensitive to their last bit. The selection cone's ``I / n`` is near
+1 with a spread over inputs of ~1e-3, so its standard deviation moves by ~1e-5 relative when
+the float32 rounding of ``I`` changes at all, and the energy shares' by ~1e-6 (measured:
+products on the valid tokens alone, the weighted sum or the products' squares summed in
+float64, each broke the stored reference).
 """
 
 from __future__ import annotations
@@ -74,3 +78,29 @@ def reduce_kernel(
                 if radius > 0:
                     weights[b, h, s] = 1.0 / radius
                     kept[b, h] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def subtract_bias_kernel(
+    queries: npt.NDArray[np.floating],
+    bias_q: npt.NDArray[np.floating],
+    selection_bias: npt.NDArray[np.floating],
+    linear_q: npt.NDArray[np.floating],
+    by_input: npt.NDArray[np.floating],
+) -> None:  # pragma: no cover - compiled; tested through projected_subspace_measures
+    """``linear_q = queries - bias_q`` (``(batch, seq, H dk)``) and ``by_input[b, h, :, s] =
+    q_h - selection_bias^h`` (``(batch, head, dk, seq)``: the layout in which ``einsum`` sums
+    the selection directions over the queries), from one read of ``queries``; the subtractions
+    of ``torch.sub``, in the queries' dtype."""
+    batch, seq, width = queries.shape
+    heads, dk = by_input.shape[1], by_input.shape[2]
+    for b in range(batch):
+        for s in range(seq):
+            for c in range(width):
+                linear_q[b, s, c] = queries[b, s, c] - bias_q[c]
+        for h in range(heads):  # in the order of the writes; the input's reads stay in cache
+            for a in range(dk):
+                column = h * dk + a
+                bias = selection_bias[column]
+                for s in range(seq):
+                    by_input[b, h, a, s] = queries[b, s, column] - bias

@@ -8,6 +8,7 @@ import torch
 
 from bertgeom.capture import projected_subspace
 from bertgeom.capture.projected_subspace import ProjectionBases, projected_subspace_measures
+from bertgeom.capture.projected_subspace_kernels import subtract_bias_kernel
 from bertgeom.measures.subspace_data import subspace_data_measures
 
 HEADS, DK, D = 3, 4, 12
@@ -55,3 +56,26 @@ def test_compiled_equals_the_torch_path_and_the_definition(
         )
     assert compiled["query_energy_share"][3].isnan().all()  # no tokens
     assert (compiled["selection_cone_normalized"][3].isnan()).all()
+
+
+@pytest.mark.parametrize("shape", [(4, 7, 3, 4), (8, 105, 12, 32), (3, 50, 4, 16)])
+def test_weighted_sum_on_the_einsum_layout_equals_einsum(shape: tuple[int, ...]) -> None:
+    """The compiled path sums the selection directions with the product ``einsum`` makes on
+    the layout it makes (``by_input``): bit for bit the same float32 sums."""
+    batch, seq, heads, dk = shape
+    generator = torch.Generator().manual_seed(2)
+    queries = torch.randn(batch, seq, heads * dk, generator=generator)
+    bias = torch.randn(heads * dk, generator=generator)
+    weights = torch.rand(batch, heads, seq, generator=generator)
+    weights[:, :, seq // 2 :] = 0.0  # padding
+    linear = torch.empty_like(queries)
+    by_input = torch.empty(batch, heads, dk, seq)
+    subtract_bias_kernel(
+        queries.numpy(), bias.numpy(), bias.numpy(), linear.numpy(), by_input.numpy()
+    )
+    assert linear.equal(queries - bias)
+    by_token = linear.view(batch, seq, heads, dk)
+    expected = torch.einsum("bshk,bhs->bhk", by_token, weights)
+    rows = batch * heads
+    got = torch.bmm(by_input.view(rows, dk, seq), weights.view(rows, seq, 1))
+    assert got.view(batch, heads, dk).equal(expected)
