@@ -6,10 +6,11 @@ on synthetic batches of the shapes ``analyze`` gives them: the shipped spike cla
 heads, hidden 64, 512 tokens, batch 32; padded to 400-512 real tokens as its inputs are, and
 unpadded), MiniLM (12 heads, hidden 384, 40 or 120 tokens, batch 8 or 32) and a paper-shaped
 BERT (12 heads, hidden 768, 512 tokens, batch 8). The earlier modules are loaded from a copy of
-``src/bertgeom/measures`` of another commit (``--before``; make one with
-``git worktree add /tmp/stream-before 7a22a3c``); both versions run in this process, interleaved
-``--repeats`` times, and each line gives their median milliseconds per update, before / after,
-and the largest relative difference of their ``result()`` tables.
+``src/bertgeom/measures`` of another commit (``--before``; make one with ``mkdir
+/tmp/stream-before && git archive f048eda src | tar -x -C /tmp/stream-before``); both versions
+run in this process, interleaved ``--repeats`` times, and each line gives their median
+milliseconds per update, before / after, and the largest relative difference of their
+``result()`` tables.
 
     .venv/bin/python benchmarks/stream_kernels.py [--before DIR] [--repeats 7] [--threads N]
         [--clock wall|cpu] [--measures ...] [--shapes 0 1 ...]
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+import bertgeom
 from bertgeom.genomics.reference import SPIKE_START
 from bertgeom.genomics.token_map import SpikeLayout, defining_mutations, layout_mutations
 from bertgeom.measures import (
@@ -44,8 +46,16 @@ from bertgeom.measures import (
 )
 from bertgeom.measures.tokens import token_mask
 
-MODULES = ("cone", "distribution", "head_distribution", "spike_attention")
-"""The earlier version's modules, in import order (each imports the ones before it)."""
+MODULES = {
+    "cone": ("cone_accumulators", "cone"),
+    "distribution": ("distribution_accumulator", "distribution"),
+    "head_distribution": ("head_distribution",),
+    "spike_attention": ("spike_attention",),
+}
+"""The module of each measure's accumulators, by its names in the layouts of the package over
+time (the first that the earlier directory has is loaded)."""
+
+PACKAGE = "bertgeom.measures"
 
 
 @dataclass(frozen=True)
@@ -71,27 +81,32 @@ SHAPES = (
 
 
 def load_before(directory: Path) -> dict[str, ModuleType]:
-    """The modules of ``directory`` (a copy of ``bertgeom/measures``) under their own names
-    while they load, so that their imports of each other bind the earlier versions; the
-    current modules are put back afterwards."""
-    names = [f"bertgeom.measures.{name}" for name in MODULES]
-    saved = {name: sys.modules.get(name) for name in names}
+    """The accumulator modules of ``directory`` (a copy of ``bertgeom/measures``), loaded as
+    the package ``bertgeom.measures`` of that copy, so that their imports of each other (any
+    module of the package) bind the earlier versions; the current package is put back
+    afterwards."""
+    ours = [name for name in sys.modules if name == PACKAGE or name.startswith(PACKAGE + ".")]
+    saved = {name: sys.modules.pop(name) for name in ours}
     loaded: dict[str, ModuleType] = {}
     try:
-        for short, name in zip(MODULES, names, strict=True):
-            spec = importlib.util.spec_from_file_location(name, directory / f"{short}.py")
-            if spec is None or spec.loader is None:
-                raise FileNotFoundError(directory / f"{short}.py")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-            loaded[short] = module
+        spec = importlib.util.spec_from_file_location(
+            PACKAGE, directory / "__init__.py", submodule_search_locations=[str(directory)]
+        )
+        if spec is None or spec.loader is None:
+            raise FileNotFoundError(directory / "__init__.py")
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[PACKAGE] = package
+        spec.loader.exec_module(package)
+        for short, candidates in MODULES.items():
+            found = [name for name in candidates if (directory / f"{name}.py").is_file()]
+            if not found:
+                raise FileNotFoundError(f"none of {candidates} in {directory}")
+            loaded[short] = importlib.import_module(f"{PACKAGE}.{found[0]}")
     finally:
-        for name, previous in saved.items():
-            if previous is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = previous
+        for name in [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        bertgeom.measures = saved[PACKAGE]  # the parent package's attribute, rebound by imports
     return loaded
 
 

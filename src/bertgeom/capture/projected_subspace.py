@@ -16,19 +16,35 @@ equal to ``subspace_data_measures`` to about 1e-6 relative (float32 rounding).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from bertgeom.capture.projected_subspace_kernels import reduce_kernel, subtract_bias_kernel
 from bertgeom.measures.bilinear_forms import split_heads
 from bertgeom.measures.cone_index import cone_stats_from_unit_sum
 from bertgeom.measures.subspace_data import mean_over_valid
 from bertgeom.measures.tokens import valid_or_all
+from bertgeom.measures.workspace import scratch
 
 F64 = torch.float64
 CONDITION_LIMIT = 1e6
 """Above this condition number of a head's ``R`` the projected path is not used."""
+
+
+class CompiledFactors(NamedTuple):
+    """``ProjectionBases`` in the projections' dtype: the factors and the biases ``(H dk,)``
+    (zeros where there is none)."""
+
+    inverse_r_q: Tensor
+    key_r: Tensor
+    inverse_r_k: Tensor
+    bias_q: Tensor
+    bias_k: Tensor
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,22 @@ class ProjectionBases:
     key_heads: Tensor
     bias_q: Tensor | None
     bias_k: Tensor | None
+    _in_dtypes: dict[torch.dtype, CompiledFactors] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def in_dtype(self, dtype: torch.dtype) -> CompiledFactors:
+        """The factors and biases of the compiled path in ``dtype`` (converted once)."""
+        if dtype not in self._in_dtypes:
+            zeros = torch.zeros(self.key_heads.shape[0] * self.key_heads.shape[1], dtype=dtype)
+            self._in_dtypes[dtype] = CompiledFactors(
+                inverse_r_q=self.inverse_r_q.to(dtype),
+                key_r=self.key_r.to(dtype),
+                inverse_r_k=self.inverse_r_k.to(dtype),
+                bias_q=zeros if self.bias_q is None else self.bias_q.to(dtype),
+                bias_k=zeros if self.bias_k is None else self.bias_k.to(dtype),
+            )
+        return self._in_dtypes[dtype]
 
     @classmethod
     def of(
@@ -108,8 +140,14 @@ def projected_subspace_measures(
 ) -> dict[str, Tensor]:
     """``subspace_data_measures`` from ``hidden (batch, seq, d)`` (the layer input) and the
     layer's projections ``queries``/``keys (batch, seq, H dk)`` (biases included): the same
-    five ``(batch, head)`` tensors, float64."""
+    five ``(batch, head)`` tensors, float64. On the CPU, float32 or float64 tensors of one dtype
+    take the compiled passes (``_compiled_measures``), others the torch ones."""
     batch, seq, _ = hidden.shape
+    if _compiled(hidden, queries, keys):
+        token_valid = valid_or_all(valid, batch, seq, hidden.device)
+        return _compiled_measures(
+            hidden, queries, keys, bases, n_heads, token_valid, include_query_bias
+        )
     valid = valid_or_all(valid, batch, seq, hidden.device)[:, None, :]
     # Squares in the stream's precision, summed in float64 (no float64 copy of the stream).
     total = hidden.square().sum(-1, dtype=F64)[:, None, :]
@@ -133,6 +171,89 @@ def projected_subspace_measures(
     return {
         "query_energy_share": _mean_share(inside_q, total, valid),
         "key_energy_share": _mean_share(inside_k, total, valid),
+        "selection_cone_index": cone.index,
+        "selection_cone_normalized": cone.normalized,
+        "selection_mean_cosine": cone.mean_cosine,
+    }
+
+
+def _compiled(*tensors: Tensor) -> bool:
+    """Whether the compiled passes take these tensors: on the CPU, float32 or float64, one
+    dtype."""
+    dtype = tensors[0].dtype
+    return dtype in (torch.float32, torch.float64) and all(
+        t.device.type == "cpu" and t.dtype == dtype for t in tensors
+    )
+
+
+def _compiled_measures(
+    hidden: Tensor,
+    queries: Tensor,
+    keys: Tensor,
+    bases: ProjectionBases,
+    n_heads: int,
+    valid: Tensor,
+    include_query_bias: bool,
+) -> dict[str, Tensor]:
+    """``projected_subspace_measures`` on the CPU: every float32 value as the torch path
+    makes it (into reused buffers), the query bias subtracted and the selection vectors laid
+    out for their weighted sum in one compiled pass (``subtract_bias_kernel``), the shares,
+    masks and weights in another (``reduce_kernel``), the length of the sum of unit selection
+    directions from the ``dk x dk`` factor (``||W_k^h^T v|| = ||R_k v||``, float64) rather
+    than the d-wide directions."""
+    batch, seq, width = queries.shape
+    dtype, device = queries.dtype, hidden.device
+    dk = width // n_heads
+    factors = bases.in_dtype(dtype)
+
+    def buffer(name: str, *shape: int) -> Tensor:
+        return scratch(f"projected.{name}", math.prod(shape), dtype, device).view(*shape)
+
+    def per_head(values: Tensor) -> Tensor:  # (batch, seq, H dk) -> (head, batch * seq, dk)
+        return values.reshape(batch * seq, n_heads, dk).transpose(0, 1)
+
+    def squared_norms(vectors: Tensor, factor: Tensor) -> Tensor:
+        product = torch.bmm(vectors, factor, out=buffer("product", n_heads, batch * seq, dk))
+        return product.square_().sum(-1).view(n_heads, batch, seq)
+
+    linear_q = buffer("linear_q", batch, seq, width)
+    by_input = buffer("by_input", batch, n_heads, dk, seq)
+    selection_bias = torch.zeros_like(factors.bias_q) if include_query_bias else factors.bias_q
+    subtract_bias_kernel(
+        queries.contiguous().numpy(),
+        factors.bias_q.numpy(),
+        selection_bias.numpy(),
+        linear_q.numpy(),
+        by_input.numpy(),
+    )
+    linear_k = per_head(torch.sub(keys, factors.bias_k, out=buffer("linear_k", *keys.shape)))
+    selecting = per_head(queries) if include_query_bias else per_head(linear_q)
+    shares = np.zeros((2, batch, n_heads))
+    share_counts = np.zeros((2, batch, n_heads), dtype=np.int64)
+    weights = buffer("weights", batch, n_heads, seq)
+    kept = np.zeros((batch, n_heads), dtype=np.int64)
+    reduce_kernel(
+        hidden.contiguous().numpy(),
+        squared_norms(per_head(linear_q), factors.inverse_r_q).numpy(),
+        squared_norms(linear_k, factors.inverse_r_k).numpy(),
+        squared_norms(selecting, factors.key_r).numpy(),
+        valid.to(torch.bool).numpy(),
+        shares,
+        share_counts,
+        weights.numpy(),
+        kept,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = np.where(share_counts > 0, shares / np.maximum(share_counts, 1), np.nan)
+    # The product einsum("bshk,bhs->bhk", selecting, weights) makes, on the layout it makes.
+    rows = batch * n_heads
+    summed = torch.bmm(by_input.view(rows, dk, seq), weights.view(rows, seq, 1))
+    summed = summed.view(batch, n_heads, dk).to(F64)
+    unit_sum = torch.bmm(summed.transpose(0, 1), bases.key_r).transpose(0, 1)
+    cone = cone_stats_from_unit_sum(unit_sum, torch.from_numpy(kept))
+    return {
+        "query_energy_share": torch.from_numpy(means[0]),
+        "key_energy_share": torch.from_numpy(means[1]),
         "selection_cone_index": cone.index,
         "selection_cone_normalized": cone.normalized,
         "selection_mean_cosine": cone.mean_cosine,

@@ -2,10 +2,9 @@
 class): additive float64 statistics of the valid token vectors (``distribution_stats`` turns
 them into moments, normality tests and participation ratios).
 
-An update selects each class's valid tokens once (``token_statistics.select_tokens``), streams
-their power sums and histogram counts in one pass over cache-sized row blocks
-(``power_sums.power_sums_and_counts``), and adds their Gram matrix about their mean, known from
-the power sums.
+An update scans each class's valid tokens once for their power sums, histogram counts and a
+copy of them (``token_scan.scan_tokens``), and adds their Gram matrix about their mean, known
+from the power sums, to the class's and ``all``'s (``token_statistics.add_grams``).
 """
 
 from __future__ import annotations
@@ -27,15 +26,17 @@ from bertgeom.measures.distribution_stats import (
     outlier_dimensions,
     summary_values,
 )
-from bertgeom.measures.grouping import FloatArray, class_groups
-from bertgeom.measures.power_sums import PowerSums, power_sums_and_counts
-from bertgeom.measures.token_statistics import Binning, add_gram, gram_matrix, select_tokens
+from bertgeom.measures.grouping import FloatArray, IndexArray, class_groups
+from bertgeom.measures.power_sums import PowerSums
+from bertgeom.measures.token_scan import scan_tokens
+from bertgeom.measures.token_statistics import Binning, add_grams, symmetric_gram
 from bertgeom.measures.tokens import valid_or_all
 
 
 @dataclass
 class _StreamState:
-    """Additive statistics of the token vectors of one (layer, point, class)."""
+    """Additive statistics of the token vectors of one (layer, point, class); of the Gram
+    matrix only the upper triangle is kept (``add_grams``; the lower one is zero)."""
 
     tokens: float
     sums: PowerSums
@@ -91,7 +92,7 @@ def merged_states(first: dict[Any, _State], second: dict[Any, _State]) -> dict[A
 
 
 def mean_centre(sums: PowerSums, like: Tensor) -> Tensor | None:
-    """The per-coordinate mean ``s1 / n`` of ``sums`` as a centre for ``add_gram`` (in
+    """The per-coordinate mean ``s1 / n`` of ``sums`` as a centre for ``add_grams`` (in
     ``like``'s precision and device); None when there are no tokens."""
     n = float(np.asarray(sums.n).reshape(-1)[0]) if np.asarray(sums.n).size else 0.0
     if not n > 0:
@@ -161,38 +162,38 @@ class DistributionAccumulator:
         valid = valid_or_all(valid, batch, seq, hidden.device)
         groups = list(class_groups(labels if self.per_class else None, batch))
         for label, idx in groups[1:] if len(groups) > 1 else groups:
-            self._add_tokens(layer, point, label, select_tokens(hidden, valid, idx))
+            self._add_tokens(layer, point, label, hidden, valid, idx)
 
-    def _add_tokens(self, layer: int, point: str, label: str, tokens: Tensor) -> None:
-        """Add ``tokens (n, d)`` of class ``label`` to its key and to ``all``'s. The Gram
-        matrix goes straight into the one key's state that keeps one (the usual case), or is
-        formed once for two."""
-        sums, counts = power_sums_and_counts(tokens, self._binning)
-        assert counts is not None
-        state = _StreamState(float(tokens.shape[0]), sums, counts)
+    def _add_tokens(
+        self, layer: int, point: str, label: str, hidden: Tensor, valid: Tensor, idx: IndexArray
+    ) -> None:
+        """Add the valid tokens of the inputs ``idx`` (class ``label``) to its key and to
+        ``all``'s: one scan of them for the counts and power sums (and a copy of them when a
+        Gram matrix is kept), and one Gram product for both keys."""
         gram_keys = []
         for key_label in dict.fromkeys((label, ALL_CLASSES)):  # in order, not by hash
+            if self.covariance and (key_label == ALL_CLASSES or self.class_covariance):
+                gram_keys.append((layer, point, key_label))
+        scan = scan_tokens(hidden, valid, idx, self._binning, keep_rows=bool(gram_keys))
+        assert scan.counts is not None
+        state = _StreamState(float(scan.n), scan.sums, scan.counts)
+        for key_label in dict.fromkeys((label, ALL_CLASSES)):
             key = (layer, point, key_label)
             if key in self.states_:
                 self.states_[key].add_counts_(state)
             else:  # a copy of its own: states are added to in place
                 self.states_[key] = state.copy()
-            if self.covariance and (key_label == ALL_CLASSES or self.class_covariance):
-                gram_keys.append(key)
+        if not gram_keys or scan.rows is None:
+            return
         grams = []
         for key in gram_keys:
             target = self.states_[key]
             if target.gram is None:
-                d = tokens.shape[1]
+                d = hidden.shape[2]
                 target.gram = np.zeros((d, d))
             grams.append(target.gram)
-        centre = mean_centre(sums, tokens)
-        if len(grams) == 1:
-            add_gram(grams[0], tokens, sums.s1, centre)
-        elif grams:
-            batch_gram = gram_matrix(tokens, sums.s1, centre)
-            for gram in grams:
-                gram += batch_gram
+        centre = mean_centre(scan.sums, scan.rows)
+        add_grams(grams, scan.rows, scan.sums.s1, centre, overwrite=scan.rows_are_copy)
 
     def merge(self, other: DistributionAccumulator) -> DistributionAccumulator:
         """A new accumulator with both inputs."""
@@ -220,7 +221,8 @@ class DistributionAccumulator:
         """Long table: ``layer, point, class, metric, value``."""
         rows: list[tuple[object, ...]] = []
         for key, state in self.states_.items():
-            values = summary_values(state.tokens, state.sums, state.gram, self.outlier_factor)
+            gram = None if state.gram is None else symmetric_gram(state.gram)
+            values = summary_values(state.tokens, state.sums, gram, self.outlier_factor)
             rows.extend((*key, f"dist.{name}", value) for name, value in values.items())
         frame = pd.DataFrame(rows, columns=["layer", "point", "class", "metric", "value"])
         frame["value"] = frame["value"].astype(np.float64)

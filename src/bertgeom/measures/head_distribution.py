@@ -15,14 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import Tensor
 
 from bertgeom.measures.base import ALL_CLASSES
 from bertgeom.measures.distribution_accumulator import add_state, merged_states
 from bertgeom.measures.distribution_stats import summary_values
 from bertgeom.measures.grouping import FloatArray, class_groups
-from bertgeom.measures.power_sums import PowerSums, power_sum_table, power_sums_of_table
-from bertgeom.measures.token_statistics import head_gram_matrices, select_tokens
+from bertgeom.measures.power_sums import PowerSums
+from bertgeom.measures.token_scan import scan_tokens
+from bertgeom.measures.token_statistics import head_gram_matrices
 from bertgeom.measures.tokens import valid_or_all
 
 
@@ -69,18 +71,18 @@ class HeadDistributionAccumulator:
         """Add one layer's ``head_outputs (batch, head, seq, dk)``."""
         batch, heads, seq, dk = head_outputs.shape
         valid = valid_or_all(valid, batch, seq, head_outputs.device)
-        by_token = head_outputs.transpose(1, 2)  # (batch, seq, head, dk): the hooks' layout
+        # (batch, seq, head * dk): the hooks' layout, a view of it
+        by_token = head_outputs.transpose(1, 2).reshape(batch, seq, heads * dk)
         groups = list(class_groups(labels if self.per_class else None, batch))
         for label, idx in groups[1:] if len(groups) > 1 else groups:
-            tokens = select_tokens(by_token, valid, idx).reshape(-1, heads * dk)
-            n = tokens.shape[0]
-            table = power_sum_table(tokens)
-            totals = table[0].view(heads, dk)
+            scan = scan_tokens(by_token, valid, idx, keep_rows=True)
+            assert scan.rows is not None
+            n, tokens = scan.n, scan.rows
+            totals = torch.from_numpy(scan.sums.s1).view(heads, dk)
             centres = (totals / n).to(tokens.dtype) if n and tokens.is_floating_point() else None
             per_head = tokens.view(n, heads, dk).transpose(0, 1)  # (head, n, dk), strided
-            grams = head_gram_matrices(per_head, totals, centres)
-            sums = power_sums_of_table(table, n)
-            state = _HeadState(float(n), sums, grams)
+            grams = head_gram_matrices(per_head, totals, centres, overwrite=scan.rows_are_copy)
+            state = _HeadState(float(n), scan.sums, grams)
             for key_label in dict.fromkeys((label, ALL_CLASSES)):  # in order, not by hash
                 add_state(self.states_, (layer, key_label), state)
 
