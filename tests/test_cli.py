@@ -19,6 +19,8 @@ from bertgeom.genomics.mutations import CLASSES, Mutation, apply_mutations, muta
 from bertgeom.genomics.reference import SPIKE_END, SPIKE_START, data_path, reference_genome
 from bertgeom.genomics.spike import extract_spike
 from bertgeom.genomics.synthetic import synthesize_table
+from bertgeom.model.training_checkpoints import list_checkpoints
+from bertgeom.report.build import OVER_TRAINING_SECTION_IDS
 from bertgeom.results.store import load_results
 
 runner = CliRunner()
@@ -315,6 +317,18 @@ def test_demo_writes_model_metrics_and_confusion_matrix(tmp_path: Path) -> None:
     assert '<ul class="findings">' in findings and findings.count("<li>") >= 3
     assert "Cone index" in findings and "Untrained" in findings and "Zeroing" in findings
     assert 'class="missing"' not in findings and "<figure" in findings
+    # the checkpoints kept (0,16,last: one epoch here) and analysed over training, their section
+    # second in the report of the final model's analysis
+    steps = [checkpoint.step for checkpoint in list_checkpoints(out / "model")]
+    last = list_checkpoints(out / "model")[-1].record.steps_per_epoch
+    assert steps == [0, 16, last] and last > 16
+    training = pd.read_parquet(out / "training" / "training.parquet")
+    assert sorted(training["step"].unique()) == steps
+    assert "over-training" in output and "3 checkpoints (steps 0, 16," in output
+    assert sections == list(OVER_TRAINING_SECTION_IDS), sections
+    section = page.split('<section id="over-training">', 1)[1].split("</section>", 1)[0]
+    assert "the other sections of this report show the results in analysis/" in section
+    assert section.count("<figure>") == 5 and 'class="missing"' not in section
     assert not list(out.glob(".*partial"))
 
 

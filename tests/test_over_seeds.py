@@ -22,6 +22,7 @@ from bertgeom.genomics.dataset import save_dataset
 from bertgeom.report.across_seeds import SEEDS_SCHEMA
 from bertgeom.report.build import OVER_SEEDS_SECTION_IDS
 from bertgeom.results.store import Results, load_results
+from bertgeom.scale.tests.same_results import assert_same_results
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -245,6 +246,39 @@ def hand_headlines(
     for layer, value in (cone(layers) - untrained).items():
         found[("trained_minus_control", int(layer), "cone.normalized_mean")] = float(value)
     return found
+
+
+@pytest.mark.filterwarnings("ignore:Port .* is already in use")
+def test_over_seeds_on_two_dask_workers_equals_one_process(
+    seeded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``--dask-workers 2``: each seed's model is analysed sharded over the cluster, and each
+    seed's results and ``seeds.parquet`` equal the analysis in one process to the tolerance of
+    any sharded analysis (``scale/tests/same_results.py``)."""
+    pytest.importorskip("distributed", reason="the dask extra is not installed")
+    models, data = seeded
+    # every test input: with --max-inputs a shard reads fewer rows than one process
+    options = ("--data", data, "--split", "test", "--batch-size", 8, "--ablation", "zero")
+    single, sharded = tmp_path / "single", tmp_path / "dask"
+    code, output = run("analyze", "--model", models, "--over-seeds", *options, "--out", single)
+    assert code == 0, output
+    code, output = run(
+        "analyze", "--model", models, "--over-seeds", *options, "--dask-workers", 2,
+        "--out", sharded,
+    )  # fmt: skip
+    assert code == 0, output
+    for seed in SEEDS:
+        alone = load_results(single / "seeds" / f"seed-{seed}")
+        on_dask = load_results(sharded / "seeds" / f"seed-{seed}")
+        assert_same_results(alone, on_dask)
+        assert on_dask.manifest["parameters"]["dask_workers"] == 2
+        assert on_dask.manifest["timings"]["batches"] > alone.manifest["timings"]["batches"]
+    expected = pd.read_parquet(single / "seeds.parquet")
+    actual = pd.read_parquet(sharded / "seeds.parquet")
+    numbers = ["mean", "std", "min", "max", "mode", "agreement"]
+    pd.testing.assert_frame_equal(actual.drop(columns=numbers), expected.drop(columns=numbers))
+    # the headline numbers include [CLS] separability: the looser of the two tolerances
+    np.testing.assert_allclose(actual[numbers], expected[numbers], rtol=2e-3, atol=1e-5)
 
 
 def test_other_train_options_apply_to_every_seed(seeded: tuple[Path, Path], tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from bertgeom.model.train import TrainingOptions, train_classifier
 from bertgeom.model.training_checkpoints import list_checkpoints
 from bertgeom.report.build import OVER_TRAINING_SECTION_IDS
 from bertgeom.results.store import load_results
+from bertgeom.scale.tests.same_results import assert_same_results, assert_same_values
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,6 +146,66 @@ def test_analysis_over_training_equals_separate_analyses(
     assert code == 0, output
     code, output = run("analyze", "--model", model, "--over-training", *common, "--out", separate)
     assert code != 0 and "not an over-training results directory" in output
+
+
+@pytest.mark.filterwarnings("ignore:Port .* is already in use")
+def test_over_training_on_two_dask_workers_equals_one_process(
+    checkpointed: tuple[Path, Path, list[dict[str, float]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--dask-workers 2``: every checkpoint's inputs are sharded over one local cluster,
+    started once for all of them, and ``training.parquet``, ``training_ablation.parquet`` and
+    each checkpoint's results equal the analysis in one process to the tolerance of any
+    sharded analysis (``scale/tests/same_results.py``)."""
+    distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+    started: list[int] = []
+
+    class CountedCluster(distributed.LocalCluster):  # type: ignore[misc,name-defined]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            started.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "LocalCluster", CountedCluster)
+    model, data, _ = checkpointed
+    # every test input: with --max-inputs a shard reads fewer rows than one process
+    # (docs/dask.md, limits), and the manifests' counts would differ
+    common = ["--data", data, "--split", "test", "--batch-size", 8, "--ablation", "zero"]
+    single, sharded = tmp_path / "single", tmp_path / "dask"
+    code, output = run("analyze", "--model", model, "--over-training", *common, "--out", single)
+    assert code == 0, output
+    assert started == []
+    code, output = run(
+        "analyze", "--model", model, "--over-training", *common, "--dask-workers", 2,
+        "--out", sharded,
+    )  # fmt: skip
+    assert code == 0, output
+    assert started == [1]
+    keys = ["step", "table", "layer", "head", "point", "class", "metric"]
+    expected = pd.read_parquet(single / "training.parquet")
+    actual = pd.read_parquet(sharded / "training.parquet")
+    assert list(actual.columns) == TRAINING_SCHEMA.names
+    assert sorted(actual["step"].unique()) == [0, 2, 6, 12]
+    checkpoint_columns = ["step", "epoch", "train_loss", "validation_macro_f1"]
+    pd.testing.assert_frame_equal(
+        actual[checkpoint_columns].drop_duplicates().reset_index(drop=True),
+        expected[checkpoint_columns].drop_duplicates().reset_index(drop=True),
+    )
+    assert_same_values(expected.fillna({"point": ""}), actual.fillna({"point": ""}), keys)
+    ablation_keys = ["step", "layer", "head", "mode", "class", "metric"]
+    assert_same_values(
+        pd.read_parquet(single / "training_ablation.parquet"),
+        pd.read_parquet(sharded / "training_ablation.parquet"),
+        ablation_keys,
+    )
+    for step in (0, 2, 6, 12):
+        alone = load_results(single / "checkpoints" / f"step-{step}")
+        on_dask = load_results(sharded / "checkpoints" / f"step-{step}")
+        assert_same_results(alone, on_dask)
+        assert on_dask.manifest["measurements"] == alone.manifest["measurements"]
+        assert on_dask.manifest["parameters"]["dask_workers"] == 2
+        # sharded: each shard starts its own batches (one process: 32 inputs, 4 batches)
+        assert on_dask.manifest["timings"]["batches"] > alone.manifest["timings"]["batches"]
 
 
 def test_over_training_without_checkpoints_is_one_line(tiny_model: Path, tmp_path: Path) -> None:

@@ -108,7 +108,13 @@ DEMO = DirectoryKind(
     "demo directory",
     ("metrics.json", "data"),
     ("metrics.json", "confusion_matrix.png", "report.html"),
-    {"data": DATASET, "model": MODEL, "lineages": EVALUATION, "analysis": RESULTS},
+    {
+        "data": DATASET,
+        "model": MODEL,
+        "lineages": EVALUATION,
+        "analysis": RESULTS,
+        "training": OVER_TRAINING,
+    },
 )
 
 

@@ -184,8 +184,8 @@ def train(
         typer.Option(
             "--checkpoint-schedule",
             help="Which steps to keep (implies --checkpoints): comma-separated step numbers, "
-            "'log' (1, 2, 4, ... before the first epoch ends) and 'epochs' (every epoch's "
-            "end); default 0,log,epochs.",
+            "'log' (1, 2, 4, ... before the first epoch ends), 'epochs' (every epoch's "
+            "end) and 'last' (the end of training); default 0,log,epochs.",
         ),
     ] = None,
     seeds: Annotated[

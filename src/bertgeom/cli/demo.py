@@ -18,11 +18,13 @@ from bertgeom.cli.common import (
     OverwriteOption,
     SeedOption,
     console,
+    progress_bar,
     start_up,
     user_errors,
 )
 from bertgeom.outputs import DEMO, check_output_directory
 from bertgeom.pipeline.options import (
+    DEMO_CHECKPOINTS,
     DEMO_LINEAGE_WORKERS,
     AnalysisProgress,
     Announce,
@@ -34,6 +36,8 @@ if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
     import pandas as pd
 
     from bertgeom.analysis import AnalysisSummary
+    from bertgeom.analysis.over_training import OverTrainingSummary
+    from bertgeom.capture.loading import LoadedModel
     from bertgeom.model.train import ProgressCallback
 
 
@@ -62,17 +66,39 @@ def demo(
             min=1,
         ),
     ] = DEMO_LINEAGE_WORKERS,
+    checkpoint_schedule: Annotated[
+        str,
+        typer.Option(
+            "--checkpoint-schedule",
+            help="The checkpoints kept (model/checkpoints) and analysed over training "
+            "(training/, the report's over-training section), as 'train --checkpoint-schedule' "
+            "takes them.",
+        ),
+    ] = DEMO_CHECKPOINTS,
+    over_training: Annotated[
+        bool,
+        typer.Option(help="Keep checkpoints and analyse them over training."),
+    ] = True,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Prepare the embedded data, train, evaluate, call lineages left out of training, analyse
-    the model on the held-out data (with head ablation and the untrained control) and write the
-    report (model/, metrics.json, confusion matrix, lineages/, analysis/, report.html)."""
+    """Prepare the embedded data, train (keeping a few checkpoints), evaluate, call lineages
+    left out of training, analyse the model on the held-out data (with head ablation and the
+    untrained control), analyse its checkpoints over training and write the report (model/,
+    metrics.json, confusion matrix, lineages/, analysis/, training/, report.html)."""
     with user_errors():
         check_output_directory(out, DEMO, overwrite=overwrite)
         with start_up():
             from bertgeom.pipeline.demo import run_demo
 
-        options = DemoOptions(preset, epochs, seed, lineages, lineage_epochs, lineage_workers)
+        options = DemoOptions(
+            preset,
+            epochs,
+            seed,
+            lineages,
+            lineage_epochs,
+            lineage_workers,
+            checkpoint_schedule if over_training else None,
+        )
         summary = run_demo(out, options, _ConsoleListener(), overwrite=overwrite)
         console.print(f"report: {summary.page}", highlight=False)
         console.print(
@@ -117,6 +143,24 @@ class _ConsoleListener(DemoListener):
 
     def analysed(self, summary: AnalysisSummary) -> None:
         print_analysis_summary(summary)
+
+    @contextmanager
+    def analysing_over_training(self) -> Iterator[AnalysisProgress]:
+        with progress_bar() as bar:
+            current = [bar.add_task("analysing the checkpoints", total=None)]
+
+            def on_start(loaded: LoadedModel, expected: int | None) -> None:
+                current[0] = bar.add_task("analysing a checkpoint", total=expected)
+
+            yield AnalysisProgress(lambda n: bar.advance(current[0], n), on_start)
+
+    def analysed_over_training(self, summary: OverTrainingSummary) -> None:
+        steps = ", ".join(map(str, summary.steps))
+        console.print(
+            f"{len(summary.steps)} checkpoints (steps {steps}), {summary.inputs} inputs each, "
+            f"in {summary.seconds:.1f} s -> {summary.out}",
+            highlight=False,
+        )
 
     @contextmanager
     def drawing_report(self) -> Iterator[None]:

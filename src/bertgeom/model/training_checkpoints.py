@@ -16,7 +16,9 @@ The schedule's text form, comma-separated terms:
 - ``N``: after N optimiser steps (``0``: the initial weights);
 - ``log``: the early steps where most change happens, log-spaced: 1, 2, 4, 8, ... before the end
   of the first epoch;
-- ``epochs``: the end of every epoch.
+- ``epochs``: the end of every epoch;
+- ``last``: the end of training (the last epoch's end), for a sparse schedule such as the
+  demo's ``0,16,last``.
 
 The default, :data:`DEFAULT_SCHEDULE`, is ``0,log,epochs``.
 """
@@ -48,18 +50,19 @@ def step_directory(step: int) -> str:
 @dataclass(frozen=True)
 class CheckpointSchedule:
     """Which steps to keep: ``steps`` given by number, the log-spaced early steps
-    (``early``), the end of every epoch (``epochs``)."""
+    (``early``), the end of every epoch (``epochs``), the end of training (``last``)."""
 
     steps: tuple[int, ...] = ()
     early: bool = False
     epochs: bool = False
+    last: bool = False
 
     @classmethod
     def parse(cls, text: str) -> CheckpointSchedule:
         """The schedule of its text form (module docstring), e.g. ``0,log,epochs`` or
         ``0,10,100,epochs``; anything else is an :class:`InputError` naming the term."""
         steps: list[int] = []
-        early = epochs = False
+        early = epochs = last = False
         terms = [term.strip() for term in text.split(",")]
         if not any(terms):
             raise InputError(f"--checkpoint-schedule: empty; e.g. {DEFAULT_SCHEDULE}")
@@ -68,19 +71,22 @@ class CheckpointSchedule:
                 early = True
             elif term == "epochs":
                 epochs = True
+            elif term == "last":
+                last = True
             elif term.isdigit():
                 steps.append(int(term))
             else:
                 raise InputError(
-                    f"--checkpoint-schedule: {term!r} is not a step number, 'log' or 'epochs' "
+                    f"--checkpoint-schedule: {term!r} is not a step number, 'log', 'epochs' or "
+                    "'last' "
                     f"(e.g. {DEFAULT_SCHEDULE} or 0,10,100,epochs)"
                 )
-        return cls(tuple(sorted(set(steps))), early, epochs)
+        return cls(tuple(sorted(set(steps))), early, epochs, last)
 
     def text(self) -> str:
-        """The text form, terms in a fixed order (numbers, ``log``, ``epochs``)."""
+        """The text form, terms in a fixed order (numbers, ``log``, ``epochs``, ``last``)."""
         terms = [str(step) for step in self.steps]
-        terms += ["log"] * self.early + ["epochs"] * self.epochs
+        terms += ["log"] * self.early + ["epochs"] * self.epochs + ["last"] * self.last
         return ",".join(terms)
 
     def resolve(self, steps_per_epoch: int, epochs: int) -> tuple[int, ...]:
@@ -98,6 +104,8 @@ class CheckpointSchedule:
             chosen |= {2**power for power in range(math.ceil(math.log2(steps_per_epoch)))}
         if self.epochs:
             chosen |= {steps_per_epoch * epoch for epoch in range(1, epochs + 1)}
+        if self.last:
+            chosen.add(last)
         return tuple(sorted(chosen))
 
 

@@ -1,12 +1,14 @@
 """The demo: the case study end to end on the embedded data, each step timed and told to a
-listener (``pipeline.options.DemoListener``): prepare the data, train, evaluate, leave
-lineages out, analyse the model (head ablation, untrained control), write the report."""
+listener (``pipeline.options.DemoListener``): prepare the data, train (keeping a few
+checkpoints), evaluate, leave lineages out, analyse the model (head ablation, untrained
+control), analyse its checkpoints over training, write the report."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bertgeom.analysis import CONTROL_RANDOM_INIT, AnalysisOptions, InputSpec, analyze
+from bertgeom.analysis.over_training import analyze_over_training
 from bertgeom.genomics.dataset import build_dataset, save_dataset
 from bertgeom.model.experiment import evaluate_classifier, write_evaluation
 from bertgeom.model.storage import load_classifier
@@ -30,9 +32,11 @@ def run_demo(
     *,
     overwrite: bool = False,
 ) -> DemoSummary:
-    """Run the demo into ``out``: ``data/``, ``model/`` (with ``training.json``),
-    ``metrics.json`` and the confusion matrix, ``lineages/`` (unless ``options.lineages`` is
-    off), ``analysis/`` (with ``control/``) and ``report.html``.
+    """Run the demo into ``out``: ``data/``, ``model/`` (with ``training.json`` and
+    ``checkpoints/``), ``metrics.json`` and the confusion matrix, ``lineages/`` (unless
+    ``options.lineages`` is off), ``analysis/`` (with ``control/``), ``training/`` (the
+    checkpoints analysed over training; none when ``options.checkpoints`` is None) and
+    ``report.html``, the analysis's report with the over-training section.
 
     ``out`` must be new, empty or an earlier demo's output (``bertgeom.outputs``; any other
     directory only with ``overwrite``); it is checked before any work starts.
@@ -40,9 +44,12 @@ def run_demo(
     check_output_directory(out, DEMO, overwrite=overwrite)
     options = options or DemoOptions()
     listener = listener or DemoListener()
-    training = TrainingOptions(options.preset, options.epochs, seed=options.seed)
+    training = TrainingOptions(
+        options.preset, options.epochs, seed=options.seed, checkpoints=options.checkpoints
+    )
     lineage_training = TrainingOptions("tiny", options.lineage_epochs, seed=options.seed)
-    steps = StepTimer(6 if options.lineages else 5, listener)
+    over_training = options.checkpoints is not None
+    steps = StepTimer(5 + options.lineages + over_training, listener)
     with steps("preparing the embedded data (alignment, synthetic spikes, splits)", "data"):
         with listener.building_dataset():
             dataset, outside = build_dataset(seed=options.seed)
@@ -91,6 +98,27 @@ def run_demo(
                 overwrite=overwrite,
             )
         listener.analysed(summary)
+    if over_training:
+        with steps(
+            "analysing the checkpoints over training on the same inputs (no ablation)",
+            "over-training",
+        ):
+            with listener.analysing_over_training() as callbacks:
+                over = analyze_over_training(
+                    out / "model",
+                    test_split,
+                    out / "training",
+                    AnalysisOptions(),
+                    progress=callbacks.progress,
+                    on_start=callbacks.on_start,
+                    on_stage=callbacks.on_stage,
+                    overwrite=overwrite,
+                )
+            listener.analysed_over_training(over)
     with steps("writing the report", "report"), listener.drawing_report():
-        page = build_report(out / "analysis", out / "report.html")
+        page = build_report(
+            out / "analysis",
+            out / "report.html",
+            over_training=out / "training" if over_training else None,
+        )
     return DemoSummary(page, dict(steps.seconds))

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from bertgeom.analysis import AnalysisSummary, ProgressCallback
+    from bertgeom.analysis.over_training import OverTrainingSummary
     from bertgeom.analysis.run import StageCallback, StartCallback
     from bertgeom.model.train import ProgressCallback as TrainingProgress
 
@@ -21,6 +22,12 @@ Announce = Callable[[str], None]
 
 DEMO_ABLATION = ("zero", "mean", "keys")
 """The demo ablates every head and block (zeroed, mean-replaced) and masks mutation keys."""
+
+DEMO_CHECKPOINTS = "0,16,last"
+"""The demo keeps the initial weights, one early step and the end of training, and analyses
+them over training: three checkpoints keep the added time near that of three analyses without
+ablation (about 11 s each on the test split, 2 cores), where the default schedule's 24 would
+add minutes."""
 
 DEMO_LINEAGE_WORKERS = 3
 """The demo trains its three leave-lineage-out folds at once, each in its own process (on 2
@@ -30,7 +37,9 @@ cores, three single-threaded folds finish sooner than two at once and then the t
 @dataclass(frozen=True)
 class DemoOptions:
     """The demo's choices: the model's preset and epochs (None: the preset's), the seed of the
-    data and the training, and whether (and how) lineages are left out, with the tiny preset."""
+    data and the training, whether (and how) lineages are left out, with the tiny preset, and
+    the checkpoints kept and analysed over training (``checkpoints``, a schedule of
+    ``model.training_checkpoints``; None: neither)."""
 
     preset: str = "small"
     epochs: int | None = None
@@ -38,6 +47,7 @@ class DemoOptions:
     lineages: bool = True
     lineage_epochs: int = 10
     lineage_workers: int = DEMO_LINEAGE_WORKERS
+    checkpoints: str | None = DEMO_CHECKPOINTS
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,14 @@ class DemoListener:
 
     def analysed(self, summary: AnalysisSummary) -> None:
         """What the analysis read and wrote."""
+
+    @contextmanager
+    def analysing_over_training(self) -> Iterator[AnalysisProgress]:
+        """Around the analysis of the checkpoints (``on_start`` once per checkpoint)."""
+        yield AnalysisProgress()
+
+    def analysed_over_training(self, summary: OverTrainingSummary) -> None:
+        """What the analysis over training read and wrote."""
 
     @contextmanager
     def drawing_report(self) -> Iterator[None]:

@@ -28,7 +28,9 @@ FIGURES_JS = """() => Array.from(document.querySelectorAll('figure')).map(figure
   const image = figure.querySelector('img');
   const svg = figure.querySelector('svg');
   const caption = figure.querySelector('figcaption');
+  const section = figure.closest('section[id]');
   return {
+    section: section ? section.id : null,
     rendered: image ? (image.complete && image.naturalWidth > 0) : !!svg,
     width: image ? image.naturalWidth : (svg ? svg.getBoundingClientRect().width : 0),
     caption: caption ? caption.textContent.trim() : '',
@@ -38,6 +40,10 @@ SECTIONS_JS = """() => Array.from(document.querySelectorAll('section[id]')).map(
   id: section.id,
   top: section.getBoundingClientRect().top + window.scrollY,
   folded: !!section.querySelector(':scope > details:not([open])'),
+  tables: Array.from(section.querySelectorAll('table')).map(table => ({
+    rows: table.querySelectorAll('tbody tr').length,
+    height: table.getBoundingClientRect().height,
+  })),
 }))"""
 TIMING_JS = """() => {
   const entry = performance.getEntriesByType('navigation')[0];
@@ -59,8 +65,9 @@ class PageVisit:
     toc: list[str] = field(default_factory=list)
     figures: list[dict[str, Any]] = field(default_factory=list)
     sections: list[dict[str, Any]] = field(default_factory=list)
-    """Per section: ``id``, ``top`` (CSS pixels from the top of the page) and ``folded`` (a
-    closed ``<details>``)."""
+    """Per section: ``id``, ``top`` (CSS pixels from the top of the page), ``folded`` (a
+    closed ``<details>``) and ``tables``, each table's body ``rows`` and rendered ``height``
+    (CSS pixels; 0 when folded). Each of ``figures`` names its ``section``."""
     timing: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     viewport_height: int = 0

@@ -185,6 +185,23 @@ def draw_over_training_sections(
     return draw_sections(data.last, progress, functions)
 
 
+def draw_sections_over_training(
+    results: Results, data: OverTraining, progress: Callable[[str], None] | None = None
+) -> tuple[list[Section], dict[str, str]]:
+    """The sections of a results directory's report with the over-training section of an
+    over-training directory of the same model's checkpoints after the findings (the demo: the
+    final model analysed with its ablation and control, its checkpoints over training)."""
+    others = f"the results in {results.path.name}/, not a checkpoint's"
+    functions: list[tuple[Callable[[Results], Section], str]] = list(
+        zip(SECTIONS, SECTION_IDS, strict=True)
+    )
+    functions.insert(
+        OVER_TRAINING_SECTION_IDS.index(ReportSection.OVER_TRAINING),
+        (lambda _: over_training(data, others), ReportSection.OVER_TRAINING),
+    )
+    return draw_sections(results, progress, functions)
+
+
 def draw_over_seeds_sections(
     data: OverSeeds, progress: Callable[[str], None] | None = None
 ) -> tuple[list[Section], dict[str, str]]:
@@ -257,13 +274,18 @@ def build_report(
     progress: Callable[[str], None] | None = None,
     *,
     overwrite: bool = False,
+    over_training: Path | None = None,
 ) -> Path:
     """Write the report of ``results_dir`` (a results directory, an over-training directory:
     ``report.training``, or an over-seeds directory: ``report.over_seeds``) to ``out_path``
     (default ``results_dir/report.html``) atomically and return its path;
     ``progress(section_id)`` is called before each section.
-    An existing ``out_path`` is replaced only when it is a bertgeom page (or ``overwrite``)."""
-    return build_report_summary(results_dir, out_path, progress, overwrite=overwrite).path
+    An existing ``out_path`` is replaced only when it is a bertgeom page (or ``overwrite``).
+    ``over_training``: an over-training directory whose section the report of a results
+    directory gains after the findings (``draw_sections_over_training``)."""
+    return build_report_summary(
+        results_dir, out_path, progress, overwrite=overwrite, over_training=over_training
+    ).path
 
 
 def build_report_summary(
@@ -272,9 +294,21 @@ def build_report_summary(
     progress: Callable[[str], None] | None = None,
     *,
     overwrite: bool = False,
+    over_training: Path | None = None,
 ) -> ReportSummary:
     """``build_report``, returning what was built."""
-    out = output_path(out_path, Path(results_dir) / "report.html", overwrite, [Path(results_dir)])
+    inputs = [Path(results_dir)] + ([Path(over_training)] if over_training is not None else [])
+    out = output_path(out_path, Path(results_dir) / "report.html", overwrite, inputs)
+    if over_training is not None:
+        if not is_over_training(over_training):
+            raise InputError(
+                f"--over-training {over_training}: not an over-training directory; make one "
+                "with bertgeom analyze --over-training"
+            )
+        results = read_results(results_dir)
+        data = read_over_training(over_training, read_results)
+        sections, problems = draw_sections_over_training(results, data, progress)
+        return write_page(out, render_html(results, sections), sections, problems)
     if is_over_training(results_dir):
         data = read_over_training(results_dir, read_results)
         sections, problems = draw_over_training_sections(data, progress)

@@ -50,19 +50,21 @@ Series = Mapping[str, tuple[Sequence[float], Sequence[float], str | None]]
 """Lines of one panel: label -> (steps, values, colour)."""
 
 
-def over_training(data: OverTraining) -> Section:
-    """The over-training section of an over-training directory."""
+def over_training(data: OverTraining, others: str | None = None) -> Section:
+    """The over-training section of an over-training directory; ``others``: what the
+    report's other sections show (default: the last checkpoint)."""
     section = Section(ReportSection.OVER_TRAINING, "Over training: when the geometry forms")
     training = data.training
     checkpoints = checkpoint_table(training)
     steps = checkpoints.index.tolist()
+    others = others or f"the last checkpoint (step {steps[-1]})"
     section.blocks.append(
         Paragraph(
             f"{len(steps)} checkpoints of the training run, steps {steps[0]} to {steps[-1]} "
             f"(epoch {checkpoints['epoch'].iloc[-1]:.3g}), each analysed on the same inputs with "
-            "the same options; the other sections of this report show the last checkpoint "
-            f"(step {steps[-1]}). A milestone is the first checkpoint at which a curve comes "
-            "close to its final value, so its step is only as fine as the checkpoint schedule."
+            f"the same options; the other sections of this report show {others}. A milestone "
+            "is the first checkpoint at which a curve comes close to its final value, so its "
+            "step is only as fine as the checkpoint schedule."
         )
     )
     found = milestones(training)

@@ -36,6 +36,14 @@ def test_given_steps_are_kept_as_given_and_past_the_run_refused() -> None:
         CheckpointSchedule.parse("151").resolve(50, 3)
 
 
+def test_last_is_the_end_of_training_alone() -> None:
+    schedule = CheckpointSchedule.parse("last,16,0")
+    assert schedule == CheckpointSchedule((0, 16), last=True)
+    assert schedule.text() == "0,16,last"
+    assert schedule.resolve(50, 3) == (0, 16, 150)
+    assert CheckpointSchedule.parse("0,epochs,last").resolve(5, 2) == (0, 5, 10)
+
+
 @pytest.mark.parametrize("text", ["", "0,,x", "-1", "1.5", "log2", "epoch"])
 def test_a_bad_schedule_is_one_clear_error(text: str) -> None:
     with pytest.raises(InputError, match="--checkpoint-schedule"):

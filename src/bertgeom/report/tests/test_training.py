@@ -253,3 +253,36 @@ def test_broken_over_training_directories_are_one_line(over: Path, tmp_path: Pat
     results = write_fabricated_results(tmp_path / "results", control=False)
     assert not is_over_training(results) and section_ids(results) == SECTION_IDS
     assert not list(tmp_path.rglob("*.html"))
+
+
+def test_a_results_report_with_the_over_training_section_of_another_directory(
+    over: Path, tmp_path: Path
+) -> None:
+    """The demo's report: its model's results (ablation, control) with the over-training
+    section of its checkpoints after the findings, every other section the results'."""
+    results = write_fabricated_results(tmp_path / "analysis", seed=3)
+    summary = build_report_summary(results, tmp_path / "report.html", over_training=over)
+    assert summary.problems == {} and summary.missing.get("over-training") is None
+    html = summary.path.read_text()
+    assert re.findall(r'<section id="([^"]+)">', html) == list(OVER_TRAINING_SECTION_IDS)
+    section = html[
+        html.index('<section id="over-training">') : html.index('<section id="overview">')
+    ]
+    assert "8 checkpoints of the training run, steps 0 to 64" in section
+    assert "the other sections of this report show the results in analysis/" in section
+    assert section.count("<figure>") == 5
+    # the other sections are the results' own, as in the report without the section
+    alone = build_report_summary(results, tmp_path / "alone.html").path.read_text()
+    for section_id in ("findings", "overview", "metadata"):
+        assert _section(html, section_id) == _section(alone, section_id), section_id
+    assert "every other section shows the last checkpoint" not in html
+    with pytest.raises(InputError, match="not an over-training directory"):
+        build_report_summary(results, tmp_path / "x.html", over_training=results)
+    assert not (tmp_path / "x.html").exists()
+
+
+def _section(html: str, section_id: str) -> str:
+    """One section of a page, its embedded images left out."""
+    start = html.index(f'<section id="{section_id}">')
+    text = html[start : html.index("</section>", start)]
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
