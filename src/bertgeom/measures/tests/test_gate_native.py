@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bertgeom.measures.gate_kernel import fused_gate_scores
-from bertgeom.measures.gate_native import _row_plogp, native_gate_scores
+from bertgeom.measures.gate_native import _row_plogp, _shares, native_gate_scores
 from bertgeom.measures.gates import GATE_NAMES, gate_scores
 from bertgeom.measures.tests.test_gate_kernel import per_gate
 from bertgeom.measures.tests.test_gates import random_batch
@@ -152,3 +152,34 @@ def test_the_float32_logarithm_is_within_2e_7_of_the_exact_one() -> None:
     exact = np.sum(np.where(values > 0, values * np.log(np.maximum(values, 1e-45)), 0.0))
     assert _plogp(values) == pytest.approx(exact, rel=2e-7)
     assert _plogp(values.astype(np.float64)) == pytest.approx(exact, rel=1e-12)
+
+
+def test_workers_change_no_score() -> None:
+    """Inputs shared out to worker threads in runs of equal work: the same bits as one worker,
+    whatever the number of workers (more than inputs too)."""
+    attn, mask = random_batch(12, 7, 3, 50)
+    attn = attn.float()
+    tokens = token_mask(mask)
+    one = native_gate_scores(
+        attn, tokens, window=2, top_k=1, cluster_rows=8, power=4, self_tolerance=1e-4, workers=1
+    )
+    for workers in (2, 3, 9):
+        many = native_gate_scores(
+            attn,
+            tokens,
+            window=2,
+            top_k=1,
+            cluster_rows=8,
+            power=4,
+            self_tolerance=1e-4,
+            workers=workers,
+        )
+        torch.testing.assert_close(many, one, atol=0, rtol=0, equal_nan=True)
+
+
+def test_shares_are_runs_of_about_equal_work() -> None:
+    assert _shares([1] * 10, 2) == [0, 5, 10]
+    assert _shares([1] * 10, 1) == [0, 10]
+    assert _shares([100, 1, 1, 1], 2) == [0, 1, 4]
+    assert _shares([5], 3) == [0, 1]
+    assert _shares([], 2) == [0, 0]
