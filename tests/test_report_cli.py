@@ -132,3 +132,26 @@ def test_report_of_an_over_seeds_directory(results: Path, tmp_path: Path) -> Non
         assert code == 1 and "an over-seeds directory, not a results directory" in output
         assert output.strip().count("\n") == 0, output
     assert not list(results.glob("compare-*"))
+
+
+def test_report_of_results_with_their_over_training(results: Path, tmp_path: Path) -> None:
+    """``report RESULTS --over-training OVER``: the demo's report, from the command line."""
+    over = write_fabricated_over_training(tmp_path / "over")
+    out = tmp_path / "with-training.html"
+    code, output = run(results, "--over-training", over, "--out", out)
+    assert code == 0 and "warning" not in output, output
+    html = out.read_text()
+    ids = [f'<section id="{section}">' for section in OVER_TRAINING_SECTION_IDS]
+    assert all(section in html for section in ids)
+    assert html.index(ids[0]) < html.index(ids[1]) < html.index(ids[2])
+    # the wrong kind of directory, or a comparison with it: one line, nothing written
+    wrong_kind = [results, "--over-training", results, "--out", tmp_path / "a.html"]
+    comparison = [results, results, "--over-training", over, "--out", tmp_path / "b.html"]
+    for arguments, message in (
+        (wrong_kind, "not an over-training directory"),
+        (comparison, "not a comparison"),
+    ):
+        code, output = run(*arguments)
+        assert code == 1 and message in output, output
+        assert output.strip().count("\n") == 0, output
+    assert not (tmp_path / "a.html").exists() and not (tmp_path / "b.html").exists()
