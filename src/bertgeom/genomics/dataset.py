@@ -20,9 +20,10 @@ import pandas as pd
 from bertgeom.genomics.fasta import FastaRecord, read_fasta
 from bertgeom.genomics.labels import read_label_table, refuse_unknown_labels
 from bertgeom.genomics.mutations import CLASSES
+from bertgeom.genomics.profiles import lineage_backgrounds
 from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.spike import QCStatus, SpikeRecord, extract_spike
-from bertgeom.genomics.synthetic import GeneratorSettings, synthesize_table
+from bertgeom.genomics.synthetic import Background, GeneratorSettings, synthesize_table
 
 GENOME_FILES = ("genomes_ncbi.fasta.xz", "genomes_nextstrain_early.fasta.xz")
 OUTSIDE_LABELS = ("other-VOI", "disputed")
@@ -197,11 +198,12 @@ def synthetic_spikes(
     outliers: bool = False,
     settings: GeneratorSettings | None = None,
     profiles: pd.DataFrame | None = None,
+    backgrounds: Sequence[Background] = (),
 ) -> pd.DataFrame:
-    """Synthetic spikes per class for each split (drawn with separate seeds), and as many
-    spikes of no class (label ``outlier``) when ``outliers``, drawn from ``profiles``
-    (default: the embedded ones): columns ``record_id, label, status, sequence, mutations,
-    split``."""
+    """Synthetic spikes per class for each split (drawn with separate seeds, sometimes on one
+    of ``backgrounds``, the changes of real training spikes), and as many spikes of no class
+    (label ``outlier``) when ``outliers``, drawn from ``profiles`` (default: the embedded
+    ones): columns ``record_id, label, status, sequence, mutations, split``."""
     parts = []
     for offset, (split, count) in enumerate(zip(SPLITS, per_split, strict=True)):
         if count == 0:
@@ -212,12 +214,31 @@ def synthetic_spikes(
             settings=settings,
             outliers=count if outliers else 0,
             profiles=profiles,
+            backgrounds=backgrounds,
         )
         drawn["record_id"] = [f"synthetic-{split}-{i}" for i in range(len(drawn))]
         drawn["status"] = QCStatus.OK.value
         drawn["split"] = split
         parts.append(drawn)
     return pd.concat(parts, ignore_index=True)
+
+
+def _usable(real: pd.DataFrame) -> pd.DataFrame:
+    hard = [status.value for status in QCStatus if status.is_hard_failure]
+    return real[~real["status"].isin(hard)]
+
+
+def split_real(
+    real: pd.DataFrame, fractions: tuple[float, float, float], seed: int
+) -> pd.DataFrame:
+    """The usable real spikes of the eight classes, one row per unique sequence, with the
+    ``split`` :func:`split_dataset` gives them."""
+    usable = _usable(real)
+    table = unique_sequences(usable[usable["label"].isin(CLASSES)], "real").reset_index(drop=True)
+    if table.empty:
+        raise ValueError("no usable labelled spikes of the eight classes")
+    table["split"] = split_by_sequence(table, fractions, seed)
+    return table
 
 
 def split_dataset(
@@ -232,14 +253,8 @@ def split_dataset(
     spikes keep the split they were drawn for, and any synthetic spike equal to a real one, or
     to one drawn for another split, is dropped: no sequence is in two splits.
     """
-    hard = [status.value for status in QCStatus if status.is_hard_failure]
-    usable = real[~real["status"].isin(hard)]
-    real_table = unique_sequences(usable[usable["label"].isin(CLASSES)], "real").reset_index(
-        drop=True
-    )
-    if real_table.empty:
-        raise ValueError("no usable labelled spikes of the eight classes")
-    real_table["split"] = split_by_sequence(real_table, fractions, seed)
+    usable = _usable(real)
+    real_table = split_real(real, fractions, seed)
     seen = set(real_table["sequence"])
     parts = [real_table]
     drawn = synthetic if synthetic is not None else real.iloc[:0].assign(split="")
@@ -263,9 +278,17 @@ def build_dataset(
     seed: int = 42,
     settings: GeneratorSettings | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The embedded dataset, prepared, synthesised and split in one call."""
-    synthetic = synthetic_spikes(synthetic_per_split, seed, settings=settings)
-    return split_dataset(real_spikes(), synthetic, fractions, seed)
+    """The embedded dataset, prepared, synthesised and split in one call: the synthetic spikes
+    are drawn on the lineage backgrounds of the real pre-VOC spikes of the training split."""
+    real = real_spikes()
+    training = set(split_real(real, fractions, seed).query("split == 'train'")["sequence"])
+    trained = [(spike, str(row.label)) for _, row, spike in embedded_aligned()]
+    trained = [(spike, label) for spike, label in trained if spike.sequence in training]
+    backgrounds = lineage_backgrounds(*zip(*trained, strict=True)) if trained else ()
+    synthetic = synthetic_spikes(
+        synthetic_per_split, seed, settings=settings, backgrounds=backgrounds
+    )
+    return split_dataset(real, synthetic, fractions, seed)
 
 
 def save_dataset(dataset: pd.DataFrame, outside: pd.DataFrame, directory: Path) -> None:

@@ -10,6 +10,7 @@ missing data, not a substitution), ``del22299-22319`` (a run of deleted referenc
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from itertools import pairwise
@@ -67,6 +68,30 @@ def nucleotide_mutations(spike: SpikeRecord) -> tuple[str, ...]:
             after = int(positions[begin])
             events.append((after, f"ins{after}:{spike.sequence[first + begin : first + end]}"))
     return tuple(name for _, name in sorted(events))
+
+
+_CALLED_INSERTION = re.compile(r"ins\d+:[ACGT]+$")
+
+BACKGROUND_CLASS = "pre-VOC"
+"""The class whose real spikes lend synthetic spikes their lineage backgrounds: the lineages
+every variant arose from."""
+
+
+def lineage_backgrounds(
+    spikes: Sequence[SpikeRecord], labels: Sequence[str]
+) -> tuple[tuple[Mutation, ...], ...]:
+    """The distinct change sets (:func:`nucleotide_mutations`, parsed) of the usable
+    :data:`BACKGROUND_CLASS` spikes among ``spikes``, in first-seen order: the backgrounds of
+    :func:`bertgeom.genomics.synthetic.draw_mutations`; an insertion of uncalled bases (``N``)
+    is missing data, not a change, and is left out. Pass training spikes only, so that no
+    held-out spike's changes reach the training rows."""
+    seen: dict[tuple[str, ...], None] = {}
+    for spike, label in zip(spikes, labels, strict=True):
+        if label == BACKGROUND_CLASS and spike.usable:
+            names = nucleotide_mutations(spike)
+            called = (n for n in names if not n.startswith("ins") or _CALLED_INSERTION.match(n))
+            seen.setdefault(tuple(called), None)
+    return tuple(tuple(Mutation.parse(name) for name in names) for names in seen)
 
 
 def amino_acid_effect(name: str) -> str:

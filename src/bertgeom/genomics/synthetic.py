@@ -8,12 +8,17 @@ anywhere, and other classes' markers (including the convergent ones E484K, P681H
 L452R, K417N, P681R, which occur outside their variants), so that a model must learn
 combinations rather than single markers, (4) sometimes a partial constellation of one other
 class: one to three of its core mutations (a pre-VOC spike with E484K and V1176F is not Gamma,
-which has twelve), and (5) runs of ``N`` like amplicon drop-outs and incomplete ends. Lambda and
-Mu come only from their public definitions: they are synthetic.
+which has twelve), (5) sometimes the background of a real pre-VOC spike of the training data:
+all the changes of one such spike (``backgrounds``), so that a class known only from its
+definition (Lambda and Mu; in a leave-lineage-out fold, a held-out class) is still met on the
+lineage backgrounds its real spikes carry, and no background defines a class, and (6) runs of
+``N`` like amplicon drop-outs and incomplete ends. Lambda and Mu come only from their public
+definitions: they are synthetic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +58,7 @@ class GeneratorSettings:
     partial_constellation_probability: float = 0.25
     partial_constellation_size: tuple[int, int] = (1, 3)
     background_insertion_probability: float = 0.15
+    real_background_probability: float = 0.5
     n_run_probability: float = 0.35
     n_run_length: tuple[int, int] = (30, 400)
     incomplete_end_probability: float = 0.1
@@ -108,14 +114,22 @@ def _add_if_free(chosen: list[Mutation], candidate: Mutation) -> None:
         chosen.append(candidate)
 
 
+Background = tuple[Mutation, ...]
+"""All the changes of one real spike (``profiles.nucleotide_mutations``), parsed."""
+
+
 def draw_mutations(
     label: str,
     rng: np.random.Generator,
     settings: GeneratorSettings,
     profiles: pd.DataFrame | ParsedProfiles | None = None,
+    backgrounds: Sequence[Background] = (),
 ) -> list[Mutation]:
     """Draw one synthetic spike's mutation set for class ``label`` from ``profiles`` (default:
-    the embedded ones; :func:`bertgeom.genomics.profiles.profiles_from_spikes` makes others)."""
+    the embedded ones; :func:`bertgeom.genomics.profiles.profiles_from_spikes` makes others),
+    on one of ``backgrounds`` (the changes of real pre-VOC spikes) with probability
+    ``settings.real_background_probability``; the class's own changes come first, and a
+    background change that overlaps one is left out."""
     parsed = ParsedProfiles.of(profiles)
     own, foreign = parsed.mutations(label)
     chosen: list[Mutation] = []
@@ -135,6 +149,10 @@ def draw_mutations(
         rng.random() < settings.partial_constellation_probability
     ):
         _add_partial_constellation(chosen, label, rng, settings, parsed)
+    # Drawn only with backgrounds, so that without them the spikes are those drawn before.
+    if backgrounds and rng.random() < settings.real_background_probability:
+        for mutation in backgrounds[int(rng.integers(0, len(backgrounds)))]:
+            _add_if_free(chosen, mutation)
     spike = reference_spike()
     for _ in range(rng.poisson(settings.background_substitutions)):
         offset = int(rng.integers(0, len(spike)))
@@ -209,11 +227,12 @@ def synthesize(
     rng: np.random.Generator,
     settings: GeneratorSettings | None = None,
     profiles: pd.DataFrame | ParsedProfiles | None = None,
+    backgrounds: Sequence[Background] = (),
 ) -> tuple[EditedSpike, list[Mutation]]:
     """One synthetic spike of class ``label`` (N runs included) and the mutations it carries,
-    drawn from ``profiles`` (default: the embedded ones)."""
+    drawn from ``profiles`` (default: the embedded ones), sometimes on one of ``backgrounds``."""
     settings = settings or GeneratorSettings()
-    mutations = draw_mutations(label, rng, settings, profiles)
+    mutations = draw_mutations(label, rng, settings, profiles, backgrounds)
     edited = apply_mutations(mutations)
     masked = mask_with_n(edited.sequence, rng, settings)
     return EditedSpike(masked, edited.reference_positions, edited.is_insertion), mutations
@@ -279,16 +298,17 @@ def synthesize_table(
     settings: GeneratorSettings | None = None,
     outliers: int = 0,
     profiles: pd.DataFrame | None = None,
+    backgrounds: Sequence[Background] = (),
 ) -> pd.DataFrame:
-    """``per_class`` synthetic spikes of each class and ``outliers`` spikes labelled
-    :data:`OUTLIER`, drawn from ``profiles`` (default: the embedded ones): columns
-    ``label, sequence, mutations``."""
+    """``per_class`` synthetic spikes of each class (sometimes on one of ``backgrounds``) and
+    ``outliers`` spikes labelled :data:`OUTLIER`, drawn from ``profiles`` (default: the
+    embedded ones): columns ``label, sequence, mutations``."""
     rng = np.random.default_rng(seed)
     parsed = ParsedProfiles.of(profiles)
     rows = []
     for label in classes:
         for _ in range(per_class):
-            edited, mutations = synthesize(label, rng, settings, parsed)
+            edited, mutations = synthesize(label, rng, settings, parsed, backgrounds)
             rows.append(
                 {"label": label, "sequence": edited.sequence, "mutations": _names(mutations)}
             )

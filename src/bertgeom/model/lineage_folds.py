@@ -13,7 +13,7 @@ from bertgeom.genomics.changes import amino_acid_mutations
 from bertgeom.genomics.clades import OUTSIDE_CLASSES, CladeTree
 from bertgeom.genomics.dataset import embedded_aligned, split_dataset, synthetic_spikes
 from bertgeom.genomics.mutations import CLASSES, apply_mutations, mutation_profiles
-from bertgeom.genomics.profiles import profiles_from_spikes
+from bertgeom.genomics.profiles import lineage_backgrounds, profiles_from_spikes
 from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.spike import SpikeRecord
 from bertgeom.model.predict import UNASSIGNED
@@ -157,7 +157,10 @@ def fold_dataset(
     trained_classes = {g.label for g in train}
     missing = {label for label in CLASSES if label not in trained_classes}
     profiles = fold_profiles(train, missing)
-    synthetic = synthetic_spikes((*synthetic_per_split, 0), seed, profiles=profiles)
+    backgrounds = lineage_backgrounds([g.spike for g in train], [g.label for g in train])
+    synthetic = synthetic_spikes(
+        (*synthetic_per_split, 0), seed, profiles=profiles, backgrounds=backgrounds
+    )
     real = pd.DataFrame(
         {
             "record_id": [g.record_id for g in train],

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bertgeom.genomics import dataset as dataset_module
 from bertgeom.genomics.dataset import (
     build_dataset,
+    embedded_aligned,
     split_by_sequence,
     split_dataset,
     synthetic_spikes,
 )
+from bertgeom.genomics.profiles import nucleotide_mutations
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +51,28 @@ def test_every_real_class_is_in_every_split(embedded: tuple[pd.DataFrame, pd.Dat
     assert set(outside["label"]) <= {"other-VOI", "disputed"} and len(outside) > 0
     # pre-VOC genomes are redundant: unique rows carry their duplicates' count
     assert real["n_records"].sum() > len(real)
+
+
+def test_synthetic_backgrounds_come_from_training_spikes_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drawn: list[Any] = []
+
+    def recording(*args: Any, **kwargs: Any) -> pd.DataFrame:
+        drawn.append(kwargs["backgrounds"])
+        return synthetic_spikes(*args, **kwargs)
+
+    monkeypatch.setattr(dataset_module, "synthetic_spikes", recording)
+    dataset, _ = dataset_module.build_dataset(synthetic_per_split=(2, 1, 1))
+    split_of = dict(zip(dataset["sequence"], dataset["split"], strict=True))
+    changes: dict[str, set[tuple[str, ...]]] = {"train": set(), "validation": set(), "test": set()}
+    for _, row, spike in embedded_aligned():
+        if str(row.label) == "pre-VOC" and spike.sequence in split_of and spike.usable:
+            changes[split_of[spike.sequence]].add(nucleotide_mutations(spike))
+    backgrounds = {tuple(m.name for m in background) for background in drawn[0]}
+    assert len(backgrounds) > 50
+    held_out_only = (changes["validation"] | changes["test"]) - changes["train"]
+    assert held_out_only and not backgrounds & held_out_only
 
 
 def test_split_is_seeded() -> None:

@@ -16,6 +16,7 @@ from bertgeom.genomics.profiles import (
     amino_acid_effect,
     embedded_duplicate_records,
     is_complete,
+    lineage_backgrounds,
     nucleotide_mutations,
     profiles_from_spikes,
 )
@@ -113,6 +114,24 @@ def test_planted_substitution_deletion_insertion_and_n() -> None:
     assert nucleotide_mutations(direct) == expected
     assert nucleotide_mutations(extract_spike("aligned", sequence)) == expected
     assert not is_complete(direct)
+
+
+def test_lineage_backgrounds_are_the_distinct_change_sets_of_pre_voc_spikes() -> None:
+    planted = ["C21575T", "del21765-21770", "A23403G"]
+    edited = apply_mutations([Mutation.parse(name) for name in planted])
+    spike = record_of(edited.sequence, edited.reference_positions, edited.is_insertion)
+    uncalled = apply_mutations([Mutation.parse("A23403G"), Mutation.parse("ins22204:GAGCCAGAA")])
+    bases = uncalled.sequence.replace("GAGCCAGAA", "NNNNNNNNN")
+    with_n = record_of(bases, uncalled.reference_positions, uncalled.is_insertion)
+    failed = SpikeRecord("empty", QCStatus.EMPTY)
+    spikes = [spike, spike, spike, with_n, failed]
+    labels = ["pre-VOC", "pre-VOC", "Alpha", "pre-VOC", "pre-VOC"]
+    backgrounds = lineage_backgrounds(spikes, labels)
+    # Once per change set, pre-VOC only, and an insertion of Ns is missing data, not a change.
+    assert [[m.name for m in background] for background in backgrounds] == [
+        planted,
+        ["A23403G"],
+    ]
 
 
 def test_adjacent_insertions_after_different_positions_are_two_events() -> None:

@@ -119,3 +119,31 @@ def test_background_insertions_are_in_frame() -> None:
     insertions = [m for row in table["mutations"] for m in row.split(",") if m.startswith("ins")]
     assert len(insertions) >= 25  # a few fall on another mutation and are skipped
     assert all(len(m.split(":")[1]) % 3 == 0 for m in insertions)
+
+
+def test_real_backgrounds_are_carried_beneath_the_class_changes() -> None:
+    """Every spike drawn on a background carries the background's changes but those that
+    overlap one of its class's; about half the spikes are drawn on one."""
+    n501y_elsewhere = Mutation.parse("A23063C")  # overlaps Alpha's N501Y (A23063T)
+    backgrounds = (
+        (Mutation.parse("C21575T"), Mutation.parse("A23403G")),
+        (Mutation.parse("C21575T"), n501y_elsewhere),
+    )
+    settings = GeneratorSettings(convergent_marker_rate=0.0, foreign_marker_rate=0.0)
+    table = synthesize_table(
+        200, seed=8, classes=("Alpha",), settings=settings, backgrounds=backgrounds
+    )
+    carried = [set(row.split(",")) for row in table["mutations"]]
+    on_background = [names for names in carried if "C21575T" in names]
+    assert 0.4 < len(on_background) / len(carried) < 0.6
+    for names in on_background:
+        assert "A23403G" in names or "A23063T" in names or "A23063C" in names
+        assert not {"A23063T", "A23063C"} <= names
+    # With no backgrounds the draws are those of the generator without them.
+    before = synthesize_table(20, seed=9, classes=("Gamma",))
+    assert before.equals(synthesize_table(20, seed=9, classes=("Gamma",), backgrounds=()))
+    always = GeneratorSettings(real_background_probability=1.0)
+    drawn = synthesize_table(
+        20, seed=9, classes=("Gamma",), settings=always, backgrounds=backgrounds[:1]
+    )
+    assert all("C21575T" in row.split(",") for row in drawn["mutations"])
