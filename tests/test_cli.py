@@ -55,10 +55,11 @@ def test_data_train_evaluate_predict(tmp_path: Path) -> None:
     table[["record_id", "label"]].to_csv(labels, sep="\t", index=False)
     data = tmp_path / "data"
     assert run("data", "prepare", "--out", data, "--fasta", fasta, "--labels", labels)[0] == 0
-    assert (
-        run("data", "synthesize", "--out", data, "--train", 4, "--validation", 2, "--test", 2)[0]
-        == 0
+    code, output = run(
+        "data", "synthesize", "--out", data, "--train", 4, "--validation", 2, "--test", 2
     )
+    # drawn on the backgrounds of the prepared pre-VOC spikes that the split puts in training
+    assert code == 0 and "on the backgrounds of 4 real pre-VOC training spikes" in output, output
     code, output = run("data", "split", data)
     assert code == 0, output
     dataset = pd.read_parquet(data / "dataset.parquet")
@@ -266,6 +267,15 @@ def test_bad_model_directories(tmp_path: Path) -> None:
         assert code == 1, (model, output)
         assert message in output, (model, output)
         assert "Traceback" not in output
+
+
+def test_data_synthesize_beside_an_unreadable_real_table_is_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "real.parquet").write_text("not parquet")
+    code, output = run("data", "synthesize", "--out", tmp_path, "--train", 2)
+    assert code == 1 and "real.parquet: cannot read its spikes" in output, output
+    assert output.strip().count("\n") == 0 and not (tmp_path / "synthetic.parquet").exists()
 
 
 def test_data_split_without_prepare_is_a_clear_error(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from bertgeom.outputs import check_output_file, starts_with
 
 if TYPE_CHECKING:
     from bertgeom.genomics.dataset import LabelMatch
+    from bertgeom.genomics.synthetic import Background
 
 data_app = typer.Typer(
     help="Build the case study's dataset: prepare, synthesize, split.", no_args_is_help=True
@@ -85,6 +86,19 @@ def _match_note(match: LabelMatch) -> str:
     return "; " + "; ".join(notes) if notes else ""
 
 
+def _backgrounds(
+    real_path: Path, fractions: tuple[float, float, float], seed: int
+) -> tuple[Background, ...]:
+    """``training_backgrounds`` of a prepared ``real.parquet``, its failures in one line."""
+    from bertgeom.genomics.dataset import training_backgrounds
+
+    try:  # as in 'data split': an unreadable table, or one without the columns it needs
+        return training_backgrounds(pd.read_parquet(real_path), fractions, seed)
+    except (ValueError, OSError, KeyError) as error:
+        why = f"no column {error}" if isinstance(error, KeyError) else str(error)
+        raise InputError(f"{real_path}: cannot read its spikes ({why})") from error
+
+
 @data_app.command()
 def synthesize(
     out: Annotated[
@@ -103,8 +117,17 @@ def synthesize(
             help="Add spikes of no class (recombinants, novel lineages), trained to be uncertain."
         ),
     ] = False,
+    fractions: Annotated[
+        tuple[float, float, float],
+        typer.Option(
+            help="With OUT/real.parquet: the shares 'data split' will use (give it the same, and "
+            "the same --seed), so that the backgrounds come from training spikes only."
+        ),
+    ] = (0.7, 0.15, 0.15),
 ) -> None:
-    """Draw synthetic spikes for the eight classes from the mutation profiles (seeded)."""
+    """Draw synthetic spikes for the eight classes from the mutation profiles (seeded); with
+    OUT/real.parquet ('data prepare'), half of them on the backgrounds of its real pre-VOC
+    training spikes."""
     with user_errors():
         with start_up():
             from bertgeom.genomics.dataset import synthetic_spikes
@@ -115,7 +138,9 @@ def synthesize(
         _check_table(out / "synthetic.parquet")
         if fasta is not None:
             check_output_file(fasta, recognise=starts_with(b">synthetic-"), option="--fasta")
-        table = synthetic_spikes((train, validation, test), seed, outliers)
+        real_path = out / "real.parquet"
+        backgrounds = _backgrounds(real_path, fractions, seed) if real_path.is_file() else ()
+        table = synthetic_spikes((train, validation, test), seed, outliers, backgrounds=backgrounds)
         _write_parquet(table, out / "synthetic.parquet")
         if fasta is not None:
             with atomic_file(fasta) as partial:
@@ -126,8 +151,14 @@ def synthesize(
                     ],
                     partial,
                 )
+        drawn_on = (
+            f", half on the backgrounds of {len(backgrounds)} real pre-VOC training spikes"
+            if backgrounds
+            else ""
+        )
         console.print(
-            f"{len(table)} synthetic spikes -> {out / 'synthetic.parquet'}", highlight=False
+            f"{len(table)} synthetic spikes{drawn_on} -> {out / 'synthetic.parquet'}",
+            highlight=False,
         )
 
 

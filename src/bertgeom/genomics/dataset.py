@@ -20,7 +20,7 @@ import pandas as pd
 from bertgeom.genomics.fasta import FastaRecord, read_fasta
 from bertgeom.genomics.labels import read_label_table, refuse_unknown_labels
 from bertgeom.genomics.mutations import CLASSES
-from bertgeom.genomics.profiles import lineage_backgrounds
+from bertgeom.genomics.profiles import BACKGROUND_CLASS, lineage_backgrounds
 from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.spike import QCStatus, SpikeRecord, extract_spike
 from bertgeom.genomics.synthetic import Background, GeneratorSettings, synthesize_table
@@ -241,6 +241,22 @@ def split_real(
     return table
 
 
+def training_backgrounds(
+    real: pd.DataFrame, fractions: tuple[float, float, float], seed: int
+) -> tuple[Background, ...]:
+    """The lineage backgrounds (:func:`~bertgeom.genomics.profiles.lineage_backgrounds`) of the
+    real pre-VOC spikes that :func:`split_dataset` with ``fractions`` and ``seed`` puts in
+    training, each spike aligned again as a spike-only input: what the synthetic spikes of a
+    dataset are drawn on, none from a validation or test spike."""
+    table = split_real(real, fractions, seed)
+    rows = table[(table["split"] == "train") & (table["label"] == BACKGROUND_CLASS)]
+    names = [str(ids).split(",")[0] for ids in rows["record_ids"]]
+    spikes = [
+        extract_spike(name, str(seq)) for name, seq in zip(names, rows["sequence"], strict=True)
+    ]
+    return lineage_backgrounds(spikes, [BACKGROUND_CLASS] * len(spikes))
+
+
 def split_dataset(
     real: pd.DataFrame,
     synthetic: pd.DataFrame | None,
@@ -281,10 +297,7 @@ def build_dataset(
     """The embedded dataset, prepared, synthesised and split in one call: the synthetic spikes
     are drawn on the lineage backgrounds of the real pre-VOC spikes of the training split."""
     real = real_spikes()
-    training = set(split_real(real, fractions, seed).query("split == 'train'")["sequence"])
-    trained = [(spike, str(row.label)) for _, row, spike in embedded_aligned()]
-    trained = [(spike, label) for spike, label in trained if spike.sequence in training]
-    backgrounds = lineage_backgrounds(*zip(*trained, strict=True)) if trained else ()
+    backgrounds = training_backgrounds(real, fractions, seed)
     synthetic = synthetic_spikes(
         synthetic_per_split, seed, settings=settings, backgrounds=backgrounds
     )
