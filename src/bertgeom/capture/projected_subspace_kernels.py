@@ -20,16 +20,17 @@ float64, each broke the stored reference).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import numpy.typing as npt
+
+from bertgeom.compiled import kernel
 
 SUM_LANES = 8
 """Partial sums of a token's squares: one float64 sum in order would wait on each addition (the
 compiler may not reorder them), eight fill a vector register."""
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def reduce_kernel(
     hidden: npt.NDArray[np.floating],
     energies_q: npt.NDArray[np.floating],
@@ -80,7 +81,7 @@ def reduce_kernel(
                     kept[b, h] += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def subtract_bias_kernel(
     queries: npt.NDArray[np.floating],
     bias_q: npt.NDArray[np.floating],

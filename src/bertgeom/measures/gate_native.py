@@ -47,6 +47,7 @@ import torch
 from numba.extending import overload
 from torch import Tensor
 
+from bertgeom.compiled import kernel
 from bertgeom.measures.cpu_workers import run_tasks
 from bertgeom.measures.tokens import TokenMask
 
@@ -234,7 +235,7 @@ def _check_layout(tokens: TokenMask) -> None:
         raise ValueError("the gate kernel needs a token mask built by token_mask")
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@kernel(fastmath=_FASTMATH)
 def _row_scores(
     attn: Floats,
     n: int,
@@ -302,7 +303,7 @@ def _row_scores(
         scores[5] = instance / m
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@kernel(fastmath=_FASTMATH)
 def _top_sum(columns: npt.NDArray[np.float64], sep: int, top_k: int) -> float:
     """The sum of the ``top_k`` largest content column sums (positions ``1..n-1`` but ``sep``;
     all of them when there are fewer): the directional score's numerator. The largest alone,
@@ -313,7 +314,7 @@ def _top_sum(columns: npt.NDArray[np.float64], sep: int, top_k: int) -> float:
     return np.sort(content)[::-1][:top_k].sum()
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@kernel(fastmath=_FASTMATH)
 def _cluster_scores(
     block: Floats,
     products: Floats,

@@ -18,9 +18,10 @@ differs.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import numpy.typing as npt
+
+from bertgeom.compiled import kernel
 
 COUNT_LANES = 4
 """Copies of the histogram counts, value k of a row counted in copy ``k % 4``: consecutive values
@@ -28,7 +29,7 @@ mostly fall in the same few bins, and with one array of counts each increment wo
 the one before (measured: 3x slower)."""
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def scan_tokens_kernel(
     tokens: npt.NDArray[np.floating],
     valid: npt.NDArray[np.bool_],
@@ -95,7 +96,7 @@ def scan_tokens_kernel(
     return n
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel()
 def add_centred_gram_kernel(
     gram: npt.NDArray[np.float64],
     product: npt.NDArray[np.floating],
