@@ -4,6 +4,7 @@ the summary pooled per model and rule, and ``lineages.tsv`` / ``lineages.json``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,19 +32,28 @@ RULES = ("clade tree", "changes only")
 and change check alone (the rule before the tree, kept to show what the tree changes)."""
 
 
-def count_outcomes(calls: Calls, expected: str) -> dict[str, int]:
+def count_outcomes(calls: Calls, expected: str, record_ids: Sequence[str]) -> dict[str, int | str]:
     """How many ``calls`` were the ``expected`` class, withheld for each reason, another
-    class, and the expected class by the arg-max alone."""
-    counts = {"called_expected": 0, "called_other": 0, "argmax_expected": 0}
+    class, and the expected class by the arg-max alone; and ``missed``: each input of
+    ``record_ids`` not called ``expected``, as ``record_id: argmax/outcome`` (the outcome is the
+    class called, or the reason withheld), ``; ``-separated."""
+    counts: dict[str, int | str] = {"called_expected": 0, "called_other": 0, "argmax_expected": 0}
     counts.update({f"unassigned_{reason}": 0 for reason in REASONS})
-    for argmax, called, reason in zip(calls.argmax, calls.called, calls.reasons, strict=True):
-        counts["argmax_expected"] += int(argmax == expected)
+    missed = []
+    rows = zip(record_ids, calls.argmax, calls.called, calls.reasons, strict=True)
+    for record_id, argmax, called, reason in rows:
+        counts["argmax_expected"] = int(counts["argmax_expected"]) + int(argmax == expected)
         if called == expected:
-            counts["called_expected"] += 1
+            key = "called_expected"
         elif called == UNASSIGNED:
-            counts[f"unassigned_{reason}"] += 1
+            key = f"unassigned_{reason}"
         else:
-            counts["called_other"] += 1
+            key = "called_other"
+        counts[key] = int(counts[key]) + 1
+        if called != expected:
+            outcome = reason if called == UNASSIGNED else called
+            missed.append(f"{record_id}: {argmax or '-'}/{outcome}")
+    counts["missed"] = "; ".join(missed)
     return counts
 
 

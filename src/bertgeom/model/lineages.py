@@ -154,7 +154,7 @@ def fold_rows(
                         "rule": rule,
                         "expected": expected,
                         "n": len(spikes),
-                        **count_outcomes(checked, expected),
+                        **count_outcomes(checked, expected, [s.record_id for s in spikes]),
                     }
                 )
 

@@ -83,6 +83,11 @@ def test_one_fold_end_to_end_with_the_tiny_preset() -> None:
     assert set(table["model"]) == {"bert", "kmer_logistic_regression"}
     outcome_columns = [c for c in table.columns if c.startswith(("called_", "unassigned_"))]
     assert (table[outcome_columns].sum(axis=1) == table["n"]).all()  # every genome counted once
+    # every input not called its class is named, with its arg-max and what it was called
+    missed = table["missed"].map(lambda text: text.split("; ") if text else [])
+    assert (missed.map(len) == table["n"] - table["called_expected"]).all()
+    named = [entry for entries in missed for entry in entries]
+    assert named and all("/" in entry.rsplit(": ", 1)[1] for entry in named)
     groups = {g.name for g in (*fold.groups, *NEVER_TRAINED)}
     assert set(table["group"]) == groups | {OUTSIDE_DEFINITIONS}
     defined = table[table["group"] == OUTSIDE_DEFINITIONS]
