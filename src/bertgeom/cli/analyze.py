@@ -21,6 +21,7 @@ from bertgeom.cli.common import (
     DeviceOption,
     OverwriteOption,
     SchedulerOption,
+    SeriesProgress,
     console,
     progress_bar,
     start_up,
@@ -32,8 +33,6 @@ from bertgeom.outputs import OVER_SEEDS, OVER_TRAINING, RESULTS, check_output_di
 
 if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
     from bertgeom.analysis import AnalysisOptions, InputSpec
-    from bertgeom.capture.loading import LoadedModel
-    from bertgeom.model.training_checkpoints import Checkpoint
 
 
 def analyze(
@@ -353,28 +352,18 @@ def run_over_training(
 
     checkpoints_of(model)  # none: one line before anything else
     with progress_bar() as bar:
-        current = [bar.add_task("analysing", total=None)]
-        where = [""]
-
-        def on_checkpoint(checkpoint: Checkpoint, index: int, count: int) -> None:
-            where[0] = f"step {checkpoint.step} ({index + 1}/{count})"
-            current[0] = bar.add_task(f"analysing {where[0]}", total=None)
-
-        def on_start(loaded: LoadedModel, expected: int | None) -> None:
-            bar.update(current[0], total=expected)
-
-        def on_stage(title: str, expected: int | None) -> None:
-            current[0] = bar.add_task(f"{title}, {where[0]}", total=expected)
-
+        series = SeriesProgress(bar)
         summary = analyze_over_training(
             model,
             spec,
             out,
             options,
-            progress=lambda n: bar.advance(current[0], n),
-            on_start=on_start,
-            on_stage=on_stage,
-            on_checkpoint=on_checkpoint,
+            progress=series.advance,
+            on_start=series.on_start,
+            on_stage=series.on_stage,
+            on_checkpoint=lambda step, index, count: series.item(
+                f"step {step.step} ({index + 1}/{count})"
+            ),
             overwrite=overwrite,
             measurements=measurements,
         )

@@ -192,3 +192,27 @@ def progress_bar() -> Progress:
         console=console,
         transient=not sys.stderr.isatty(),
     )
+
+
+class SeriesProgress:
+    """The progress of analyses one after the other (checkpoints, seeds) on one bar display:
+    a task per item and per stage of it, with the callbacks ``analyze`` takes."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task = bar.add_task("analysing", total=None)
+        self.where = ""
+
+    def item(self, where: str) -> None:
+        """The next item (``step 12 (3/5)``) starts."""
+        self.where = where
+        self.task = self.bar.add_task(f"analysing {where}", total=None)
+
+    def advance(self, count: int) -> None:
+        self.bar.advance(self.task, count)
+
+    def on_start(self, loaded: object, expected: int | None) -> None:
+        self.bar.update(self.task, total=expected)
+
+    def on_stage(self, title: str, expected: int | None) -> None:
+        self.task = self.bar.add_task(f"{title}, {self.where}", total=expected)

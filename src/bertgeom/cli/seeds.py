@@ -15,7 +15,7 @@ try:  # typer >= 0.22 vendors click as typer._click; older versions use click it
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.core import ParameterSource  # type: ignore[assignment]
 
-from bertgeom.cli.common import console, progress_bar, start_up
+from bertgeom.cli.common import SeriesProgress, console, progress_bar, start_up
 from bertgeom.errors import InputError
 from bertgeom.model.seed_models import parse_seeds
 from bertgeom.outputs import SEED_MODELS, check_output_directory
@@ -24,8 +24,6 @@ if TYPE_CHECKING:  # heavy imports (torch) stay out of 'bertgeom --help'
     import pandas as pd
 
     from bertgeom.analysis import AnalysisOptions, InputSpec
-    from bertgeom.capture.loading import LoadedModel
-    from bertgeom.model.seed_models import SeedModel
     from bertgeom.model.train import ProgressCallback, TrainingOptions
 
 
@@ -90,28 +88,18 @@ def run_over_seeds(
 
     list_seed_models(Path(models))  # not a directory of seeds: one line before anything else
     with progress_bar() as bar:
-        current = [bar.add_task("analysing", total=None)]
-        where = [""]
-
-        def on_seed(model: SeedModel, index: int, count: int) -> None:
-            where[0] = f"seed {model.seed} ({index + 1}/{count})"
-            current[0] = bar.add_task(f"analysing {where[0]}", total=None)
-
-        def on_start(loaded: LoadedModel, expected: int | None) -> None:
-            bar.update(current[0], total=expected)
-
-        def on_stage(title: str, expected: int | None) -> None:
-            current[0] = bar.add_task(f"{title}, {where[0]}", total=expected)
-
+        series = SeriesProgress(bar)
         summary = analyze_over_seeds(
             Path(models),
             spec,
             out,
             options,
-            progress=lambda n: bar.advance(current[0], n),
-            on_start=on_start,
-            on_stage=on_stage,
-            on_seed=on_seed,
+            progress=series.advance,
+            on_start=series.on_start,
+            on_stage=series.on_stage,
+            on_seed=lambda model, index, count: series.item(
+                f"seed {model.seed} ({index + 1}/{count})"
+            ),
             overwrite=overwrite,
             measurements=measurements,
         )
