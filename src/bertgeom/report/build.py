@@ -153,6 +153,29 @@ def draw_section(
         return section, problem
 
 
+SectionFunction = Callable[[Results], Section]
+
+
+def _with_section(
+    extra: SectionFunction, extra_id: str, order: tuple[str, ...], note: Paragraph | None = None
+) -> list[tuple[SectionFunction, str]]:
+    """The report's sections with ``extra`` where ``order`` puts ``extra_id``, and ``note``
+    first in the overview (which results the other sections show)."""
+
+    def overview_with_note(results: Results) -> Section:
+        section = overview(results)
+        if note is not None:
+            section.blocks.insert(0, note)
+        return section
+
+    functions = [
+        (overview_with_note if section_id == ReportSection.OVERVIEW else function, section_id)
+        for function, section_id in zip(SECTIONS, SECTION_IDS, strict=True)
+    ]
+    functions.insert(order.index(extra_id), (extra, extra_id))
+    return functions
+
+
 def draw_over_training_sections(
     data: OverTraining, progress: Callable[[str], None] | None = None
 ) -> tuple[list[Section], dict[str, str]]:
@@ -167,20 +190,11 @@ def draw_over_training_sections(
         f"{epoch:.3g}), from its results directory checkpoints/step-{step} (step 0 is the "
         "untrained model, so there is no separate control)."
     )
-
-    def overview_of_last(results: Results) -> Section:
-        section = overview(results)
-        section.blocks.insert(0, note)
-        return section
-
-    functions: list[tuple[Callable[[Results], Section], str]] = []
-    for function, section_id in zip(SECTIONS, SECTION_IDS, strict=True):
-        if section_id == ReportSection.OVERVIEW:
-            function = overview_of_last
-        functions.append((function, section_id))
-    functions.insert(
-        OVER_TRAINING_SECTION_IDS.index(ReportSection.OVER_TRAINING),
-        (lambda _: over_training(data), ReportSection.OVER_TRAINING),
+    functions = _with_section(
+        lambda _: over_training(data),
+        ReportSection.OVER_TRAINING,
+        OVER_TRAINING_SECTION_IDS,
+        note,
     )
     return draw_sections(data.last, progress, functions)
 
@@ -192,12 +206,10 @@ def draw_sections_over_training(
     over-training directory of the same model's checkpoints after the findings (the demo: the
     final model analysed with its ablation and control, its checkpoints over training)."""
     others = f"the results in {results.path.name}/, not a checkpoint's"
-    functions: list[tuple[Callable[[Results], Section], str]] = list(
-        zip(SECTIONS, SECTION_IDS, strict=True)
-    )
-    functions.insert(
-        OVER_TRAINING_SECTION_IDS.index(ReportSection.OVER_TRAINING),
-        (lambda _: over_training(data, others), ReportSection.OVER_TRAINING),
+    functions = _with_section(
+        lambda _: over_training(data, others),
+        ReportSection.OVER_TRAINING,
+        OVER_TRAINING_SECTION_IDS,
     )
     return draw_sections(results, progress, functions)
 
@@ -213,20 +225,8 @@ def draw_over_seeds_sections(
         f"{len(data.seeds)} seeds; every other section shows the first seed, seed {seed}, from "
         f"its results directory {data.first_directory}."
     )
-
-    def overview_of_first(results: Results) -> Section:
-        section = overview(results)
-        section.blocks.insert(0, note)
-        return section
-
-    functions: list[tuple[Callable[[Results], Section], str]] = []
-    for function, section_id in zip(SECTIONS, SECTION_IDS, strict=True):
-        if section_id == ReportSection.OVERVIEW:
-            function = overview_of_first
-        functions.append((function, section_id))
-    functions.insert(
-        OVER_SEEDS_SECTION_IDS.index(ReportSection.OVER_SEEDS),
-        (lambda _: over_seeds(data), ReportSection.OVER_SEEDS),
+    functions = _with_section(
+        lambda _: over_seeds(data), ReportSection.OVER_SEEDS, OVER_SEEDS_SECTION_IDS, note
     )
     return draw_sections(data.first, progress, functions)
 
