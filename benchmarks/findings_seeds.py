@@ -2,7 +2,11 @@
 checkpoints, analysed across seeds and over training.
 
     python benchmarks/findings_seeds.py --out findings-output
-        [--small-seeds 0,1,2] [--deep-seeds 0,1,2] [--data-seed 42]
+        [--small-seeds 0,1,2] [--deep-seeds 0,1,2] [--small-epochs N] [--deep-epochs N]
+        [--data-seed 42] [--threads N] [--tables-only]
+
+(``--deep-seeds none`` leaves a preset out; ``--tables-only`` prints the tables of what is
+done without working.)
 
 What it does, into ``--out`` (each step skipped when its output is already there, so a rerun
 after an interruption redoes nothing that finished; a seed whose training was cut off is
@@ -73,7 +77,7 @@ from typing import Any
 
 import pandas as pd
 from classifier import machine  # benchmarks/ is on sys.path when run as a script
-from findings import stream
+from findings import mutation_enrichment, stream
 
 from bertgeom.analysis import CONTROL_RANDOM_INIT, AnalysisOptions, InputSpec
 from bertgeom.analysis.over_training import analyze_over_training
@@ -134,9 +138,9 @@ def schedule(dataset: pd.DataFrame, preset: str, epochs: int | None = None) -> s
 class Run:
     """The run's directories and timings; each step is skipped when its output exists."""
 
-    def __init__(self, out: Path, epochs: int | None = None) -> None:
+    def __init__(self, out: Path, epochs: dict[str, int | None] | None = None) -> None:
         self.out = out
-        self.epochs = epochs
+        self.epochs = epochs or {}
         self.timings: dict[str, float] = {}
         timings = out / "timings.json"
         if timings.is_file():
@@ -161,7 +165,9 @@ class Run:
         models = self.out / "models" / preset
         dataset, outside = read_dataset(data)
         options = TrainingOptions(
-            preset, self.epochs, checkpoints=schedule(dataset, preset, self.epochs)
+            preset,
+            self.epochs.get(preset),
+            checkpoints=schedule(dataset, preset, self.epochs.get(preset)),
         )
         done = []
         for seed in seeds:
@@ -375,6 +381,40 @@ def gate_table(analysis: Path) -> pd.DataFrame:
     return table
 
 
+def enrichment_table(analysis: Path, seeds: tuple[int, ...]) -> pd.DataFrame:
+    """Per layer and seed, over the layer's heads (class all): the median and range of the
+    position-matched enrichment on defining mutations, on other changes, and of the untrained
+    control on defining mutations (attention only)."""
+    columns = {}
+    index = None
+    for seed in seeds:
+        results = load_results(analysis / SEEDS_DIRECTORY / seed_directory(seed))
+        sources = {
+            "defining": (results, Metric.SPIKE_MUTATIONS_ENRICHMENT),
+            "other changes": (results, Metric.SPIKE_CHANGES_ENRICHMENT),
+        }
+        if results.control_path is not None:
+            control = load_results(results.control_path)
+            sources["control, defining"] = (control, Metric.SPIKE_MUTATIONS_ENRICHMENT)
+        for name, (source, metric) in sources.items():
+            if source.mutations is None and "control" not in name:
+                continue
+            table = mutation_enrichment(source, metric)
+            if "all" not in table.columns:
+                continue
+            per_layer = table["all"].groupby(level="layer")
+            columns[(f"seed {seed}", name)] = [
+                f"{median:.3g} ({low:.3g}-{high:.3g})"
+                for median, low, high in zip(
+                    per_layer.median(), per_layer.min(), per_layer.max(), strict=True
+                )
+            ]
+            index = per_layer.median().index
+    frame = pd.DataFrame(columns, index=index)
+    frame.index.name = "layer"
+    return frame
+
+
 # --- when the geometry forms -----------------------------------------------------------------
 
 
@@ -474,11 +514,14 @@ def tables(run: Run, presets: dict[str, tuple[int, ...]], spec: InputSpec) -> st
             ("Claims of docs/findings.md, per seed", claims_table(analysis)),
             ("Most common dominant gate per layer", gate_table(analysis)),
             ("Cone index I / n per layer and measuring point", stream_table(analysis, seeds)),
+            (
+                "Enrichment on mutations per layer: median (range) over its heads",
+                enrichment_table(analysis, seeds),
+            ),
             ("Every headline number (analyze --over-seeds)", headline_table(analysis)),
             (
                 f"When the geometry forms: step first / held (steps per epoch "
-                f"{steps_per_epoch(dataset, preset)}; checkpoints "
-                f"{schedule(dataset, preset, run.epochs)})",
+                f"{steps_per_epoch(dataset, preset)}; {recipe(run, preset)})",
                 formation_table(run, preset, seeds),
             ),
         ]
@@ -487,33 +530,65 @@ def tables(run: Run, presets: dict[str, tuple[int, ...]], spec: InputSpec) -> st
     return "\n".join(parts)
 
 
+def seeds_of(text: str, option: str) -> tuple[int, ...]:
+    """The seeds of ``--small-seeds`` or ``--deep-seeds``; none for an empty text or 'none'."""
+    return () if text.strip() in ("", "none") else parse_seeds(text, option)
+
+
+def recipe(run: Run, preset: str) -> str:
+    """The epochs and checkpoint schedule the models of ``preset`` were trained with."""
+    record = json.loads((run.out / "models" / preset / SEEDS_MANIFEST).read_text())
+    options = record["options"]
+    epochs = options.get("epochs") or PRESETS[preset].epochs
+    return f"{epochs} epochs; checkpoints at steps {options.get('checkpoints')}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("findings-output"))
     parser.add_argument("--small-seeds", default="0,1,2")
     parser.add_argument("--deep-seeds", default="0,1,2")
     parser.add_argument("--data-seed", type=int, default=42)
-    parser.add_argument("--epochs", type=int, help="Fewer epochs than the presets' (a smoke test).")
+    parser.add_argument(
+        "--small-epochs", type=int, help="Epochs of the small models (default: the preset's)."
+    )
+    parser.add_argument(
+        "--deep-epochs", type=int, help="Epochs of the deep models (default: the preset's)."
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: torch's). On a machine shared with other jobs, 1 thread "
+        "trained 3-7x faster than 2 (the run of docs/findings.md used 1).",
+    )
     parser.add_argument(
         "--tables-only", action="store_true", help="Print the tables of what is done; no work."
     )
     arguments = parser.parse_args()
+    if arguments.threads:
+        import torch
+
+        torch.set_num_threads(arguments.threads)
     presets = {
-        "small": parse_seeds(arguments.small_seeds, "--small-seeds"),
-        "deep": parse_seeds(arguments.deep_seeds, "--deep-seeds"),
+        "small": seeds_of(arguments.small_seeds, "--small-seeds"),
+        "deep": seeds_of(arguments.deep_seeds, "--deep-seeds"),
     }
     arguments.out.mkdir(parents=True, exist_ok=True)
-    run = Run(arguments.out, arguments.epochs)
+    run = Run(arguments.out, {"small": arguments.small_epochs, "deep": arguments.deep_epochs})
     started = time.perf_counter()
     data = run.data(arguments.data_seed)
     spec = InputSpec("data", data, split="test")
     if not arguments.tables_only:
         for preset, seeds in presets.items():
+            if not seeds:
+                continue
             models = run.train(preset, seeds, data)
             run.over_seeds(preset, models, spec)
             for seed in seeds:
                 run.over_training(preset, seed, spec)
-        run.timed("this run", time.perf_counter() - started)
+        run.timed(
+            f"run {arguments.small_seeds} | {arguments.deep_seeds}", time.perf_counter() - started
+        )
     report = tables(run, presets, spec)
     (arguments.out / "findings.md").write_text(report)
     print(report)
