@@ -246,6 +246,8 @@ def headline_table(analysis: Path) -> pd.DataFrame:
     wide = values.pivot_table(index=keys, columns="seed", values="value", aggfunc="first")
     wide.columns = [f"seed {seed}" for seed in wide.columns]
     table = summary.set_index(keys).join(wide)
+    never = (table.index.get_level_values("finding") == GATE_MIX) & (table["max"] == 0)
+    table = table[~never]  # the gates no head of any seed shows
     agreeing = (table["agreement"] * table["n_seeds"]).round().astype("Int64").astype(str)
     table["agree"] = agreeing + "/" + table["n_seeds"].astype(str)
     table.loc[table["kind"] == CATEGORICAL, "mean"] = table["mode"]
@@ -259,10 +261,16 @@ def stream_table(analysis: Path, seeds: tuple[int, ...]) -> pd.DataFrame:
     for seed in seeds:
         results = load_results(analysis / SEEDS_DIRECTORY / seed_directory(seed))
         table = stream(results)
-        columns[f"seed {seed}"] = table[[c for c in table.columns if c.endswith(": I / n")]].stack()
+        suffix = f": {Metric.CONE_NORMALIZED_MEAN}"
+        columns[f"seed {seed}"] = table[[c for c in table.columns if c.endswith(suffix)]].stack()
     frame = pd.DataFrame(columns)
     frame.index = frame.index.set_names(["layer", "point"])
-    frame = frame.rename(index=lambda name: str(name).removesuffix(": I / n"), level="point")
+    frame = frame.rename(
+        index=lambda name: str(name).removesuffix(f": {Metric.CONE_NORMALIZED_MEAN}"), level="point"
+    )
+    # a layer's input is the layer before's output: kept out
+    inputs = frame.index.get_level_values("point") == "layer_input"
+    frame = frame[~inputs].dropna(how="all")
     frame["mean"] = frame.mean(axis=1)
     frame["std"] = frame.drop(columns="mean").std(axis=1)
     return frame
@@ -366,8 +374,9 @@ def claims_table(analysis: Path) -> pd.DataFrame:
     table = pd.DataFrame(claims).T
     table.columns = [f"seed {seed}" for seed in seeds]
     table = table.astype("boolean")
-    table["holds in"] = table.sum(axis=1).astype(int).astype(str) + f"/{len(seeds)}"
-    return table.replace({True: "yes", False: "no"})
+    holds = table.sum(axis=1).astype(int).astype(str) + f"/{len(seeds)}"
+    cells = table.astype(object).map(lambda v: "n/a" if v is pd.NA else ("yes" if v else "no"))
+    return cells.assign(**{"holds in": holds})
 
 
 def gate_table(analysis: Path) -> pd.DataFrame:
@@ -403,7 +412,7 @@ def enrichment_table(analysis: Path, seeds: tuple[int, ...]) -> pd.DataFrame:
             if "all" not in table.columns:
                 continue
             per_layer = table["all"].groupby(level="layer")
-            columns[(f"seed {seed}", name)] = [
+            columns[f"seed {seed}: {name}"] = [
                 f"{median:.3g} ({low:.3g}-{high:.3g})"
                 for median, low, high in zip(
                     per_layer.median(), per_layer.min(), per_layer.max(), strict=True
