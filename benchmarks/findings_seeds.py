@@ -77,7 +77,7 @@ from typing import Any
 
 import pandas as pd
 from classifier import machine  # benchmarks/ is on sys.path when run as a script
-from findings import mutation_enrichment, stream
+from findings import ablation_costs, key_masking, mutation_enrichment, stream
 
 from bertgeom.analysis import CONTROL_RANDOM_INIT, AnalysisOptions, InputSpec
 from bertgeom.analysis.over_training import analyze_over_training
@@ -390,6 +390,41 @@ def gate_table(analysis: Path) -> pd.DataFrame:
     return table
 
 
+def accuracy_costs_table(analysis: Path, seeds: tuple[int, ...]) -> pd.DataFrame:
+    """Per seed, the accuracy on the test split and its drops (points of accuracy, all inputs)
+    when each layer's attention block is zeroed or mean-replaced, when its mutation-token keys
+    are masked in all its heads, or as many position-matched keys; and the costliest single
+    head's drop (whichever head it is) for each."""
+    columns = {}
+    for seed in seeds:
+        path = analysis / SEEDS_DIRECTORY / seed_directory(seed) / "ablation.parquet"
+        table = pd.read_parquet(path)
+        everyone = table[(table["class"] == "all") & (table["metric"] == "accuracy")]
+        baseline = float(everyone[everyone["mode"] == "none"]["value"].iloc[0])
+        cells: dict[str, float] = {"accuracy, nothing ablated": baseline}
+        masks = key_masking(path)
+        for mode in ("zero", "mean"):
+            costs = ablation_costs(path, mode)["accuracy drop"]
+            for (layer, head), value in costs.items():
+                if head < 0:
+                    cells[f"layer {layer} block {mode}"] = float(value)
+            cells[f"costliest head {mode}"] = float(
+                costs[costs.index.get_level_values(1) >= 0].max()
+            )
+        for which in ("mutation", "matched"):
+            drops = masks[(which, "accuracy drop")]
+            for (layer, head), value in drops.items():
+                if head < 0:
+                    cells[f"layer {layer} {which} keys masked"] = float(value)
+            cells[f"costliest head {which} keys"] = float(
+                drops[drops.index.get_level_values(1) >= 0].max()
+            )
+        columns[f"seed {seed}"] = cells
+    frame = pd.DataFrame(columns)
+    frame["mean"] = frame.mean(axis=1)
+    return frame
+
+
 def enrichment_table(analysis: Path, seeds: tuple[int, ...]) -> pd.DataFrame:
     """Per layer and seed, over the layer's heads (class all): the median and range of the
     position-matched enrichment on defining mutations, on other changes, and of the untrained
@@ -521,6 +556,7 @@ def tables(run: Run, presets: dict[str, tuple[int, ...]], spec: InputSpec) -> st
         sections = [
             ("Models", models_table(run, preset, seeds)),
             ("Claims of docs/findings.md, per seed", claims_table(analysis)),
+            ("Accuracy and its drops under ablation", accuracy_costs_table(analysis, seeds)),
             ("Most common dominant gate per layer", gate_table(analysis)),
             ("Cone index I / n per layer and measuring point", stream_table(analysis, seeds)),
             (
