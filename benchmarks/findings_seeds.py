@@ -390,6 +390,15 @@ def gate_table(analysis: Path) -> pd.DataFrame:
     return table
 
 
+def _rows(series: pd.Series) -> list[tuple[int, int, float]]:
+    """``(layer, head, value)`` of a series indexed by layer and head."""
+    layers, heads = series.index.get_level_values(0), series.index.get_level_values(1)
+    return [
+        (int(layer), int(head), float(value))
+        for layer, head, value in zip(layers, heads, series, strict=True)
+    ]
+
+
 def accuracy_costs_table(analysis: Path, seeds: tuple[int, ...]) -> pd.DataFrame:
     """Per seed, the accuracy on the test split and its drops (points of accuracy, all inputs)
     when each layer's attention block is zeroed or mean-replaced, when its mutation-token keys
@@ -405,17 +414,17 @@ def accuracy_costs_table(analysis: Path, seeds: tuple[int, ...]) -> pd.DataFrame
         masks = key_masking(path)
         for mode in ("zero", "mean"):
             costs = ablation_costs(path, mode)["accuracy drop"]
-            for (layer, head), value in costs.items():
+            for layer, head, value in _rows(costs):
                 if head < 0:
-                    cells[f"layer {layer} block {mode}"] = float(value)
+                    cells[f"layer {layer} block {mode}"] = value
             cells[f"costliest head {mode}"] = float(
                 costs[costs.index.get_level_values(1) >= 0].max()
             )
         for which in ("mutation", "matched"):
             drops = masks[(which, "accuracy drop")]
-            for (layer, head), value in drops.items():
+            for layer, head, value in _rows(drops):
                 if head < 0:
-                    cells[f"layer {layer} {which} keys masked"] = float(value)
+                    cells[f"layer {layer} {which} keys masked"] = value
             cells[f"costliest head {which} keys"] = float(
                 drops[drops.index.get_level_values(1) >= 0].max()
             )
