@@ -24,10 +24,10 @@ trained again from the start):
    epoch 6);
 3. ``evaluation/<preset>/seed-N/metrics.json``: the test split's metrics (real and synthetic
    spikes apart), as the demo writes them;
-4. ``analysis/<preset>/``: ``analyze --over-seeds`` of the seeds' models on the test split with
-   ``--ablation zero,mean,keys --control random-init`` (``pipeline.over_seeds``);
-5. ``training/<preset>/seed-N/``: ``analyze --over-training`` of each seed's checkpoints on the
+4. ``training/<preset>/seed-N/``: ``analyze --over-training`` of each seed's checkpoints on the
    test split, without ablation (``analysis.over_training``);
+5. ``analysis/<preset>/``: ``analyze --over-seeds`` of the seeds' models on the test split with
+   ``--ablation zero,mean,keys --control random-init`` (``pipeline.over_seeds``);
 6. ``findings.md``: the tables below (also printed), and ``timings.json``.
 
 The tables: per preset, each seed's model (best epoch, validation and test macro-F1); every
@@ -637,9 +637,9 @@ def main() -> None:
             if not seeds:
                 continue
             models = run.train(preset, seeds, data)
-            run.over_seeds(preset, models, spec)
             for seed in seeds:
                 run.over_training(preset, seed, spec)
+            run.over_seeds(preset, models, spec)
         run.timed(
             f"run {arguments.small_seeds} | {arguments.deep_seeds}", time.perf_counter() - started
         )
