@@ -161,7 +161,7 @@ def train(
             help="Dataset directory from 'bertgeom data split' (default: the embedded data).",
         ),
     ] = None,
-    preset: Annotated[str, typer.Option(help="Model size: tiny, small or paper.")] = "small",
+    preset: Annotated[str, typer.Option(help="Model size: tiny, small, deep or paper.")] = "small",
     epochs: EpochsOption = None,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Batch size (default: the preset's).")

@@ -38,6 +38,11 @@ PRESETS: dict[str, Preset] = {
     # real spikes. 10 epochs at batch 32 and 5e-3 scored real test macro-F1 1.0000 on one run
     # and 0.9737 on another (another dropout stream): fewer epochs are not robust (BENCHMARKS.md).
     "small": Preset(64, 2, 4, 256, epochs=15, batch_size=16, learning_rate=3e-3),
+    # Twice small's layers and heads at its width: the second recipe of the case study over
+    # seeds (docs/findings.md, benchmarks/findings_seeds.py); a training step costs about 2.7x
+    # small's on 2 cores (BENCHMARKS.md, "Findings over seeds"). Small's epochs, batch and
+    # learning rate, not tuned for this depth.
+    "deep": Preset(64, 4, 8, 256, epochs=15, batch_size=16, learning_rate=3e-3),
     # The paper's shape (BERT-base: 12 layers, 12 heads, hidden 768); slow on a CPU.
     "paper": Preset(768, 12, 12, 3072, epochs=2, batch_size=4, learning_rate=2e-5),
 }
