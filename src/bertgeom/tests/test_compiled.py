@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 import pytest
-from numba.core.caching import FunctionCache, NullCache, CacheImpl
+from numba.core.caching import CacheImpl, FunctionCache, NullCache
 
 from bertgeom.compiled import kernel
 
