@@ -37,24 +37,19 @@ def count_outcomes(calls: Calls, expected: str, record_ids: Sequence[str]) -> di
     class, and the expected class by the arg-max alone; and ``missed``: each input of
     ``record_ids`` not called ``expected``, as ``record_id: argmax/outcome`` (the outcome is the
     class called, or the reason withheld), ``; ``-separated."""
-    counts: dict[str, int | str] = {"called_expected": 0, "called_other": 0, "argmax_expected": 0}
+    counts = {"called_expected": 0, "called_other": 0, "argmax_expected": 0}
     counts.update({f"unassigned_{reason}": 0 for reason in REASONS})
     missed = []
     rows = zip(record_ids, calls.argmax, calls.called, calls.reasons, strict=True)
     for record_id, argmax, called, reason in rows:
-        counts["argmax_expected"] = int(counts["argmax_expected"]) + int(argmax == expected)
+        counts["argmax_expected"] += int(argmax == expected)
         if called == expected:
-            key = "called_expected"
-        elif called == UNASSIGNED:
-            key = f"unassigned_{reason}"
-        else:
-            key = "called_other"
-        counts[key] = int(counts[key]) + 1
-        if called != expected:
-            outcome = reason if called == UNASSIGNED else called
-            missed.append(f"{record_id}: {argmax or '-'}/{outcome}")
-    counts["missed"] = "; ".join(missed)
-    return counts
+            counts["called_expected"] += 1
+            continue
+        outcome = reason if called == UNASSIGNED else called
+        counts[f"unassigned_{reason}" if called == UNASSIGNED else "called_other"] += 1
+        missed.append(f"{record_id}: {argmax or '-'}/{outcome}")
+    return {**counts, "missed": "; ".join(missed)}
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
