@@ -908,6 +908,15 @@ REFUSALS = [
     refusal("train-diverges-to-nan", f"{TRAIN} --epochs 1 --out model --learning-rate 1e10", 1),
     refusal("train-seed-negative", f"{TRAIN} --epochs 1 --out model --seed -1", 2, "--seed"),
     refusal("evaluate-seed-negative", "evaluate --out e --seed -1", 2, "--seed"),
+    refusal(
+        "data-synthesize-fractions-not-summing-to-1",
+        f"{SYNTHESIZE} --out s --fractions 0.5 0.5 0.5",
+        2,
+        "--fractions",
+    ),
+    refusal(
+        "data-split-fractions-with-a-0", "data split data --fractions 0.7 0.3 0", 2, "--fractions"
+    ),
     refusal("data-synthesize-seed-negative", f"{SYNTHESIZE} --out s --seed -1", 2, "--seed"),
     refusal(
         "data-split-seed-negative",

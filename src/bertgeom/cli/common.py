@@ -48,6 +48,17 @@ def positive_number(value: float | None) -> float | None:
     return value
 
 
+def split_fractions(value: tuple[float, float, float]) -> tuple[float, float, float]:
+    """``--fractions``: three shares above 0 that sum to 1 (as ``split_by_sequence`` needs)."""
+    if not (
+        all(math.isfinite(share) and share > 0 for share in value)
+        and math.isclose(sum(value), 1.0, abs_tol=1e-6)
+    ):
+        shares = " ".join(f"{share:g}" for share in value)
+        raise typer.BadParameter(f"{shares}: the three shares must be above 0 and sum to 1")
+    return value
+
+
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import typer
 
 from bertgeom.atomic import atomic_file
-from bertgeom.cli.common import SeedOption, console, start_up, user_errors
+from bertgeom.cli.common import SeedOption, console, split_fractions, start_up, user_errors
 from bertgeom.errors import InputError
 from bertgeom.outputs import check_output_file, starts_with
 
@@ -120,8 +120,9 @@ def synthesize(
     fractions: Annotated[
         tuple[float, float, float],
         typer.Option(
+            callback=split_fractions,
             help="With OUT/real.parquet: the shares 'data split' will use (give it the same, and "
-            "the same --seed), so that the backgrounds come from training spikes only."
+            "the same --seed), so that the backgrounds come from training spikes only.",
         ),
     ] = (0.7, 0.15, 0.15),
 ) -> None:
@@ -169,7 +170,9 @@ def split(
     ],
     fractions: Annotated[
         tuple[float, float, float],
-        typer.Option(help="Train, validation, test shares of unique real spikes."),
+        typer.Option(
+            callback=split_fractions, help="Train, validation, test shares of unique real spikes."
+        ),
     ] = (0.7, 0.15, 0.15),
     seed: SeedOption = 42,
 ) -> None:
