@@ -22,6 +22,7 @@ from bertgeom.names import (
     GATE_SHARE_PATTERN,
     SPIKE_DOMAIN_ENRICHMENT_PATTERN,
     STREAM_POINTS,
+    AblationMetric,
     Metric,
 )
 from bertgeom.results.store import Results, load_results
@@ -107,15 +108,21 @@ def ablation_costs(path: Path, mode: str) -> pd.DataFrame:
     rows = everyone[everyone["mode"] == mode].pivot(
         index=["layer", "head"], columns="metric", values="value"
     )
-    metrics = ["accuracy", "macro_f1", "true_log_probability"]
+    metrics = [
+        AblationMetric.ACCURACY,
+        AblationMetric.MACRO_F1,
+        AblationMetric.TRUE_LOG_PROBABILITY,
+    ]
     costs = baseline[metrics] - rows[metrics]
-    return costs.add_suffix(" drop").sort_values("true_log_probability drop", ascending=False)
+    ranking = f"{AblationMetric.TRUE_LOG_PROBABILITY} drop"
+    return costs.add_suffix(" drop").sort_values(ranking, ascending=False)
 
 
 def ablation_by_class(path: Path, mode: str = "zero") -> pd.DataFrame:
     """Accuracy per class with each head (and block) ablated, the baseline first."""
     table = pd.read_parquet(path)
-    rows = table[(table["metric"] == "accuracy") & table["mode"].isin(["none", mode])]
+    accuracy = table["metric"] == AblationMetric.ACCURACY
+    rows = table[accuracy & table["mode"].isin(["none", mode])]
     return rows.pivot(index=["layer", "head"], columns="class", values="value")
 
 

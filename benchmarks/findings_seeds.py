@@ -87,7 +87,7 @@ from bertgeom.model.presets import PRESETS
 from bertgeom.model.seed_models import SEEDS_MANIFEST, parse_seeds, seed_directory
 from bertgeom.model.storage import load_classifier
 from bertgeom.model.train import TrainingOptions, TrainingReport
-from bertgeom.names import Metric
+from bertgeom.names import AblationMetric, Metric
 from bertgeom.pipeline.options import DEMO_ABLATION
 from bertgeom.pipeline.over_seeds import SEEDS_DIRECTORY, analyze_over_seeds
 from bertgeom.pipeline.seeds import model_summary
@@ -343,14 +343,14 @@ def claims_table(analysis: Path) -> pd.DataFrame:
         ].set_index("seed")["value"]
         claim(f"ablation ({mode}): layer 0's block is the costliest", costliest == 0)
         for layer in layers[1:]:
-            cost = of(LAYER_ABLATION_COST, layer, f"{mode}.accuracy")
+            cost = of(LAYER_ABLATION_COST, layer, f"{mode}.{AblationMetric.ACCURACY}")
             claim(f"ablation ({mode}): layer {layer}'s block costs > 2 points", cost > 0.02)
-        head = of(COSTLIEST_HEAD_COST, -1, f"{mode}.accuracy")
+        head = of(COSTLIEST_HEAD_COST, -1, f"{mode}.{AblationMetric.ACCURACY}")
         claim(f"ablation ({mode}): the costliest single head costs < 5 points", head < 0.05)
         block = (
             values[
                 (values["finding"] == LAYER_ABLATION_COST)
-                & (values["statistic"] == f"{mode}.accuracy")
+                & (values["statistic"] == f"{mode}.{AblationMetric.ACCURACY}")
             ]
             .groupby("seed")["value"]
             .max()
@@ -364,7 +364,7 @@ def claims_table(analysis: Path) -> pd.DataFrame:
         ].set_index("seed")["value"]
         claim(f"ablation ({mode}): the costliest head is in layer 0", head_layer == 0)
     for layer in layers[1:]:
-        excess = of(KEY_MASKING_EXCESS, layer, "true_log_probability")
+        excess = of(KEY_MASKING_EXCESS, layer, AblationMetric.TRUE_LOG_PROBABILITY)
         claim(
             f"key masking: layer {layer}'s mutation keys cost more than matched keys",
             excess > 0,
@@ -408,12 +408,12 @@ def accuracy_costs_table(analysis: Path, seeds: tuple[int, ...]) -> pd.DataFrame
     for seed in seeds:
         path = analysis / SEEDS_DIRECTORY / seed_directory(seed) / "ablation.parquet"
         table = pd.read_parquet(path)
-        everyone = table[(table["class"] == "all") & (table["metric"] == "accuracy")]
+        everyone = table[(table["class"] == "all") & (table["metric"] == AblationMetric.ACCURACY)]
         baseline = float(everyone[everyone["mode"] == "none"]["value"].iloc[0])
         cells: dict[str, float] = {"accuracy, nothing ablated": baseline}
         masks = key_masking(path)
         for mode in ("zero", "mean"):
-            costs = ablation_costs(path, mode)["accuracy drop"]
+            costs = ablation_costs(path, mode)[f"{AblationMetric.ACCURACY} drop"]
             for layer, head, value in _rows(costs):
                 if head < 0:
                     cells[f"layer {layer} block {mode}"] = value
@@ -421,7 +421,7 @@ def accuracy_costs_table(analysis: Path, seeds: tuple[int, ...]) -> pd.DataFrame
                 costs[costs.index.get_level_values(1) >= 0].max()
             )
         for which in ("mutation", "matched"):
-            drops = masks[(which, "accuracy drop")]
+            drops = masks[(which, f"{AblationMetric.ACCURACY} drop")]
             for layer, head, value in _rows(drops):
                 if head < 0:
                     cells[f"layer {layer} {which} keys masked"] = value

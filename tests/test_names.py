@@ -1,6 +1,7 @@
 """The names of ``bertgeom.names`` are the names the code writes and the report draws: every
 ``Metric`` (and every name of the gate and spike-domain families) is in the metric column of
-the stored reference results, and every ``ReportSection`` is a section of a built report (the
+the stored reference results, the ``AblationMetric`` names are exactly the metric column of its
+``ablation.parquet``, and every ``ReportSection`` is a section of a built report (the
 over-training section: of an over-training directory's report; the over-seeds section: of an
 over-seeds directory's)."""
 
@@ -18,6 +19,7 @@ from bertgeom.measures.gates import DOMINANT_NAMES, GATE_NAMES
 from bertgeom.names import (
     GATE_SHARE_PATTERN,
     SPIKE_DOMAIN_ENRICHMENT_PATTERN,
+    AblationMetric,
     Metric,
     ReportSection,
     Table,
@@ -59,6 +61,14 @@ def test_the_metric_families_are_the_names_written(stored_metrics: set[str]) -> 
     assert {m for m in stored_metrics if re.match(GATE_SHARE_PATTERN, m)} == shares
     enrichments = {m for m in stored_metrics if re.match(SPIKE_DOMAIN_ENRICHMENT_PATTERN, m)}
     assert enrichments == {spike_domain(slug, "enrichment") for slug in slugs}
+
+
+def test_the_ablation_metrics_are_the_names_written() -> None:
+    # the stored reference's ablation (spike: zero, mean, keys); the control has none
+    tables = list(REFERENCE.rglob(f"{Table.ABLATION}.parquet"))
+    assert len(tables) == 1, tables
+    written = {str(name) for name in pd.read_parquet(tables[0])["metric"].unique()}
+    assert written == {metric.value for metric in AblationMetric}
 
 
 def test_every_report_section_is_drawn(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 the measuring points of DESIGN 3.1, the tables and arrays of a results directory, the metric
 names of ``heads.parquet`` and ``layers.parquet`` that are read by name outside the measure
 that writes them (:class:`Metric`, with the gate and spike-domain families built by
-:func:`gate_share`, :func:`gate_score_mean` and :func:`spike_domain`), and the ids of the
-report's sections (:class:`ReportSection`)."""
+:func:`gate_share`, :func:`gate_score_mean` and :func:`spike_domain`), the metric names of
+``ablation.parquet`` (:class:`AblationMetric`), and the ids of the report's sections
+(:class:`ReportSection`)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,19 @@ def spike_domain(slug: str, statistic: str) -> str:
     """``spike.domain.<slug>.<statistic>``: a head's attention on one spike domain,
     ``statistic`` ``share`` or ``enrichment``."""
     return f"spike.domain.{slug}.{statistic}"
+
+
+class AblationMetric(StrEnum):
+    """The values of the ``metric`` column of ``ablation.parquet``, every one the ablation writes
+    (``measures.ablation``, ``docs/ablation.md``): per ablation and class, ``inputs`` the inputs
+    counted, ``accuracy`` the share of them called right, ``true_log_probability`` the mean
+    ``log p(true class)``; ``macro_f1`` of class ``all`` only. Not the classifier's evaluation
+    metrics (``metrics.json``), which share two of the names."""
+
+    INPUTS = "inputs"
+    ACCURACY = "accuracy"
+    MACRO_F1 = "macro_f1"
+    TRUE_LOG_PROBABILITY = "true_log_probability"
 
 
 class ReportSection(StrEnum):

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from bertgeom.measures.base import ALL_CLASSES
+from bertgeom.names import AblationMetric
 
 ABLATION_COLUMNS = ["layer", "head", "mode", "class", "metric", "value"]
 """Columns of ``ablation.parquet`` (``head`` -1: the layer's whole attention block; the baseline
@@ -172,19 +173,24 @@ class AblationAccumulator:
             key = (ablation.layer, ablation.head, ablation.mode)
             support = confusion.sum(axis=1)
             total = int(support.sum())
-            rows.append((*key, ALL_CLASSES, "inputs", float(total)))
+            rows.append((*key, ALL_CLASSES, AblationMetric.INPUTS, float(total)))
             if total == 0:
                 continue
-            rows.append((*key, ALL_CLASSES, "accuracy", np.trace(confusion) / total))
-            rows.append((*key, ALL_CLASSES, "macro_f1", macro_f1(confusion)))
-            rows.append((*key, ALL_CLASSES, "true_log_probability", log_probability.sum() / total))
+            rows.append((*key, ALL_CLASSES, AblationMetric.ACCURACY, np.trace(confusion) / total))
+            rows.append((*key, ALL_CLASSES, AblationMetric.MACRO_F1, macro_f1(confusion)))
+            mean_log_probability = log_probability.sum() / total
+            rows.append(
+                (*key, ALL_CLASSES, AblationMetric.TRUE_LOG_PROBABILITY, mean_log_probability)
+            )
             for index, name in enumerate(self.class_names):
                 if support[index] == 0:
                     continue
                 n = float(support[index])
-                rows.append((*key, name, "inputs", n))
-                rows.append((*key, name, "accuracy", confusion[index, index] / n))
-                rows.append((*key, name, "true_log_probability", log_probability[index] / n))
+                rows.append((*key, name, AblationMetric.INPUTS, n))
+                rows.append((*key, name, AblationMetric.ACCURACY, confusion[index, index] / n))
+                rows.append(
+                    (*key, name, AblationMetric.TRUE_LOG_PROBABILITY, log_probability[index] / n)
+                )
         frame = pd.DataFrame(rows, columns=ABLATION_COLUMNS)
         frame["value"] = frame["value"].astype(np.float64)
         return frame

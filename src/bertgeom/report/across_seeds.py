@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from bertgeom.names import Metric
+from bertgeom.names import AblationMetric, Metric
 from bertgeom.report.findings import MEAN, ZERO, Summary, masking_costs
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
@@ -68,7 +68,7 @@ FINDINGS = (
     TRAINED_MINUS_CONTROL,
 )
 """Every finding, in the order of the tables."""
-COST_STATISTICS = ("accuracy", "true_log_probability")
+COST_STATISTICS = (AblationMetric.ACCURACY, AblationMetric.TRUE_LOG_PROBABILITY)
 """The ablation metrics whose drops are headline numbers."""
 
 VALUE_COLUMNS = ["finding", "layer", "statistic", "kind", "value"]
@@ -150,7 +150,7 @@ def _key_masking(summary: Summary) -> list[Row]:
     """The key-masking excess of the head where it is largest and of each layer's block, and
     the layer of that head."""
     rows: list[Row] = []
-    statistic = "true_log_probability"
+    statistic = str(AblationMetric.TRUE_LOG_PROBABILITY)
     heads = masking_costs(summary)
     if not heads.empty:
         top = heads.iloc[0]

@@ -17,6 +17,7 @@ import pyarrow as pa
 from bertgeom.names import (
     GATE_SHARE_PATTERN,
     SPIKE_DOMAIN_ENRICHMENT_PATTERN,
+    AblationMetric,
     Metric,
     spike_domain,
 )
@@ -31,7 +32,11 @@ SEPARATION_RULES = (
 """How "the classes separate" is decided: the first metric present, and the first layer where
 it reaches its threshold (a probe right 9 times in 10; a silhouette of "reasonable structure",
 Kaufman and Rousseeuw)."""
-COST_METRICS = ("accuracy", "macro_f1", "true_log_probability")
+COST_METRICS = (
+    AblationMetric.ACCURACY,
+    AblationMetric.MACRO_F1,
+    AblationMetric.TRUE_LOG_PROBABILITY,
+)
 """Ablation metrics whose drop (baseline minus ablated) is an ablation's cost."""
 BASELINE_MODE, ZERO, MEAN = "none", "zero", "mean"
 MASK_MUTATIONS, MASK_MATCHED = "mask_mutation_keys", "mask_matched_keys"
@@ -111,7 +116,8 @@ def cell(table: pd.DataFrame, row: object, column: str) -> float:
 
 
 def rank_costs(rows: pd.DataFrame) -> pd.DataFrame:
-    keys = [name for name in ("accuracy", "true_log_probability") if name in rows]
+    ranking = (AblationMetric.ACCURACY, AblationMetric.TRUE_LOG_PROBABILITY)
+    keys = [name for name in ranking if name in rows]
     ranked = rows.sort_values(keys, ascending=False, na_position="last", kind="stable")
     return ranked.reset_index(drop=True)
 
@@ -328,8 +334,8 @@ def masking_costs(summary: Summary, block: bool = False) -> pd.DataFrame:
     for mode, name in ((MASK_MUTATIONS, "mutations"), (MASK_MATCHED, "matched")):
         costs = summary.layer_costs(mode) if block else summary.head_costs(mode)
         rows = costs.set_index(["layer", "head"])
-        pieces.append(rows["true_log_probability"].rename(name))
-        pieces.append(rows["accuracy"].rename(f"{name} accuracy"))
+        pieces.append(rows[AblationMetric.TRUE_LOG_PROBABILITY].rename(name))
+        pieces.append(rows[AblationMetric.ACCURACY].rename(f"{name} accuracy"))
     table = pd.concat(pieces, axis=1).dropna()
     if table.empty:
         columns = ["mutations", "matched", "mutations accuracy", "matched accuracy"]

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure as PlotFigure
 from matplotlib.patches import Patch
 
-from bertgeom.names import Metric
+from bertgeom.names import AblationMetric, Metric
 from bertgeom.report import figures
 from bertgeom.report.content import Figure, Image, Table
 from bertgeom.report.findings import (
@@ -48,13 +48,13 @@ def top_heads_table(summary: Summary) -> Table | None:
         profile = head_profile(summary.results, *key)
         record: dict[str, object] = {
             "head": head_name(row),
-            "accuracy drop": row["accuracy"],
-            "macro-F1 drop": row["macro_f1"],
-            "log-prob drop": row["true_log_probability"],
+            "accuracy drop": row[AblationMetric.ACCURACY],
+            "macro-F1 drop": row[AblationMetric.MACRO_F1],
+            "log-prob drop": row[AblationMetric.TRUE_LOG_PROBABILITY],
         }
         if not mean.empty:
             record["mean ablation: accuracy drop"] = (
-                mean.loc[key, "accuracy"] if key in mean.index else None
+                mean.loc[key, AblationMetric.ACCURACY] if key in mean.index else None
             )
         gate = profile.get("gate")
         record["dominant gate"] = f"{gate} {profile['gate_share']:.0%}" if gate else None
@@ -135,7 +135,7 @@ def _costliest(summary: Summary) -> str:
     if zero.empty:
         return "-"
     top = zero.iloc[0]
-    return f"{head_name(top)} (accuracy {-top['accuracy']:+.3g})"
+    return f"{head_name(top)} (accuracy {-top[AblationMetric.ACCURACY]:+.3g})"
 
 
 def per_layer_figure(summaries: Sequence[Summary]) -> Figure | None:

@@ -10,7 +10,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from bertgeom.names import ReportSection
+from bertgeom.names import AblationMetric, ReportSection
 from bertgeom.report.content import Block, Bullets, Missing, Section
 from bertgeom.report.findings import (
     MEAN,
@@ -182,17 +182,18 @@ def ablation_sentences(summary: Summary) -> list[str]:
     costliest whole attention block, and the costliest masking of the mutation tokens."""
     found = []
     zero, mean = summary.head_costs(ZERO), summary.head_costs(MEAN)
-    baseline = summary.baseline.get("accuracy")
+    baseline = summary.baseline.get(AblationMetric.ACCURACY)
     if not zero.empty:
         top = zero.iloc[0]
-        accuracy = f"accuracy {_signed(-top['accuracy'])}"
+        drop = top[AblationMetric.ACCURACY]
+        accuracy = f"accuracy {_signed(-drop)}"
         if baseline is not None:
-            after = baseline - top["accuracy"]
-            accuracy = f"accuracy {baseline:.3g} to {after:.3g} ({_signed(-top['accuracy'])})"
+            after = baseline - drop
+            accuracy = f"accuracy {baseline:.3g} to {after:.3g} ({_signed(-drop)})"
         text = (
             f"Zeroing head {head_name(top)} costs most: {accuracy}, "
-            f"macro-F1 {_signed(-top['macro_f1'])}, mean log-probability of the true class "
-            f"{_signed(-top['true_log_probability'])}"
+            f"macro-F1 {_signed(-top[AblationMetric.MACRO_F1])}, mean log-probability of the "
+            f"true class {_signed(-top[AblationMetric.TRUE_LOG_PROBABILITY])}"
         )
         text += _attends_to(summary, int(top["layer"]), int(top["head"]))
         text += _class_hurt_most(summary, int(top["layer"]), int(top["head"]))
@@ -242,7 +243,8 @@ def _signed(value: float) -> str:
 
 def _drops(row: pd.Series) -> str:
     """The change of accuracy and of the true class's log-probability under an ablation."""
-    accuracy, log_probability = -row["accuracy"], -row["true_log_probability"]
+    accuracy = -row[AblationMetric.ACCURACY]
+    log_probability = -row[AblationMetric.TRUE_LOG_PROBABILITY]
     return f"accuracy {_signed(accuracy)}, log-probability {_signed(log_probability)}"
 
 
@@ -276,13 +278,14 @@ def _class_hurt_most(summary: Summary, layer: int, head: int) -> str:
         & (costs["layer"] == layer)
         & (costs["head"] == head)
         & (costs["class"] != "all")
-    ].dropna(subset=["accuracy"])
+    ].dropna(subset=[AblationMetric.ACCURACY])
     if rows.empty:
         return ""
-    worst = rows.iloc[int(np.argmax(rows["accuracy"].to_numpy(float)))]
-    if worst["accuracy"] <= 0:
+    worst = rows.iloc[int(np.argmax(rows[AblationMetric.ACCURACY].to_numpy(float)))]
+    drop = worst[AblationMetric.ACCURACY]
+    if drop <= 0:
         return ""
-    return f"; class {worst['class']} loses most (accuracy {_signed(-worst['accuracy'])})"
+    return f"; class {worst['class']} loses most (accuracy {_signed(-drop)})"
 
 
 def missing_lines(
