@@ -4,7 +4,8 @@ Alignment (minimap2 through ``mappy``) is the floor of ``predict``: one core ali
 genomes a second. :func:`spike_extractor` hands each chunk of records to a pool of worker
 processes and returns at once; the caller classifies the previous chunk meanwhile and collects
 this one later, in input order. Workers are started with ``spawn`` (a fork of a process running
-torch's thread pool can deadlock) and only once a second chunk shows the input is worth it, or
+torch's thread pool can deadlock; :func:`bertgeom.processes.spawn_pool`, whose workers end with
+this process) and only once a second chunk shows the input is worth it, or
 at once (``eager``) when the caller knows it is: then they start while the caller imports
 torch and loads its model, and take the first chunk too. The pool is ``concurrent.futures``'
 rather than ``multiprocessing.Pool``, whose ``get`` waits forever for the chunk of a worker
@@ -14,7 +15,6 @@ one line instead of hanging.
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from bertgeom.errors import BertgeomError
 from bertgeom.genomics.fasta import FastaRecord
 from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
+from bertgeom.processes import spawn_pool
 
 Pending = Callable[[], list[SpikeRecord]]
 """Call to wait for a submitted chunk's spikes, in the chunk's order."""
@@ -43,7 +44,7 @@ def spike_extractor(
     a callable that waits for them."""
     pool: ProcessPoolExecutor | None = None
     if eager and workers > 1:
-        pool = _pool(workers)
+        pool = spawn_pool(workers)
     chunks_seen = 0
 
     def submit(chunk: Sequence[FastaRecord]) -> Pending:
@@ -54,7 +55,7 @@ def spike_extractor(
             spikes = [_extract(item) for item in items]
             return lambda: spikes
         if pool is None:
-            pool = _pool(workers)
+            pool = spawn_pool(workers)
         size = max(1, len(items) // (4 * workers))
         pending = pool.map(_extract, items, chunksize=size)  # submitted now, collected later
         return lambda: _collect(pending)
@@ -64,10 +65,6 @@ def spike_extractor(
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _collect(spikes: Iterable[SpikeRecord]) -> list[SpikeRecord]:

@@ -27,12 +27,11 @@ are :mod:`bertgeom.model.lineage_folds`'s, the tables :mod:`bertgeom.model.linea
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import tempfile
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ from bertgeom.model.lineage_tables import INPUT_KINDS, QC_FAILED, RULES, count_o
 from bertgeom.model.predict import UNASSIGNED, Calls, checked_calls, spike_evidence
 from bertgeom.model.storage import Classifier, load_classifier
 from bertgeom.model.train import ProgressCallback, TrainingOptions, train_classifier
+from bertgeom.processes import spawn_pool
 
 
 def leave_lineage_out(
@@ -273,13 +273,12 @@ def _run_in_workers(
     progress: ProgressCallback | None,
     announce: Callable[[str], None] | None,
 ) -> list[dict[str, object]]:
-    """Every job in a pool of ``spawn`` workers (a fork of a process running torch's thread pool
-    can deadlock); rows in the jobs' order."""
-    context = multiprocessing.get_context("spawn")
+    """Every job in a pool of ``spawn`` workers (:func:`bertgeom.processes.spawn_pool`); rows in
+    the jobs' order."""
     workers = min(workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
     results: dict[int, list[dict[str, object]]] = {}
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with spawn_pool(workers) as pool:
         futures = {
             pool.submit(_run_fold_in_worker, job, genomes, threads): index
             for index, job in enumerate(jobs)
