@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,29 @@ def test_real_backgrounds_are_carried_beneath_the_class_changes() -> None:
         20, seed=9, classes=("Gamma",), settings=always, backgrounds=backgrounds[:1]
     )
     assert all("C21575T" in row.split(",") for row in drawn["mutations"])
+
+
+def test_minor_changes_are_other_classes_accessory_changes() -> None:
+    """With only minor changes as noise, each pre-VOC spike carries, beyond its own profile's
+    changes, a Poisson number (mean ``minor_change_rate``) of other classes' accessory changes
+    (profile frequency below 0.5) that pre-VOC's profile lacks; a rate of 0 draws none."""
+    quiet = GeneratorSettings(
+        partial_constellation_probability=0.0,
+        convergent_marker_rate=0.0,
+        foreign_marker_rate=0.0,
+        background_substitutions=0.0,
+        background_deletion_probability=0.0,
+        background_insertion_probability=0.0,
+        minor_change_rate=0.0,
+    )
+    profiles = mutation_profiles()
+    own = set(profiles.loc[profiles["class"] == "pre-VOC", "mutation"])
+    minor = set(profiles.loc[profiles["frequency"] < 0.5, "mutation"]) - own
+    none = synthesize_table(100, seed=10, classes=("pre-VOC",), settings=quiet)
+    assert all(set(row.split(",")) - {""} <= own for row in none["mutations"])
+    noisy = replace(quiet, minor_change_rate=2.0)
+    table = synthesize_table(100, seed=10, classes=("pre-VOC",), settings=noisy)
+    extras = [set(row.split(",")) - own - {""} for row in table["mutations"]]
+    assert all(extra <= minor for extra in extras)
+    assert 1.6 < np.mean([len(extra) for extra in extras]) <= 2.0  # a few overlap and are skipped
+    assert len(set().union(*extras)) > 40  # drawn from many classes' changes, not a few
