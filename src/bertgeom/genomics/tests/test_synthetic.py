@@ -12,6 +12,18 @@ from bertgeom.genomics.reference import SPIKE_START, reference_spike
 from bertgeom.genomics.spike import extract_spike
 from bertgeom.genomics.synthetic import GeneratorSettings, synthesize, synthesize_table
 
+NO_NOISE = GeneratorSettings(
+    partial_constellation_probability=0.0,
+    convergent_marker_rate=0.0,
+    foreign_marker_rate=0.0,
+    background_substitutions=0.0,
+    background_deletion_probability=0.0,
+    background_insertion_probability=0.0,
+    minor_change_rate=0.0,
+)
+"""A class's own profile changes (and N runs, incomplete ends) only: the tests of one kind of
+noise turn that one on."""
+
 
 def test_same_seed_same_spikes_other_seed_other_spikes() -> None:
     first, again, other = (
@@ -89,14 +101,7 @@ def test_outliers_are_recombinants_or_novel_lineages() -> None:
 def test_partial_constellations_are_one_to_three_changes_of_one_other_class() -> None:
     """With only partial constellations as noise, every pre-VOC spike carries, beyond its own
     profile's mutations, one to three core mutations of a single other class."""
-    settings = GeneratorSettings(
-        partial_constellation_probability=1.0,
-        convergent_marker_rate=0.0,
-        foreign_marker_rate=0.0,
-        background_substitutions=0.0,
-        background_deletion_probability=0.0,
-        background_insertion_probability=0.0,
-    )
+    settings = replace(NO_NOISE, partial_constellation_probability=1.0)
     profiles = mutation_profiles()
     own = set(profiles.loc[profiles["class"] == "pre-VOC", "mutation"])
     core = profiles[profiles["frequency"] >= settings.core_frequency]
@@ -155,15 +160,7 @@ def test_minor_changes_are_other_classes_accessory_changes() -> None:
     """With only minor changes as noise, each pre-VOC spike carries, beyond its own profile's
     changes, a Poisson number (mean ``minor_change_rate``) of other classes' accessory changes
     (profile frequency below 0.5) that pre-VOC's profile lacks; a rate of 0 draws none."""
-    quiet = GeneratorSettings(
-        partial_constellation_probability=0.0,
-        convergent_marker_rate=0.0,
-        foreign_marker_rate=0.0,
-        background_substitutions=0.0,
-        background_deletion_probability=0.0,
-        background_insertion_probability=0.0,
-        minor_change_rate=0.0,
-    )
+    quiet = NO_NOISE
     profiles = mutation_profiles()
     own = set(profiles.loc[profiles["class"] == "pre-VOC", "mutation"])
     minor = set(profiles.loc[profiles["frequency"] < 0.5, "mutation"]) - own
