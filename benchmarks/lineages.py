@@ -8,6 +8,7 @@ spike alone and a window of that spike (40-80 %), each aligned again as a spike-
 Writes ``lineages.tsv``, ``lineages.json`` and ``lineages.md`` (the tables of BENCHMARKS.md).
 
     python benchmarks/lineages.py --out bench-output [--preset small] [--epochs 15] [--workers 3]
+        [--members 3]
 """
 
 from __future__ import annotations
@@ -83,12 +84,23 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="folds trained at once, one process each"
     )
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="BERTs per fold (seeds SEED, SEED+1, ...): each alone and their mean, an ensemble",
+    )
     args = parser.parse_args()
     options = TrainingOptions(args.preset, args.epochs, seed=args.seed)
     started = time.perf_counter()
-    table = leave_lineage_out(options, announce=print, workers=args.workers)
+    table = leave_lineage_out(options, announce=print, workers=args.workers, members=args.members)
     seconds = time.perf_counter() - started
-    run = {"options": options.__dict__, "workers": args.workers, "seconds": seconds}
+    run = {
+        "options": options.__dict__,
+        "workers": args.workers,
+        "members": args.members,
+        "seconds": seconds,
+    }
     write_lineages(table, args.out, run)
     text = markdown(table, seconds, options)
     (args.out / "lineages.md").write_text(text)

@@ -32,7 +32,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from bertgeom.genomics.clades import CladeTree, clade_tree
 from bertgeom.genomics.mutations import CLASSES
 from bertgeom.genomics.spike import SpikeRecord, extract_spike
 from bertgeom.model.baseline import KmerLogisticRegression, fit_baseline
-from bertgeom.model.evaluate import predict_probabilities
+from bertgeom.model.ensemble import Ensemble, classifier_probabilities, fit_ensemble
 from bertgeom.model.lineage_folds import (
     DEFAULT_FOLDS,
     NEVER_TRAINED,
@@ -72,10 +72,16 @@ def leave_lineage_out(
     progress: ProgressCallback | None = None,
     announce: Callable[[str], None] | None = None,
     workers: int = 1,
+    members: int = 1,
 ) -> pd.DataFrame:
     """One row per (fold, group, model, rule): ``n``, ``expected``, how many were called the
     expected class, withheld for each reason, called another class, and right on the arg-max
     alone.
+
+    With ``members > 1`` each fold trains that many BERTs on its rows, seeded ``options.seed``,
+    ``options.seed + 1``, ...: model ``bert`` is the first alone, ``bert member N`` the N-th
+    alone (seed ``options.seed + N - 1``), and ``bert ensemble`` their mean
+    (:mod:`bertgeom.model.ensemble`).
 
     With ``workers > 1`` the folds train at once in that many worker processes, sharing the
     cores' torch threads (at least one each): a model this small gains little from a second
@@ -88,7 +94,7 @@ def leave_lineage_out(
     if announce:
         announce("aligning the embedded genomes")
     genomes = embedded_genomes()
-    jobs = [_FoldJob(fold, never_trained, synthetic_per_split, options) for fold in folds]
+    jobs = [_FoldJob(fold, never_trained, synthetic_per_split, options, members) for fold in folds]
     if workers <= 1 or len(jobs) <= 1:
         rows = []
         for job in jobs:
@@ -107,6 +113,7 @@ class _FoldJob:
     never_trained: Sequence[LineageGroup]
     synthetic_per_split: tuple[int, int]
     options: TrainingOptions
+    members: int = 1
 
     def title(self) -> str:
         return f"{self.fold.name}: training without " + "; ".join(g.name for g in self.fold.groups)
@@ -119,11 +126,24 @@ class _FoldJob:
     ) -> list[dict[str, object]]:
         fold = self.fold
         dataset = fold_dataset(genomes, fold, tree, self.options.seed, self.synthetic_per_split)
-        with tempfile.TemporaryDirectory(prefix="bertgeom-lineage-") as directory:
-            train_classifier(dataset, Path(directory), self.options, progress)
-            classifier = load_classifier(Path(directory))
+        classifiers = []
+        for member in range(self.members):
+            options = replace(self.options, seed=self.options.seed + member)
+            with tempfile.TemporaryDirectory(prefix="bertgeom-lineage-") as directory:
+                train_classifier(dataset, Path(directory), options, progress)
+                classifiers.append(load_classifier(Path(directory)))
         baseline = fit_baseline(dataset, CLASSES)
-        return fold_rows(fold, classifier, baseline, genomes, tree, self.never_trained)
+        ensemble = None
+        if len(classifiers) > 1:
+            validation = dataset[
+                (dataset["split"] == "validation") & dataset["label"].isin(CLASSES)
+            ]
+            ensemble = fit_ensemble(
+                classifiers, list(validation["sequence"]), list(validation["label"])
+            )
+        return fold_rows(
+            fold, classifiers[0], baseline, genomes, tree, self.never_trained, ensemble
+        )
 
 
 def fold_rows(
@@ -133,16 +153,17 @@ def fold_rows(
     genomes: Sequence[EmbeddedGenome],
     tree: CladeTree,
     never_trained: Sequence[LineageGroup] = NEVER_TRAINED,
+    ensemble: Ensemble | None = None,
 ) -> list[dict[str, object]]:
     """Call every genome of the fold's groups and of ``never_trained`` as each input kind
-    (:data:`INPUT_KINDS`), by the fold's BERT and baseline, under each rule: one row per
-    (group, input, model, rule)."""
+    (:data:`INPUT_KINDS`), by the fold's BERT and baseline (and ``ensemble``, its members and
+    their mean, when given), under each rule: one row per (group, input, model, rule)."""
     rows: list[dict[str, object]] = []
 
     def call(
         group: str, held_out: bool, kind: str, expected: str, spikes: list[SpikeRecord]
     ) -> None:
-        for model, calls in kind_calls(classifier, baseline, spikes).items():
+        for model, calls in kind_calls(classifier, baseline, spikes, ensemble).items():
             for rule, checked in calls.items():
                 rows.append(
                     {
@@ -195,29 +216,40 @@ def kind_calls(
     classifier: Classifier,
     baseline: tuple[KmerLogisticRegression, float],
     spikes: Sequence[SpikeRecord],
+    ensemble: Ensemble | None = None,
 ) -> dict[str, dict[str, Calls]]:
-    """Per model (``bert``, ``kmer_logistic_regression``) and rule, the calls of ``spikes``
-    as ``predict`` makes them (an unusable spike is called with no evidence: pre-VOC's
+    """Per model (``bert``, ``kmer_logistic_regression``; with ``ensemble``, also ``bert
+    member N`` for each other member and ``bert ensemble``) and rule, the calls of ``spikes`` as
+    ``predict`` makes them (an unusable spike is called with no evidence: pre-VOC's
     reference-like calls never happen to unusable inputs, which predict gives no call)."""
     settings = classifier.settings
     usable = [spike for spike in spikes if spike.usable]
     sequences = [spike.sequence for spike in usable]
     evidence = spike_evidence(usable, classifier.change_check)
     lr, lr_threshold = baseline
-    models = {
-        "bert": (
-            predict_probabilities(
-                classifier.model, classifier.tokenizer, sequences, settings.k, settings.stride
-            ),
-            settings.classes,
-            settings.unassigned_threshold,
-        ),
-        "kmer_logistic_regression": (
-            lr.predict_proba(sequences),
-            tuple(lr.classes_),
-            lr_threshold,
-        ),
-    }
+    bert = classifier_probabilities(classifier, sequences)
+    models = {"bert": (bert, settings.classes, settings.unassigned_threshold)}
+    if ensemble is not None:
+        each = [bert] + [classifier_probabilities(m, sequences) for m in ensemble.members[1:]]
+        for number, (member, probabilities) in enumerate(
+            zip(ensemble.members[1:], each[1:], strict=True), start=2
+        ):
+            member_settings = member.settings
+            models[f"bert member {number}"] = (
+                probabilities,
+                member_settings.classes,
+                member_settings.unassigned_threshold,
+            )
+        models["bert ensemble"] = (
+            np.mean(each, axis=0),
+            ensemble.classes,
+            ensemble.unassigned_threshold,
+        )
+    models["kmer_logistic_regression"] = (
+        lr.predict_proba(sequences),
+        tuple(lr.classes_),
+        lr_threshold,
+    )
     calls: dict[str, dict[str, Calls]] = {}
     for name, (probabilities, classes, threshold) in models.items():
         calls[name] = {}

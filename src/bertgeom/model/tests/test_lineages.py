@@ -75,11 +75,16 @@ def test_a_fold_never_trains_on_a_held_out_genome_or_its_spike(
     assert set(dataset["split"]) == {"train", "validation"}
 
 
-def test_one_fold_end_to_end_with_the_tiny_preset() -> None:
-    fold = DEFAULT_FOLDS[2]
-    table = leave_lineage_out(
-        TrainingOptions("tiny", epochs=1), folds=[fold], synthetic_per_split=(10, 4)
+@pytest.fixture(scope="module")
+def one_fold() -> pd.DataFrame:
+    """Fold 3 with the tiny preset, one epoch: the table."""
+    return leave_lineage_out(
+        TrainingOptions("tiny", epochs=1), folds=[DEFAULT_FOLDS[2]], synthetic_per_split=(10, 4)
     )
+
+
+def test_one_fold_end_to_end_with_the_tiny_preset(one_fold: pd.DataFrame) -> None:
+    fold, table = DEFAULT_FOLDS[2], one_fold
     assert set(table["model"]) == {"bert", "kmer_logistic_regression"}
     outcome_columns = [c for c in table.columns if c.startswith(("called_", "unassigned_"))]
     assert (table[outcome_columns].sum(axis=1) == table["n"]).all()  # every genome counted once
@@ -101,6 +106,25 @@ def test_one_fold_end_to_end_with_the_tiny_preset() -> None:
         "kmer_logistic_regression",
     }
     assert (summary["held_out_n"] == 183 + 104).all()
+
+
+def test_an_ensemble_fold_calls_each_member_and_their_mean(one_fold: pd.DataFrame) -> None:
+    table = leave_lineage_out(
+        TrainingOptions("tiny", epochs=1),
+        folds=[DEFAULT_FOLDS[2]],
+        synthetic_per_split=(10, 4),
+        members=2,
+    )
+    models = ["bert", "bert member 2", "bert ensemble", "kmer_logistic_regression"]
+    assert list(table["model"].unique()) == models
+    # the first member is the model a single-member run trains: the same rows
+    for model in ("bert", "kmer_logistic_regression"):
+        pd.testing.assert_frame_equal(
+            table[table["model"] == model].reset_index(drop=True),
+            one_fold[one_fold["model"] == model].reset_index(drop=True),
+        )
+    outcome_columns = [c for c in table.columns if c.startswith(("called_", "unassigned_"))]
+    assert (table[outcome_columns].sum(axis=1) == table["n"]).all()
 
 
 def test_folds_in_worker_processes_give_the_sequential_table() -> None:

@@ -1,0 +1,80 @@
+"""An ensemble calls with its members' mean probabilities and calibrates its own threshold."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from bertgeom.genomics.dataset import synthetic_spikes
+from bertgeom.model.ensemble import classifier_probabilities, fit_ensemble, mean_probabilities
+from bertgeom.model.storage import Classifier, load_classifier
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Classifier:
+    return load_classifier()
+
+
+@pytest.fixture(scope="module")
+def spikes() -> tuple[list[str], list[str]]:
+    drawn = synthetic_spikes((2, 0, 0), seed=3)
+    return list(drawn["sequence"]), list(drawn["label"])
+
+
+def _shifted(classifier: Classifier, shift: np.ndarray) -> Classifier:
+    """``classifier`` with ``shift`` added to its logits (through the head's bias)."""
+    model = copy.deepcopy(classifier.model)
+    with torch.no_grad():
+        model.classifier.bias += torch.as_tensor(shift, dtype=model.classifier.bias.dtype)
+    return replace(classifier, model=model)
+
+
+def test_the_ensemble_is_the_mean_of_its_members(
+    shipped: Classifier, spikes: tuple[list[str], list[str]]
+) -> None:
+    sequences, labels = spikes
+    shift = np.linspace(-2.0, 2.0, len(shipped.settings.classes))
+    other = _shifted(shipped, shift)
+    ensemble = fit_ensemble([shipped, other], sequences, labels)
+    alone = classifier_probabilities(shipped, sequences)
+    # the second member's logits are the first's plus ``shift``: its softmax, in closed form
+    logits = np.log(alone) + shift
+    second = np.exp(logits - logits.max(axis=1, keepdims=True))
+    second /= second.sum(axis=1, keepdims=True)
+    mean = ensemble.probabilities(sequences)
+    np.testing.assert_allclose(mean, (alone + second) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0, rtol=1e-6)
+    assert not np.allclose(mean, alone, atol=1e-3)  # the shift moved it
+
+
+def test_the_threshold_is_calibrated_on_the_mean(
+    shipped: Classifier, spikes: tuple[list[str], list[str]]
+) -> None:
+    sequences, labels = spikes
+    probabilities = classifier_probabilities(shipped, sequences)
+    classes = shipped.settings.classes
+    right = [
+        row.max()
+        for row, label in zip(probabilities, labels, strict=True)
+        if classes[int(row.argmax())] == label
+    ]
+    expected = min(max(float(np.quantile(right, 0.01)), 0.5), 0.99)
+    ensemble = fit_ensemble([shipped, shipped], sequences, labels)
+    assert ensemble.unassigned_threshold == pytest.approx(expected)
+    assert ensemble.classes == classes
+
+
+def test_members_must_share_their_classes(
+    shipped: Classifier, spikes: tuple[list[str], list[str]]
+) -> None:
+    renamed = replace(
+        shipped, settings=replace(shipped.settings, classes=shipped.settings.classes[::-1])
+    )
+    with pytest.raises(ValueError, match="disagree on the classes"):
+        mean_probabilities([shipped, renamed], spikes[0][:2])
+    with pytest.raises(ValueError, match="at least one member"):
+        fit_ensemble([], spikes[0], spikes[1])
