@@ -670,6 +670,12 @@ REFUSALS = [
         "--epochs",
     ),
     refusal(
+        "evaluate-lineage-members-0",
+        "evaluate --leave-lineage-out --members 0 --out e",
+        2,
+        "--members",
+    ),
+    refusal(
         "train-learning-rate-negative",
         f"{TRAIN} --out model --learning-rate -1",
         2,

@@ -257,6 +257,14 @@ def evaluate(
             min=1,
         ),
     ] = 1,
+    members: Annotated[
+        int,
+        typer.Option(
+            help="--leave-lineage-out: BERTs per fold, seeded SEED, SEED+1, ...: each called "
+            "alone and with their mean probabilities, an ensemble.",
+            min=1,
+        ),
+    ] = 1,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Evaluate a classifier on the held-out test split and the genomes kept out of the
@@ -273,7 +281,9 @@ def evaluate(
             with start_up():
                 from bertgeom.model.train import TrainingOptions
 
-            lineages_with_progress(out, TrainingOptions(preset, epochs, seed=seed), workers)
+            lineages_with_progress(
+                out, TrainingOptions(preset, epochs, seed=seed), workers, members
+            )
             return
         with start_up():
             from bertgeom.model.experiment import evaluate_classifier, write_evaluation
@@ -354,10 +364,12 @@ def lineage_bar() -> Iterator[tuple[ProgressCallback, Announce]]:
         yield advance, bar.console.print
 
 
-def lineages_with_progress(out: Path, options: TrainingOptions, workers: int = 1) -> None:
+def lineages_with_progress(
+    out: Path, options: TrainingOptions, workers: int = 1, members: int = 1
+) -> None:
     """Leave-lineage-out into ``out`` under a progress bar, then its table printed."""
     from bertgeom.pipeline.steps import leave_lineages_out
 
     with lineage_bar() as (advance, announce):
-        table, seconds = leave_lineages_out(out, options, workers, advance, announce)
+        table, seconds = leave_lineages_out(out, options, workers, advance, announce, members)
     print_lineages(table, seconds, out)

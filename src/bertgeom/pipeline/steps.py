@@ -44,16 +44,19 @@ def leave_lineages_out(
     workers: int = 1,
     progress: ProgressCallback | None = None,
     announce: Announce | None = None,
+    members: int = 1,
 ) -> tuple[pd.DataFrame, float]:
-    """Leave-lineage-out (``bertgeom.model.lineages``) written into ``out`` (``lineages.tsv``,
-    and ``lineages.json`` with the options, the workers and the seconds); returns the table
-    and the seconds."""
+    """Leave-lineage-out (``bertgeom.model.lineages``, ``members`` BERTs per fold) written
+    into ``out`` (``lineages.tsv``, and ``lineages.json`` with the options, the workers, the
+    members and the seconds); returns the table and the seconds."""
     from bertgeom.model.lineage_tables import write_lineages
     from bertgeom.model.lineages import leave_lineage_out
 
     started = time.perf_counter()
-    table = leave_lineage_out(options, progress=progress, announce=announce, workers=workers)
+    table = leave_lineage_out(
+        options, progress=progress, announce=announce, workers=workers, members=members
+    )
     seconds = time.perf_counter() - started
-    run = {"options": options.__dict__, "workers": workers, "seconds": seconds}
+    run = {"options": options.__dict__, "workers": workers, "members": members, "seconds": seconds}
     write_lineages(table, out, run)
     return table, seconds
