@@ -51,10 +51,10 @@ def _lineage_table(table: pd.DataFrame) -> Table:
     from bertgeom.model.lineage_tables import REASONS
 
     names = {"bert": "BERT", "kmer_logistic_regression": "k-mer LR"}
-    models = " | ".join(names.get(str(m), str(m)) for m in table["model"].unique())
+    order = " | ".join(names.get(str(m), str(m)) for m in table["model"].unique())
     view = Table(
         title=f"leave-lineage-out: held-out genomes and their spikes, as predict calls them "
-        f"({models})"
+        f"({order})"
     )
     columns = ("fold", "group", "input", "expected", "n", "called so", "unassigned", "other class")
     for column in columns:
