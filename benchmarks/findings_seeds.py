@@ -214,7 +214,7 @@ class Run:
 
 
 def models_table(run: Run, preset: str, seeds: tuple[int, ...]) -> pd.DataFrame:
-    """Per seed: best epoch, its validation macro-F1, test macro-F1 (real, synthetic), seconds."""
+    """Per seed: best epoch, its validation macro-F1, test macro-F1 (real, synthetic), minutes."""
     rows = []
     for seed in seeds:
         record = json.loads(
@@ -232,7 +232,8 @@ def models_table(run: Run, preset: str, seeds: tuple[int, ...]) -> pd.DataFrame:
                 "test real macro-F1": metrics.get("test_real", {}).get("macro_f1"),
                 "test synthetic macro-F1": metrics.get("test_synthetic", {}).get("macro_f1"),
                 "test synthetic accuracy": metrics.get("test_synthetic", {}).get("accuracy"),
-                "training s": round(record["seconds"]),
+                # minutes: the tables' ".3g" would print 1,370 s as 1.37e+03
+                "training min": round(record["seconds"] / 60, 1),
             }
         )
     return pd.DataFrame(rows).set_index("seed")
@@ -391,7 +392,9 @@ def gate_table(analysis: Path) -> pd.DataFrame:
 
 
 def _rows(series: pd.Series) -> list[tuple[int, int, float]]:
-    """``(layer, head, value)`` of a series indexed by layer and head."""
+    """``(layer, head, value)`` of a series indexed by layer and head, in layer and head order
+    (ablation costs come costliest first)."""
+    series = series.sort_index()
     layers, heads = series.index.get_level_values(0), series.index.get_level_values(1)
     return [
         (int(layer), int(head), float(value))
