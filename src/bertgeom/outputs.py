@@ -94,6 +94,11 @@ MODEL = DirectoryKind(
         "checkpoints",
     ),
 )
+ENSEMBLE = DirectoryKind(
+    "ensemble directory",
+    ("ensemble.json",),
+    ("ensemble.json", "member-*"),
+)
 SEED_MODELS = DirectoryKind(
     "directory of models over seeds",
     ("seeds.json",),

@@ -32,7 +32,9 @@ from bertgeom.cli.common import (
     user_errors,
 )
 from bertgeom.cli.seeds import checked_seeds, train_seeds
+from bertgeom.errors import InputError
 from bertgeom.outputs import (
+    ENSEMBLE,
     EVALUATION,
     MODEL,
     check_output_directory,
@@ -50,8 +52,8 @@ ModelOption = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="Classifier: model directory or Hugging Face hub id ORG/NAME[@REVISION] from the "
-        "local cache (default: the shipped model).",
+        help="Classifier: model directory, ensemble directory ('train --members') or Hugging "
+        "Face hub id ORG/NAME[@REVISION] from the local cache (default: the shipped model).",
     ),
 ]
 
@@ -105,11 +107,11 @@ def predict(
         # The alignment workers start now, while torch is imported and the model loaded.
         with spike_extractor(processes, eager=not on_dask and fasta.is_file()) as extractor:
             with start_up():
+                from bertgeom.model.ensemble import load_predictor
                 from bertgeom.model.predict import predict_records, with_change_alpha
-                from bertgeom.model.storage import load_classifier
 
             started = time.perf_counter()
-            classifier = load_classifier(model)
+            classifier = load_predictor(model)
             with progress_bar() as bar:
                 task = bar.add_task("aligning and classifying", total=None)
                 if on_dask:
@@ -196,13 +198,25 @@ def train(
             "into OUT/seed-N, with OUT/seeds.json (for 'analyze --over-seeds'); not with --seed.",
         ),
     ] = None,
+    members: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train an ensemble: this many models on the same rows, seeded SEED, SEED+1, "
+            "..., into OUT/member-N, with OUT/ensemble.json (their mean probabilities call; "
+            "'predict --model OUT'); not with --seeds.",
+        ),
+    ] = 1,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Train a BERT variant classifier from scratch (best validation checkpoint kept)."""
     with user_errors():
+        if members > 1 and seeds is not None:
+            raise InputError("--members and --seeds: choose one")
         chosen = checked_seeds(ctx, seeds, out, data, overwrite) if seeds is not None else None
         if chosen is None:
-            check_output_directory(out, MODEL, inputs=[data], overwrite=overwrite)
+            kind = ENSEMBLE if members > 1 else MODEL
+            check_output_directory(out, kind, inputs=[data], overwrite=overwrite)
         with start_up():
             from bertgeom.model.train import TrainingOptions
             from bertgeom.model.training_checkpoints import DEFAULT_SCHEDULE
@@ -215,6 +229,19 @@ def train(
             train_seeds(chosen, out, options, lambda s: prepared_dataset(data, s)[0], training_bar)
             return
         dataset, _ = prepared_dataset(data, seed)
+        if members > 1:
+            from bertgeom.pipeline.steps import train_ensemble
+
+            with training_bar() as advance:
+                reports, threshold = train_ensemble(dataset, out, options, members, advance)
+            seconds = sum(report.seconds for report in reports)
+            console.print(
+                f"trained an ensemble of {members} {preset} models in {seconds:.0f} s, best "
+                f"epochs {', '.join(str(r.best_epoch) for r in reports)}, threshold "
+                f"{threshold:.3f} -> {out}",
+                highlight=False,
+            )
+            return
         report = train_with_progress(dataset, out, options)
         best = report.history[report.best_epoch - 1]["validation_macro_f1"]
         kept = f", {len(report.checkpoints)} checkpoints" if report.checkpoints else ""
@@ -286,10 +313,10 @@ def evaluate(
             )
             return
         with start_up():
+            from bertgeom.model.ensemble import load_predictor
             from bertgeom.model.experiment import evaluate_classifier, write_evaluation
-            from bertgeom.model.storage import load_classifier
 
-        classifier = load_classifier(model)
+        classifier = load_predictor(model)
         dataset, outside = prepared_dataset(data, seed)
         metrics = evaluate_classifier(classifier, dataset, outside)
         write_evaluation(metrics, out, "bertgeom")

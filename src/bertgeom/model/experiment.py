@@ -15,24 +15,21 @@ from bertgeom.atomic import atomic_file
 from bertgeom.genomics.mutations import CLASSES, SYNTHETIC_ONLY_CLASSES
 from bertgeom.genomics.reference import data_path
 from bertgeom.genomics.synthetic import OUTLIER
+from bertgeom.model.ensemble import Predictor
 from bertgeom.model.evaluate import (
     classification_metrics,
     plot_confusion_matrix,
-    predict_probabilities,
 )
 from bertgeom.model.predict import UNASSIGNED, checked_calls, sequence_evidence
-from bertgeom.model.storage import Classifier
 
 
 def calls(
-    classifier: Classifier, sequences: list[str], batch_size: int = 64
+    classifier: Predictor, sequences: list[str], batch_size: int = 64
 ) -> tuple[list[str], list[str], np.ndarray]:
     """Arg-max classes, calls with ``unassigned`` applied (clade tree, probability, change check),
     and best probabilities."""
     settings = classifier.settings
-    probabilities = predict_probabilities(
-        classifier.model, classifier.tokenizer, sequences, settings.k, settings.stride, batch_size
-    )
+    probabilities = classifier.probabilities(sequences, batch_size)
     evidence = sequence_evidence(sequences, classifier.change_check)
     checked = checked_calls(
         probabilities,
@@ -47,7 +44,7 @@ def calls(
 
 
 def evaluate_classifier(
-    classifier: Classifier, dataset: pd.DataFrame, outside: pd.DataFrame | None = None
+    classifier: Predictor, dataset: pd.DataFrame, outside: pd.DataFrame | None = None
 ) -> dict[str, Any]:
     """Metrics on the test split: real spikes (classes with real data), synthetic spikes (Lambda
     and Mu apart: they exist only synthetically here), and the outside-the-classes genomes."""
@@ -95,7 +92,7 @@ def evaluate_classifier(
     return result
 
 
-def _unassigned_summary(classifier: Classifier, part: pd.DataFrame) -> dict[str, Any]:
+def _unassigned_summary(classifier: Predictor, part: pd.DataFrame) -> dict[str, Any]:
     _, called, best = calls(classifier, list(part["sequence"]))
     return {
         "n": len(part),

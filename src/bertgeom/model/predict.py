@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from itertools import islice
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,8 +32,9 @@ from bertgeom.genomics.parallel import Pending, SpikeExtractor, spike_extractor
 from bertgeom.genomics.spike import QCThresholds, SpikeRecord, extract_spike
 from bertgeom.model.change_check import ChangeCheck
 from bertgeom.model.defining_changes import DefiningCall, defining_call
-from bertgeom.model.evaluate import predict_probabilities
-from bertgeom.model.storage import Classifier
+from bertgeom.model.ensemble import Predictor
+
+P = TypeVar("P", bound=Predictor)
 
 UNASSIGNED = "unassigned"
 LOW_PROBABILITY = "low_probability"
@@ -165,7 +167,7 @@ def sequence_evidence(sequences: Sequence[str], check: ChangeCheck | None = None
     return spike_evidence([extract_spike("sequence", s) for s in sequences], check)
 
 
-def with_change_alpha(classifier: Classifier, alpha: float | None) -> Classifier:
+def with_change_alpha(classifier: P, alpha: float | None) -> P:
     """``classifier`` with its change check at level ``alpha`` (None: the model's; 0: off)."""
     if alpha is None or classifier.change_check is None:
         return classifier
@@ -206,19 +208,14 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 
 def classify_spikes(
-    spikes: list[SpikeRecord], classifier: Classifier, batch_size: int = 64
+    spikes: list[SpikeRecord], classifier: Predictor, batch_size: int = 64
 ) -> pd.DataFrame:
-    """Predictions for already extracted spikes, one row each, in order."""
+    """Predictions for already extracted spikes, one row each, in order, by a classifier or
+    an ensemble (:mod:`bertgeom.model.ensemble`)."""
     settings = classifier.settings
     usable = [index for index, spike in enumerate(spikes) if spike.usable]
-    probabilities = predict_probabilities(
-        classifier.model,
-        classifier.tokenizer,
-        [spikes[index].sequence for index in usable],
-        settings.k,
-        settings.stride,
-        batch_size=batch_size,
-        max_length=settings.max_length,
+    probabilities = classifier.probabilities(
+        [spikes[index].sequence for index in usable], batch_size=batch_size
     )
     table = pd.DataFrame(
         {
@@ -277,7 +274,7 @@ def classify_spikes(
 
 def predict_records(
     records: Iterable[FastaRecord],
-    classifier: Classifier,
+    classifier: Predictor,
     batch_size: int = 64,
     chunk_size: int = 256,
     thresholds: QCThresholds | None = None,

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import transformers
+from numpy.typing import NDArray
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -40,6 +42,7 @@ from bertgeom.model.checkpoint import (
     refuse_shipped_code,
     weights_files,
 )
+from bertgeom.model.evaluate import predict_probabilities
 from bertgeom.model.resolve import ModelName, ResolvedModel, resolve_model
 from bertgeom.model.training_checkpoints import CHECKPOINTS_DIRECTORY, CheckpointRecord
 
@@ -77,6 +80,19 @@ class Classifier:
     change_check: ChangeCheck | None = None
     source: ResolvedModel | None = None
     ignored_weights: tuple[str, ...] = ()
+
+    def probabilities(self, sequences: Sequence[str], batch_size: int = 64) -> NDArray[np.float64]:
+        """Softmax class probabilities ``(n_sequences, n_classes)`` of spike sequences."""
+        settings = self.settings
+        return predict_probabilities(
+            self.model,
+            self.tokenizer,
+            list(sequences),
+            settings.k,
+            settings.stride,
+            batch_size=batch_size,
+            max_length=settings.max_length,
+        )
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bertgeom.atomic import atomic_file
+from bertgeom.atomic import atomic_directory, atomic_file
 from bertgeom.genomics.dataset import load_dataset, read_table
 from bertgeom.model.train import ProgressCallback, TrainingOptions, TrainingReport, train_classifier
 from bertgeom.pipeline.options import Announce
@@ -36,6 +36,37 @@ def train_and_record(
     with atomic_file(out / "training.json") as path:
         path.write_text(json.dumps(report.__dict__, indent=2, default=str))
     return report
+
+
+def train_ensemble(
+    dataset: pd.DataFrame,
+    out: Path,
+    options: TrainingOptions,
+    members: int,
+    progress: ProgressCallback | None = None,
+) -> tuple[list[TrainingReport], float]:
+    """Train ``members`` classifiers on ``dataset``, seeded ``options.seed``, ``+ 1``, ..., into
+    ``out/member-N`` (each with ``training.json``), and write ``out/ensemble.json`` with the
+    threshold of their mean probabilities calibrated on the validation split
+    (:mod:`bertgeom.model.ensemble`). ``out`` appears whole or not at all. Returns the
+    members' reports and the ensemble's threshold."""
+    from dataclasses import replace
+
+    from bertgeom.genomics.mutations import CLASSES
+    from bertgeom.model.ensemble import fit_ensemble, member_directory, write_ensemble_file
+    from bertgeom.model.storage import load_classifier
+
+    reports = []
+    with atomic_directory(Path(out)) as staging:
+        for number in range(1, members + 1):
+            member = staging / member_directory(number)
+            seeded = replace(options, seed=options.seed + number - 1)
+            reports.append(train_and_record(dataset, member, seeded, progress))
+        validation = dataset[(dataset["split"] == "validation") & dataset["label"].isin(CLASSES)]
+        loaded = [load_classifier(staging / member_directory(n)) for n in range(1, members + 1)]
+        ensemble = fit_ensemble(loaded, list(validation["sequence"]), list(validation["label"]))
+        write_ensemble_file(staging, members, ensemble.unassigned_threshold)
+    return reports, ensemble.unassigned_threshold
 
 
 def leave_lineages_out(

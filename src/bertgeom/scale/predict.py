@@ -19,9 +19,9 @@ import torch
 from bertgeom.errors import InputError
 from bertgeom.genomics.fasta import read_fasta
 from bertgeom.genomics.text_lines import STDIN, display_name
+from bertgeom.model.ensemble import Predictor, load_predictor
 from bertgeom.model.predict import predict_records, prediction_columns, with_change_alpha
 from bertgeom.model.resolve import ModelName
-from bertgeom.model.storage import Classifier, load_classifier
 from bertgeom.scale.cluster import ClusterSpec, dask_client, run_shards, shard_positions
 
 
@@ -41,11 +41,11 @@ class PredictTask:
 _classifiers = threading.local()
 
 
-def _worker_classifier(model: Path | None) -> Classifier:
-    """The classifier of this worker thread, loaded once per directory."""
-    cached: tuple[Path | None, Classifier] | None = getattr(_classifiers, "cached", None)
+def _worker_classifier(model: Path | None) -> Predictor:
+    """The classifier (or ensemble) of this worker thread, loaded once per directory."""
+    cached: tuple[Path | None, Predictor] | None = getattr(_classifiers, "cached", None)
     if cached is None or cached[0] != model:
-        _classifiers.cached = cached = (model, load_classifier(model))
+        _classifiers.cached = cached = (model, load_predictor(model))
     return cached[1]
 
 
@@ -71,7 +71,7 @@ def _require_shared_file(fasta: Path) -> None:
 
 def predict_on_dask(
     fasta: Path,
-    classifier: Classifier,
+    classifier: Predictor,
     cluster: ClusterSpec,
     model: ModelName | None = None,
     batch_size: int = 64,
@@ -85,7 +85,8 @@ def predict_on_dask(
     _require_shared_file(fasta)
     fasta = Path(fasta).resolve()
     count = sum(1 for _ in read_fasta(fasta))
-    directory = classifier.directory.resolve() if model is not None else None
+    loaded = classifier.directory
+    directory = loaded.resolve() if model is not None and loaded is not None else None
     parts: dict[int, pd.DataFrame] = {}
     with dask_client(cluster) as client:
         tasks = [

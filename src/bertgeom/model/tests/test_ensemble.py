@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from bertgeom.errors import ModelError
 from bertgeom.genomics.dataset import synthetic_spikes
-from bertgeom.model.ensemble import classifier_probabilities, fit_ensemble, mean_probabilities
-from bertgeom.model.storage import Classifier, load_classifier
+from bertgeom.model.ensemble import (
+    ENSEMBLE_FILE,
+    Ensemble,
+    classifier_probabilities,
+    fit_ensemble,
+    load_ensemble,
+    load_predictor,
+    mean_probabilities,
+    member_directory,
+    write_ensemble_file,
+)
+from bertgeom.model.storage import Classifier, default_model_directory, load_classifier
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +91,53 @@ def test_members_must_share_their_classes(
         mean_probabilities([shipped, renamed], spikes[0][:2])
     with pytest.raises(ValueError, match="at least one member"):
         fit_ensemble([], spikes[0], spikes[1])
+
+
+def _ensemble_directory(root: Path, members: int = 2, threshold: float = 0.7) -> Path:
+    """An ensemble directory whose members are copies of the shipped model."""
+    root.mkdir(parents=True, exist_ok=True)
+    for number in range(1, members + 1):
+        shutil.copytree(default_model_directory(), root / member_directory(number))
+    write_ensemble_file(root, members, threshold)
+    return root
+
+
+def test_an_ensemble_directory_loads_with_its_members_and_threshold(
+    shipped: Classifier, spikes: tuple[list[str], list[str]], tmp_path: Path
+) -> None:
+    directory = _ensemble_directory(tmp_path / "ensemble", 2, 0.7)
+    loaded = load_predictor(directory)
+    assert isinstance(loaded, Ensemble) and len(loaded.members) == 2
+    assert loaded.unassigned_threshold == 0.7 and loaded.classes == shipped.settings.classes
+    assert loaded.change_check == shipped.change_check
+    np.testing.assert_allclose(
+        loaded.probabilities(spikes[0]), shipped.probabilities(spikes[0]), rtol=1e-6
+    )
+    assert isinstance(load_predictor(default_model_directory()), Classifier)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("not json", "not a bertgeom ensemble file"),
+        ('{"members": ["member-1"]}', "not a bertgeom ensemble file"),
+        ('{"members": [], "unassigned_threshold": 0.5}', "no members"),
+        ('{"members": ["../elsewhere"], "unassigned_threshold": 0.5}', "not a directory inside"),
+        ('{"members": ["member-9"], "unassigned_threshold": 0.5}', "not a directory inside"),
+    ],
+)
+def test_a_bad_ensemble_file_is_refused_in_one_line(
+    tmp_path: Path, document: str, message: str
+) -> None:
+    directory = _ensemble_directory(tmp_path / "ensemble", 1)
+    (tmp_path / "elsewhere").mkdir()
+    (directory / ENSEMBLE_FILE).write_text(document)
+    with pytest.raises(ModelError, match=message):
+        load_ensemble(directory)
+
+
+def test_a_member_that_is_not_a_classifier_is_refused(tmp_path: Path) -> None:
+    directory = _ensemble_directory(tmp_path / "ensemble", 2)
+    (directory / member_directory(2) / "model.safetensors").unlink()
+    with pytest.raises(ModelError):
+        load_ensemble(directory)
