@@ -661,6 +661,7 @@ REFUSALS = [
         "--batch-size",
     ),
     refusal("train-epochs-0", f"{TRAIN} --out model --epochs 0", 2, "--epochs"),
+    refusal("train-members-0", f"{TRAIN} --out model --members 0", 2, "--members"),
     refusal("train-epochs-negative", f"{TRAIN} --out model --epochs -1", 2, "--epochs"),
     refusal("demo-epochs-0", "demo --out demo --preset tiny --epochs 0", 2, "--epochs"),
     refusal(
