@@ -97,3 +97,13 @@ def test_members_and_seeds_together_are_refused(tmp_path: Path) -> None:
     code, output = run("train", *TINY, "--members", 2, "--seeds", "0,1", "--out", tmp_path / "m")
     assert code == 1 and output.strip() == "error: --members and --seeds: choose one"
     assert not (tmp_path / "m").exists()
+
+
+def test_analyze_refuses_an_ensemble_naming_a_member(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    models, data = trained
+    out = tmp_path / "results"
+    code, output = run("analyze", "--model", models, "--data", data, "--out", out)
+    assert code == 1 and "an ensemble of models" in output and "member-1" in output, output
+    assert len(output.strip().splitlines()) == 1 and not out.exists()

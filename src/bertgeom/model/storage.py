@@ -150,6 +150,11 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not directory.is_dir():
         raise ModelError(f"{directory}: not a directory; a model is a Hugging Face model directory")
     config_path = directory / "config.json"
+    if not config_path.is_file() and (directory / "ensemble.json").is_file():
+        raise ModelError(
+            f"{directory}: an ensemble of models ('train --members'), which only 'predict' and "
+            f"'evaluate' take; name one of its members here ({directory / 'member-1'})"
+        )
     if not config_path.is_file():
         raise ModelError(f"{directory}: no config.json, not a Hugging Face model directory")
     try:
