@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from bertgeom.atomic import atomic_file
@@ -74,13 +75,6 @@ Predictor = Classifier | Ensemble
 ``probabilities`` alike)."""
 
 
-def classifier_probabilities(
-    classifier: Classifier, sequences: Sequence[str], batch_size: int = 64
-) -> NDArray[np.float64]:
-    """``classifier``'s softmax probabilities ``(n_sequences, n_classes)`` of spike sequences."""
-    return classifier.probabilities(sequences, batch_size)
-
-
 def mean_probabilities(
     members: Sequence[Classifier], sequences: Sequence[str], batch_size: int = 64
 ) -> NDArray[np.float64]:
@@ -108,16 +102,16 @@ def ensemble_of(
     return Ensemble(tuple(members), settings, first.change_check, directory)
 
 
-def fit_ensemble(
-    members: Sequence[Classifier], sequences: Sequence[str], labels: Sequence[str]
-) -> Ensemble:
-    """The ensemble of ``members``, its threshold calibrated on the validation ``sequences``
-    and their ``labels`` (classes of the members)."""
+def fit_ensemble(members: Sequence[Classifier], dataset: pd.DataFrame) -> Ensemble:
+    """The ensemble of ``members``, its threshold calibrated on the ``validation`` rows of
+    ``dataset`` (a split dataset) whose label is one of the members' classes."""
     if not members:
         raise ValueError("an ensemble needs at least one member")
-    probabilities = mean_probabilities(members, sequences)
-    index = {label: i for i, label in enumerate(members[0].settings.classes)}
-    true = np.array([index[label] for label in labels], dtype=np.int64)
+    classes = members[0].settings.classes
+    rows = dataset[(dataset["split"] == "validation") & dataset["label"].isin(classes)]
+    probabilities = mean_probabilities(members, list(rows["sequence"]))
+    index = {label: i for i, label in enumerate(classes)}
+    true = np.array([index[label] for label in rows["label"]], dtype=np.int64)
     return ensemble_of(members, calibrate_unassigned_threshold(probabilities, true))
 
 

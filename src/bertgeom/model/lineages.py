@@ -43,7 +43,7 @@ from bertgeom.genomics.clades import CladeTree, clade_tree
 from bertgeom.genomics.mutations import CLASSES
 from bertgeom.genomics.spike import SpikeRecord, extract_spike
 from bertgeom.model.baseline import KmerLogisticRegression, fit_baseline
-from bertgeom.model.ensemble import Ensemble, classifier_probabilities, fit_ensemble
+from bertgeom.model.ensemble import Ensemble, fit_ensemble
 from bertgeom.model.lineage_folds import (
     DEFAULT_FOLDS,
     NEVER_TRAINED,
@@ -133,14 +133,7 @@ class _FoldJob:
                 train_classifier(dataset, Path(directory), options, progress)
                 classifiers.append(load_classifier(Path(directory)))
         baseline = fit_baseline(dataset, CLASSES)
-        ensemble = None
-        if len(classifiers) > 1:
-            validation = dataset[
-                (dataset["split"] == "validation") & dataset["label"].isin(CLASSES)
-            ]
-            ensemble = fit_ensemble(
-                classifiers, list(validation["sequence"]), list(validation["label"])
-            )
+        ensemble = fit_ensemble(classifiers, dataset) if len(classifiers) > 1 else None
         return fold_rows(
             fold, classifiers[0], baseline, genomes, tree, self.never_trained, ensemble
         )
@@ -227,10 +220,10 @@ def kind_calls(
     sequences = [spike.sequence for spike in usable]
     evidence = spike_evidence(usable, classifier.change_check)
     lr, lr_threshold = baseline
-    bert = classifier_probabilities(classifier, sequences)
+    bert = classifier.probabilities(sequences)
     models = {"bert": (bert, settings.classes, settings.unassigned_threshold)}
     if ensemble is not None:
-        each = [bert] + [classifier_probabilities(m, sequences) for m in ensemble.members[1:]]
+        each = [bert] + [m.probabilities(sequences) for m in ensemble.members[1:]]
         for number, (member, probabilities) in enumerate(
             zip(ensemble.members[1:], each[1:], strict=True), start=2
         ):

@@ -52,7 +52,6 @@ def train_ensemble(
     members' reports and the ensemble's threshold."""
     from dataclasses import replace
 
-    from bertgeom.genomics.mutations import CLASSES
     from bertgeom.model.ensemble import fit_ensemble, member_directory, write_ensemble_file
     from bertgeom.model.storage import load_classifier
 
@@ -62,9 +61,8 @@ def train_ensemble(
             member = staging / member_directory(number)
             seeded = replace(options, seed=options.seed + number - 1)
             reports.append(train_and_record(dataset, member, seeded, progress))
-        validation = dataset[(dataset["split"] == "validation") & dataset["label"].isin(CLASSES)]
         loaded = [load_classifier(staging / member_directory(n)) for n in range(1, members + 1)]
-        ensemble = fit_ensemble(loaded, list(validation["sequence"]), list(validation["label"]))
+        ensemble = fit_ensemble(loaded, dataset)
         write_ensemble_file(staging, members, ensemble.unassigned_threshold)
     return reports, ensemble.unassigned_threshold
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -16,7 +17,6 @@ from bertgeom.genomics.dataset import synthetic_spikes
 from bertgeom.model.ensemble import (
     ENSEMBLE_FILE,
     Ensemble,
-    classifier_probabilities,
     fit_ensemble,
     load_ensemble,
     load_predictor,
@@ -30,6 +30,11 @@ from bertgeom.model.storage import Classifier, default_model_directory, load_cla
 @pytest.fixture(scope="module")
 def shipped() -> Classifier:
     return load_classifier()
+
+
+def _validation(sequences: list[str], labels: list[str]) -> pd.DataFrame:
+    """A dataset whose validation rows are ``sequences`` labelled ``labels``."""
+    return pd.DataFrame({"sequence": sequences, "label": labels, "split": "validation"})
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +57,8 @@ def test_the_ensemble_is_the_mean_of_its_members(
     sequences, labels = spikes
     shift = np.linspace(-2.0, 2.0, len(shipped.settings.classes))
     other = _shifted(shipped, shift)
-    ensemble = fit_ensemble([shipped, other], sequences, labels)
-    alone = classifier_probabilities(shipped, sequences)
+    ensemble = fit_ensemble([shipped, other], _validation(sequences, labels))
+    alone = shipped.probabilities(sequences)
     # the second member's logits are the first's plus ``shift``: its softmax, in closed form
     logits = np.log(alone) + shift
     second = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -68,7 +73,7 @@ def test_the_threshold_is_calibrated_on_the_mean(
     shipped: Classifier, spikes: tuple[list[str], list[str]]
 ) -> None:
     sequences, labels = spikes
-    probabilities = classifier_probabilities(shipped, sequences)
+    probabilities = shipped.probabilities(sequences)
     classes = shipped.settings.classes
     right = [
         row.max()
@@ -76,7 +81,7 @@ def test_the_threshold_is_calibrated_on_the_mean(
         if classes[int(row.argmax())] == label
     ]
     expected = min(max(float(np.quantile(right, 0.01)), 0.5), 0.99)
-    ensemble = fit_ensemble([shipped, shipped], sequences, labels)
+    ensemble = fit_ensemble([shipped, shipped], _validation(sequences, labels))
     assert ensemble.unassigned_threshold == pytest.approx(expected)
     assert ensemble.classes == classes
 
@@ -90,7 +95,7 @@ def test_members_must_share_their_classes(
     with pytest.raises(ValueError, match="disagree on the classes"):
         mean_probabilities([shipped, renamed], spikes[0][:2])
     with pytest.raises(ValueError, match="at least one member"):
-        fit_ensemble([], spikes[0], spikes[1])
+        fit_ensemble([], _validation(*spikes))
 
 
 def _ensemble_directory(root: Path, members: int = 2, threshold: float = 0.7) -> Path:
